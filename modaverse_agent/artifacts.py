@@ -69,17 +69,18 @@ class OutputDir:
 
     def write(self, stem: str, suffix: str, writer: Callable[[Path], None]) -> Path:
         """Call ``writer(tmp_path)`` then publish the file atomically under a new unique name."""
+        base = self._target(stem, suffix)
         fd, tmp_name = tempfile.mkstemp(prefix=".partial-", suffix=suffix, dir=self.root)
         os.close(fd)
         tmp = Path(tmp_name)
         try:
             writer(tmp)
-            return self._publish(tmp, stem, suffix)
+            return self._publish(tmp, base)
         finally:
             tmp.unlink(missing_ok=True)
 
-    def _publish(self, tmp: Path, stem: str, suffix: str) -> Path:
-        base = self._target(stem, suffix)
+    def _publish(self, tmp: Path, base: Path) -> Path:
+        suffix = base.suffix
         for n in range(10_000):
             target = base if n == 0 else base.with_name(f"{base.stem}-{n}{suffix}")
             try:

@@ -130,6 +130,8 @@ class Generator:
         t1 = time.perf_counter()
         artifacts = self.run(request)
         t2 = time.perf_counter()
+        if not isinstance(artifacts, list) or not all(isinstance(a, Artifact) for a in artifacts):
+            raise GeneratorError(f"generator {self.name!r} returned {type(artifacts).__name__}, not a list of Artifact")
         for a in artifacts:
             a.task = a.task or self.task
             a.generator = a.generator or self.name

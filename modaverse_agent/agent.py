@@ -1,0 +1,258 @@
+"""ModaVerseAgent: (instruction, media) -> meta-response -> dispatch to the zoo -> FinalResponse.
+
+Each stage is isolated: a bad media file, an invalid meta-response, an unknown task, a generator that
+raises or hangs all become entries in ``FinalResponse.errors``, and everything else still comes back.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from .artifacts import Artifact, OutputDir, manifest_record
+from .errors import ModaVerseError
+from .generators import GenerationRequest, Generator
+from .media import MediaItem, load_media
+from .meta_response import Invocation, MetaResponse, TaskSpec, parse_legacy, parse_lenient
+from .zoo import Zoo
+
+DEFAULT_TIMEOUT_S = 600.0
+MediaSource = str | Path | bytes | MediaItem
+
+
+@dataclass
+class LLMRequest:
+    """What the LLM is asked: the instruction, the media (by id), the schema and the tasks it may use."""
+
+    instruction: str
+    media: list[tuple[str, MediaItem]]
+    schema: dict[str, Any]
+    tasks: list[TaskSpec]
+
+
+@runtime_checkable
+class MetaResponder(Protocol):
+    """Anything that turns an LLMRequest into raw meta-response text (the ModaVerse model, a fake)."""
+
+    def respond(self, request: LLMRequest) -> str:
+        """Return the LLM's raw output (JSON meta-response, or the release's legacy format)."""
+        ...
+
+
+@dataclass
+class ResponseError:
+    """One thing that went wrong, where, and what to do about it."""
+
+    stage: str  # "media" | "llm" | "meta-response" | "output" | "invocation"
+    message: str
+    task: str | None = None
+    index: int | None = None
+
+    def __str__(self) -> str:
+        where = f" [{self.task} #{self.index}]" if self.task else ""
+        return f"{self.stage}{where}: {self.message}"
+
+
+@dataclass
+class FinalResponse:
+    """The agent's answer: text, the files made, the errors met, and the meta-response behind them."""
+
+    text: str
+    artifacts: list[Artifact] = field(default_factory=list)
+    errors: list[ResponseError] = field(default_factory=list)
+    meta_response: MetaResponse | None = None
+    raw: str = ""
+    manifest: Path | None = None
+    media: list[tuple[str, MediaItem]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing went wrong."""
+        return not self.errors
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (for ``--json`` and manifests)."""
+        return {
+            "text": self.text,
+            "artifacts": [a.to_dict() for a in self.artifacts],
+            "errors": [e.__dict__ for e in self.errors],
+            "meta_response": self.meta_response.to_dict() if self.meta_response else None,
+            "raw": self.raw,
+            "manifest": str(self.manifest) if self.manifest else None,
+            "media": [{"id": i, "name": m.name, "mime_type": m.mime_type} for i, m in self.media],
+        }
+
+
+def assign_media_ids(items: Sequence[MediaItem]) -> list[tuple[str, MediaItem]]:
+    """Name media per modality in order: ``image_1``, ``image_2``, ``audio_1``, ..."""
+    counts: dict[str, int] = {}
+    out = []
+    for item in items:
+        counts[item.modality] = counts.get(item.modality, 0) + 1
+        out.append((f"{item.modality}_{counts[item.modality]}", item))
+    return out
+
+
+def parse_output(raw: str, schema: dict[str, Any]) -> tuple[MetaResponse, list[ResponseError]]:
+    """Parse LLM output as JSON, or as the release's legacy format when it is written that way."""
+    if raw.lstrip().startswith("Modality:"):
+        try:
+            return parse_legacy(raw), []
+        except ModaVerseError as e:
+            return MetaResponse(text=""), [ResponseError("meta-response", str(e))]
+    response, errors = parse_lenient(raw, schema)
+    return response, [ResponseError("meta-response", str(e)) for e in errors]
+
+
+class ModaVerseAgent:
+    """Runs the three ModaVerse stages over an LLM (any :class:`MetaResponder`) and a :class:`Zoo`."""
+
+    def __init__(
+        self,
+        llm: MetaResponder,
+        zoo: Zoo | None = None,
+        *,
+        output_dir: str | Path = "outputs",
+        timeout: float = DEFAULT_TIMEOUT_S,
+        seed: int | None = None,
+        on_progress: Callable[[str, int, int], None] | None = None,
+    ) -> None:
+        self.llm = llm
+        self.zoo = zoo if zoo is not None else Zoo.from_plugins()
+        self.output_dir = Path(output_dir)
+        self.timeout = timeout
+        self.seed = seed
+        self.on_progress = on_progress
+
+    # -- stage 0: media --------------------------------------------------------------------------
+    def load_media(self, sources: Sequence[MediaSource]) -> tuple[list[tuple[str, MediaItem]], list[ResponseError]]:
+        """Load every source; a bad one becomes an error and the others are kept."""
+        items, errors = [], []
+        for n, src in enumerate(sources, 1):
+            try:
+                items.append(src if isinstance(src, MediaItem) else load_media(src))
+            except ModaVerseError as e:
+                errors.append(ResponseError("media", f"input {n} skipped: {e}"))
+        return assign_media_ids(items), errors
+
+    # -- the pipeline ----------------------------------------------------------------------------
+    def run(
+        self, instruction: str, media: Sequence[MediaSource] = (), *, output_dir: str | Path | None = None
+    ) -> FinalResponse:
+        """Answer ``instruction`` about ``media`` with text and generated files."""
+        named, errors = self.load_media(media)
+        ids = [i for i, _ in named]
+        schema = self.zoo.schema(media_ids=ids)
+        request = LLMRequest(instruction, named, schema, self.zoo.task_specs())
+        try:
+            raw = self.llm.respond(request)
+        except Exception as e:  # the model failing must still give a response with the error
+            errors.append(ResponseError("llm", f"the language model failed: {type(e).__name__}: {e}"))
+            return FinalResponse(text="", errors=errors, media=named)
+        meta, parse_errors = parse_output(raw, schema)
+        errors += parse_errors
+        return self.dispatch(meta, named, errors=errors, raw=raw, output_dir=output_dir)
+
+    def dispatch(
+        self,
+        meta: MetaResponse,
+        media: Sequence[tuple[str, MediaItem]] = (),
+        *,
+        errors: list[ResponseError] | None = None,
+        raw: str = "",
+        output_dir: str | Path | None = None,
+    ) -> FinalResponse:
+        """Run every invocation of ``meta`` in isolation and collect the final response."""
+        response = FinalResponse(text=meta.text, errors=list(errors or []), meta_response=meta, raw=raw)
+        response.media = list(media)
+        if not meta.invocations:
+            return response
+        try:
+            out = OutputDir(output_dir if output_dir is not None else self.output_dir)
+        except ModaVerseError as e:
+            response.errors.append(ResponseError("output", f"{e}; no invocation was run"))
+            return response
+        by_id = dict(media)
+        for index, inv in enumerate(meta.invocations):
+            try:
+                response.artifacts += self._invoke(index, inv, by_id, out)
+            except _InvocationFailed as e:
+                response.errors.append(ResponseError("invocation", str(e), task=inv.task, index=index))
+        if response.artifacts:
+            try:
+                record = manifest_record(response.artifacts, text=meta.text, meta_response=meta.to_dict())
+                record["errors"] = [e.__dict__ for e in response.errors]
+                response.manifest = out.write_manifest(record)
+            except (ModaVerseError, OSError) as e:
+                response.errors.append(ResponseError("output", f"manifest not written: {e}"))
+        return response
+
+    def _invoke(self, index: int, inv: Invocation, by_id: dict[str, MediaItem], out: OutputDir) -> list[Artifact]:
+        try:
+            gen = self.zoo.generator_for(inv.task)
+        except ModaVerseError as e:
+            raise _InvocationFailed(str(e)) from e
+        inputs = _resolve_inputs(inv, gen, by_id)
+        seed = inv.args.get("seed") if isinstance(inv.args.get("seed"), int) else None
+        if seed is None:
+            seed = self.seed + index if self.seed is not None else random.randrange(2**31)
+        progress = None
+        if self.on_progress is not None:
+            cb = self.on_progress
+            progress = lambda done, total: cb(inv.task, done, total)  # noqa: E731
+        req = GenerationRequest(inv.prompt, out, dict(inv.args), inputs, seed, progress)
+        return _run_with_timeout(gen, req, self.timeout)
+
+
+class _InvocationFailed(Exception):
+    """Internal: one invocation failed; the message is user-facing."""
+
+
+def _resolve_inputs(inv: Invocation, gen: Generator, by_id: dict[str, MediaItem]) -> list[MediaItem]:
+    missing = [ref for ref in inv.inputs if ref not in by_id]
+    if missing:
+        have = sorted(by_id) or "none"
+        raise _InvocationFailed(f"refers to input media {missing} that were not given (given: {have})")
+    items = [by_id[ref] for ref in inv.inputs]
+    wrong = [f"{ref} ({m.modality})" for ref, m in zip(inv.inputs, items, strict=True)
+             if m.modality not in gen.input_modalities]
+    if wrong:
+        accepts = list(gen.input_modalities) or "no input media"
+        raise _InvocationFailed(f"generator {gen.name!r} accepts {accepts}, not {wrong}")
+    if gen.input_modalities and not items:
+        raise _InvocationFailed(
+            f"generator {gen.name!r} needs an input {'/'.join(gen.input_modalities)}; attach one and refer to it"
+        )
+    return items
+
+
+def _run_with_timeout(gen: Generator, req: GenerationRequest, timeout: float) -> list[Artifact]:
+    result: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            result["artifacts"] = gen.generate(req)
+        except BaseException as e:
+            result["error"] = e
+
+    t0 = time.perf_counter()
+    worker = threading.Thread(target=target, name=f"modaverse-{gen.name}", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise _InvocationFailed(
+            f"generator {gen.name!r} did not finish within {timeout:g} s and was abandoned; "
+            "raise the timeout (--timeout) or use a faster generator"
+        )
+    if "error" in result:
+        e = result["error"]
+        raise _InvocationFailed(f"generator {gen.name!r} failed: {type(e).__name__}: {e}") from e
+    artifacts: list[Artifact] = result["artifacts"]
+    for a in artifacts:
+        a.timings.setdefault("wall_s", round(time.perf_counter() - t0, 6))
+    return artifacts

@@ -1,0 +1,253 @@
+"""The ``modaverse`` command: plugins, zoo, run (plus commands plugins add through ``register_commands``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .errors import ModaVerseError
+
+EXIT_PARTIAL = 1  # the response came back but with errors
+EXIT_USAGE = 2
+
+
+def _emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> None:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group()
+@click.version_option(package_name="modaverse-agent")
+def cli() -> None:
+    """ModaVerse: any-to-any multimodal agent (text + images, audio, video in and out)."""
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins(as_json: bool) -> None:
+    """List installed plugins, their versions, hooks and load errors."""
+    from .plugins import plugin_info
+
+    info = plugin_info()
+    if as_json:
+        _emit_json(info)
+        return
+    if not info:
+        click.echo("No plugins installed. Install one, e.g. `pip install -e plugins/modaverse-echo`.")
+    for p in info:
+        where = f"{p['distribution']} {p['version']}" if p.get("distribution") else ("built-in" if p.get("builtin") else "")
+        if "error" in p:
+            click.echo(f"{p['name']}  FAILED TO LOAD: {p['error']}")
+        else:
+            click.echo(f"{p['name']}  {where}  hooks: {', '.join(p['hooks'])}")
+
+
+def _load_zoo(zoo_config: str | None, use: tuple[str, ...] = ()) -> Any:
+    from .zoo import Zoo, ZooConfig
+
+    choices = {}
+    for item in use:
+        task, sep, name = item.partition("=")
+        if not sep:
+            _fail(f"--use takes TASK=GENERATOR, got {item!r}")
+        choices[task] = name
+    try:
+        return Zoo(_registered(), config=ZooConfig.load(zoo_config), choices=choices)
+    except ModaVerseError as e:
+        _fail(str(e))
+
+
+def _registered() -> list[Any]:
+    from .plugins import load_plugins
+
+    found: list[Any] = []
+    load_plugins().hook.register_generators(register=found.append)
+    return found
+
+
+zoo_config_option = click.option(
+    "--zoo-config", envvar="MODAVERSE_ZOO_CONFIG", type=click.Path(dir_okay=False), help="Zoo config TOML."
+)
+
+
+@cli.group(invoke_without_command=True)
+@zoo_config_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def zoo(ctx: click.Context, zoo_config: str | None, as_json: bool) -> None:
+    """Show which generator serves each task (subcommands: set, unset)."""
+    ctx.ensure_object(dict)["zoo_config"] = zoo_config
+    if ctx.invoked_subcommand is not None:
+        return
+    z = _load_zoo(zoo_config)
+    rows = []
+    for task in z.tasks():
+        chosen = z.generator_for(task)
+        rows.append(
+            {
+                "task": task,
+                "generator": chosen.name,
+                "description": chosen.description,
+                "options": chosen.options,
+                "alternatives": [g.name for g in z.candidates(task) if g is not chosen],
+            }
+        )
+    if as_json:
+        _emit_json({"config": str(z.config.path) if z.config.path else None, "tasks": rows})
+        return
+    if not rows:
+        click.echo("No generators installed. Install a plugin, e.g. `pip install -e plugins/modaverse-echo`.")
+    for r in rows:
+        alt = f"  (also: {', '.join(r['alternatives'])})" if r["alternatives"] else ""
+        opts = f"  {r['options']}" if r["options"] else ""
+        click.echo(f"{r['task']:<16} -> {r['generator']}{opts}{alt}")
+    click.echo(f"config: {z.config.path}")
+
+
+@zoo.command("set")
+@click.argument("task")
+@click.argument("generator")
+@click.option("--option", "-o", "options", multiple=True, help="Generator option KEY=VALUE (JSON values allowed).")
+@click.pass_context
+def zoo_set(ctx: click.Context, task: str, generator: str, options: tuple[str, ...]) -> None:
+    """Make GENERATOR serve TASK (and set its options); no retraining needed."""
+    z = _load_zoo(ctx.obj["zoo_config"])
+    parsed = {}
+    for item in options:
+        key, sep, value = item.partition("=")
+        if not sep:
+            _fail(f"--option takes KEY=VALUE, got {item!r}")
+        try:
+            parsed[key] = json.loads(value)
+        except json.JSONDecodeError:
+            parsed[key] = value
+    try:
+        z.choose(task, generator)
+        z.get(generator).configure(**parsed)
+    except ModaVerseError as e:
+        _fail(str(e))
+    cfg = z.config
+    cfg.tasks[task] = generator
+    if parsed:
+        cfg.generators.setdefault(generator, {}).update(parsed)
+    click.echo(f"{task} -> {generator} (saved to {cfg.save()})")
+
+
+@zoo.command("unset")
+@click.argument("task")
+@click.pass_context
+def zoo_unset(ctx: click.Context, task: str) -> None:
+    """Forget the configured generator of TASK (the best installed one serves it again)."""
+    z = _load_zoo(ctx.obj["zoo_config"])
+    if z.config.tasks.pop(task, None) is None:
+        _fail(f"task {task!r} has no configured generator")
+    click.echo(f"{task} unset (saved to {z.config.save()})")
+
+
+def _read_plan(value: str) -> str:
+    if value.startswith("@"):
+        try:
+            return Path(value[1:]).read_text(encoding="utf-8")
+        except OSError as e:
+            _fail(f"cannot read meta-response file {value[1:]}: {e.strerror}")
+    return value
+
+
+@cli.command()
+@click.argument("instruction", required=False, default="")
+@click.option("--media", "-m", multiple=True, help="Input image/audio/video file (repeatable).")
+@click.option("--output-dir", "-o", default="outputs", show_default=True, type=click.Path(file_okay=False))
+@click.option("--meta-response", "plan", help="Execute this meta-response JSON (or @file) instead of asking a model.")
+@click.option("--use", multiple=True, help="TASK=GENERATOR for this run only (repeatable).")
+@click.option("--timeout", default=600.0, show_default=True, help="Seconds each invocation may take.")
+@click.option("--seed", type=int, default=None, help="Base seed (invocation i uses seed + i).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@zoo_config_option
+def run(
+    instruction: str,
+    media: tuple[str, ...],
+    output_dir: str,
+    plan: str | None,
+    use: tuple[str, ...],
+    timeout: float,
+    seed: int | None,
+    as_json: bool,
+    zoo_config: str | None,
+) -> None:
+    """Answer INSTRUCTION (with --media files) with text and generated files."""
+    from .agent import ModaVerseAgent
+    from .testing import FixedPlanLLM
+
+    if plan is None:
+        _fail("no model to ask: pass --meta-response JSON to execute a plan")
+    llm = FixedPlanLLM(_read_plan(plan))
+    agent = ModaVerseAgent(llm, _load_zoo(zoo_config, use), output_dir=output_dir, timeout=timeout, seed=seed)
+    with _progress(enabled=not as_json) as on_progress:
+        agent.on_progress = on_progress
+        response = agent.run(instruction, list(media))
+    if as_json:
+        _emit_json(response.to_dict())
+    else:
+        _print_response(response)
+    sys.exit(0 if response.ok else EXIT_PARTIAL)
+
+
+class _progress:
+    """A rich progress bar per task on stderr, fed by generators' step callbacks."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar: Any = None
+        self.tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> Any:
+        if not self.enabled:
+            return None
+        from rich.console import Console
+        from rich.progress import Progress
+
+        self.bar = Progress(console=Console(stderr=True), transient=True)
+        self.bar.start()
+        return self.update
+
+    def update(self, task: str, done: int, total: int) -> None:
+        if task not in self.tasks:
+            self.tasks[task] = self.bar.add_task(task, total=total)
+        self.bar.update(self.tasks[task], completed=done, total=total)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _print_response(response: Any) -> None:
+    if response.meta_response is not None:
+        click.echo("meta-response: " + response.meta_response.to_json())
+    if response.text:
+        click.echo(f"\n{response.text}")
+    for a in response.artifacts:
+        click.echo(f"  [{a.task} via {a.generator}] {a.path}")
+    if response.manifest:
+        click.echo(f"manifest: {response.manifest}")
+    for e in response.errors:
+        click.echo(f"error: {e}", err=True)
+
+
+def main() -> None:
+    """Entry point: load plugins, let them add commands, run the CLI."""
+    from .plugins import load_plugins
+
+    load_plugins().hook.register_commands(cli=cli)
+    cli(prog_name="modaverse")
+
+
+if __name__ == "__main__":
+    main()

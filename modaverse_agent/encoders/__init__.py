@@ -1,0 +1,1 @@
+"""Encoders that turn media into embeddings (ImageBind)."""

@@ -1,0 +1,1 @@
+"""The ImageBind encoder on torch alone."""

@@ -1,0 +1,1 @@
+"""The ModaVerse model: projectors, LoRA LLM, constrained decoding, checkpoints."""

@@ -1,0 +1,47 @@
+"""Test doubles: a scripted LLM that replays queued outputs and records what it was asked."""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+from .agent import LLMRequest
+from .meta_response import MetaResponse
+
+
+class ScriptedLLM:
+    """A fake LLM (like simonw/llm's MockModel): ``enqueue`` replies, read ``history`` afterwards."""
+
+    def __init__(self, *replies: str | Mapping[str, Any] | MetaResponse) -> None:
+        self._queue: deque[str] = deque()
+        self.history: list[LLMRequest] = []
+        for r in replies:
+            self.enqueue(r)
+
+    def enqueue(self, reply: str | Mapping[str, Any] | MetaResponse) -> None:
+        """Queue one raw reply (text as is; a dict or MetaResponse as JSON)."""
+        if isinstance(reply, MetaResponse):
+            reply = reply.to_json()
+        elif not isinstance(reply, str):
+            reply = json.dumps(reply)
+        self._queue.append(reply)
+
+    def respond(self, request: LLMRequest) -> str:
+        """Record the request and return the next queued reply."""
+        self.history.append(request)
+        if not self._queue:
+            raise RuntimeError("ScriptedLLM has no reply queued; call enqueue() first")
+        return self._queue.popleft()
+
+
+class FixedPlanLLM:
+    """An LLM stand-in that always answers with one given meta-response (``modaverse run --meta-response``)."""
+
+    def __init__(self, raw: str) -> None:
+        self.raw = raw
+
+    def respond(self, request: LLMRequest) -> str:
+        """Return the fixed plan."""
+        return self.raw

@@ -1,0 +1,175 @@
+"""The zoo: every registered generator, and which one serves each task (TOML config or argument)."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import GeneratorError, ZooError
+from .generators import Generator
+from .meta_response import TaskSpec, build_schema
+
+CONFIG_ENV = "MODAVERSE_ZOO_CONFIG"
+
+
+def default_config_path() -> Path:
+    """``$MODAVERSE_ZOO_CONFIG`` or ``<user config dir>/modaverse/zoo.toml``."""
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("modaverse")) / "zoo.toml"
+
+
+@dataclass
+class ZooConfig:
+    """Which generator serves each task, and per-generator options. Stored as TOML::
+
+        [tasks]
+        text-to-image = "stable-diffusion"
+
+        [generators.stable-diffusion]
+        model = "/models/sd15"
+    """
+
+    tasks: dict[str, str] = field(default_factory=dict)
+    generators: dict[str, dict[str, Any]] = field(default_factory=dict)
+    path: Path | None = None
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> ZooConfig:
+        """Read the config (a missing file is an empty config); errors name the file and the problem."""
+        p = Path(path).expanduser() if path is not None else default_config_path()
+        if not p.exists():
+            return cls(path=p)
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ZooError(f"zoo config {p} is not valid TOML ({e}); fix or delete it") from e
+        tasks, gens = data.get("tasks", {}), data.get("generators", {})
+        if not isinstance(tasks, dict) or not all(isinstance(v, str) for v in tasks.values()):
+            raise ZooError(f"zoo config {p}: [tasks] must map task names to generator names")
+        if not isinstance(gens, dict) or not all(isinstance(v, dict) for v in gens.values()):
+            raise ZooError(f"zoo config {p}: [generators.NAME] must be tables of options")
+        unknown = set(data) - {"tasks", "generators"}
+        if unknown:
+            raise ZooError(f"zoo config {p}: unknown section(s) {sorted(unknown)}; use [tasks] and [generators.NAME]")
+        return cls(tasks=dict(tasks), generators={k: dict(v) for k, v in gens.items()}, path=p)
+
+    def save(self, path: str | Path | None = None) -> Path:
+        """Write the config as TOML (atomically); returns the path."""
+        import tomli_w
+
+        p = Path(path).expanduser() if path is not None else (self.path or default_config_path())
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(f".{p.name}.tmp")
+        tmp.write_text(tomli_w.dumps({"tasks": self.tasks, "generators": self.generators}), encoding="utf-8")
+        tmp.replace(p)
+        self.path = p
+        return p
+
+
+class Zoo:
+    """Generators by name, and the choice of generator per task."""
+
+    def __init__(
+        self,
+        generators: Iterable[Generator] = (),
+        config: ZooConfig | None = None,
+        choices: Mapping[str, str] | None = None,
+    ) -> None:
+        self._by_name: dict[str, Generator] = {}
+        for g in generators:
+            self.add(g)
+        self.config = config or ZooConfig()
+        self._choices: dict[str, str] = {}
+        for name, options in self.config.generators.items():
+            if name in self._by_name:
+                self._by_name[name].configure(**options)
+        for task, name in {**self.config.tasks, **(choices or {})}.items():
+            self.choose(task, name)
+
+    @classmethod
+    def from_plugins(cls, config: ZooConfig | str | Path | None = None, **kwargs: Any) -> Zoo:
+        """A zoo of every generator the loaded plugins register, configured by ``config``."""
+        from .plugins import load_plugins
+
+        pm = load_plugins()
+        found: list[Generator] = []
+        pm.hook.register_generators(register=found.append)
+        cfg = config if isinstance(config, ZooConfig) else ZooConfig.load(config)
+        return cls(found, config=cfg, **kwargs)
+
+    def add(self, generator: Generator) -> None:
+        """Register a generator instance; names are unique."""
+        if not isinstance(generator, Generator):
+            raise GeneratorError(f"register() expects a Generator instance, got {generator!r}")
+        if generator.name in self._by_name:
+            other = self._by_name[generator.name]
+            raise ZooError(f"two generators are named {generator.name!r} ({other!r} and {generator!r}); rename one")
+        self._by_name[generator.name] = generator
+
+    def choose(self, task: str, name: str) -> None:
+        """Make generator ``name`` serve ``task``."""
+        g = self._by_name.get(name)
+        if g is None:
+            raise ZooError(f"no generator named {name!r} (installed: {sorted(self._by_name)}); see `modaverse zoo`")
+        if g.task != task:
+            raise ZooError(f"generator {name!r} serves {g.task!r}, not {task!r}")
+        self._choices[task] = name
+
+    # -- queries -----------------------------------------------------------------------------------
+    @property
+    def generators(self) -> list[Generator]:
+        """Every registered generator, by name."""
+        return [self._by_name[n] for n in sorted(self._by_name)]
+
+    def get(self, name: str) -> Generator:
+        """A generator by name."""
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise ZooError(f"no generator named {name!r}; installed: {sorted(self._by_name)}") from None
+
+    def candidates(self, task: str) -> list[Generator]:
+        """Generators able to serve ``task``, best first (priority, then name)."""
+        return sorted((g for g in self._by_name.values() if g.task == task), key=lambda g: (-g.priority, g.name))
+
+    def tasks(self) -> list[str]:
+        """Every task some generator serves, sorted."""
+        return sorted({g.task for g in self._by_name.values()})
+
+    def generator_for(self, task: str) -> Generator:
+        """The generator serving ``task``: the configured one, else the best candidate."""
+        if task in self._choices:
+            return self._by_name[self._choices[task]]
+        found = self.candidates(task)
+        if not found:
+            raise ZooError(
+                f"no generator serves task {task!r}; served tasks: {self.tasks()}. "
+                "Install a plugin that serves it (see `modaverse plugins`)."
+            )
+        return found[0]
+
+    def task_specs(self, tasks: Sequence[str] | None = None) -> list[TaskSpec]:
+        """TaskSpecs of the chosen generators (all served tasks, or only ``tasks``)."""
+        wanted = self.tasks() if tasks is None else list(tasks)
+        specs = []
+        for t in wanted:
+            g = self.generator_for(t)
+            specs.append(TaskSpec(t, g.description, g.modality, g.args_schema, tuple(g.input_modalities)))
+        return specs
+
+    def schema(self, *, tasks: Sequence[str] | None = None, media_ids: Sequence[str] | None = None) -> dict[str, Any]:
+        """The meta-response JSON Schema for this zoo (see :func:`build_schema`)."""
+        return build_schema(self.task_specs(tasks), media_ids=media_ids)
+
+    def unload_all(self) -> None:
+        """Free every loaded model."""
+        for g in self._by_name.values():
+            g.unload()

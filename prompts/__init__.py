@@ -1,0 +1,1 @@
+"""Prompt templates and seed data, shipped as package data (``importlib.resources``)."""

@@ -1,0 +1,206 @@
+"""The agent pipeline: media -> meta-response -> isolated dispatch -> FinalResponse; nothing is lost."""
+
+from __future__ import annotations
+
+import json
+import threading
+import wave
+from pathlib import Path
+from typing import Any
+
+import av
+import pytest
+from PIL import Image
+
+from modaverse_agent import Artifact, GenerationRequest, Generator
+from modaverse_agent.agent import ModaVerseAgent
+from modaverse_agent.testing import ScriptedLLM
+from modaverse_agent.zoo import Zoo
+
+
+def plan(*invocations: dict[str, Any], text: str = "Done.") -> dict[str, Any]:
+    return {"text": text, "invocations": list(invocations)}
+
+
+def test_every_modality_makes_a_real_file(agent: ModaVerseAgent, llm: ScriptedLLM, png_file: Path) -> None:
+    llm.enqueue(plan(
+        {"task": "text-to-image", "prompt": "a red apple", "args": {"width": 32, "height": 24}},
+        {"task": "text-to-audio", "prompt": "rain", "args": {"duration": 0.25}},
+        {"task": "text-to-video", "prompt": "waves", "args": {"frames": 4, "fps": 4}},
+        {"task": "image-editing", "prompt": "make it green", "inputs": ["image_1"]},
+    ))
+    r = agent.run("do everything", [png_file])
+    assert r.ok, r.errors
+    assert r.text == "Done."
+    by_task = {a.task: a for a in r.artifacts}
+    assert Image.open(by_task["text-to-image"].path).size == (32, 24)
+    with wave.open(str(by_task["text-to-audio"].path)) as w:
+        assert w.getnframes() == 4000
+    with av.open(str(by_task["text-to-video"].path)) as c:
+        assert len(list(c.decode(video=0))) == 4
+    assert Image.open(by_task["image-editing"].path).size == (16, 12)
+    assert by_task["text-to-image"].generator == "echo-image" and by_task["text-to-image"].prompt == "a red apple"
+    assert by_task["text-to-image"].seed == 0 and by_task["text-to-audio"].seed == 1
+    manifest = json.loads(r.manifest.read_text())
+    assert [a["task"] for a in manifest["artifacts"]] == [a.task for a in r.artifacts]
+
+
+def test_llm_sees_instruction_media_ids_and_schema(agent: ModaVerseAgent, llm: ScriptedLLM, png_file: Path) -> None:
+    llm.enqueue(plan(text="It is red."))
+    r = agent.run("what colour?", [png_file, png_file])
+    assert r.ok and r.text == "It is red." and r.artifacts == [] and r.manifest is None
+    req = llm.history[0]
+    assert req.instruction == "what colour?"
+    assert [i for i, _ in req.media] == ["image_1", "image_2"]
+    editing = [s for s in req.schema["properties"]["invocations"]["items"]["anyOf"]
+               if s["properties"]["task"]["const"] == "image-editing"][0]
+    assert editing["properties"]["inputs"]["items"] == {"enum": ["image_1", "image_2"]}
+    assert {t.task for t in req.tasks} == set(agent.zoo.tasks())
+
+
+def test_same_seed_same_bytes(agent: ModaVerseAgent, llm: ScriptedLLM, tmp_path: Path) -> None:
+    for _ in range(2):
+        llm.enqueue(plan({"task": "text-to-image", "prompt": "x", "args": {"seed": 42}}))
+    a = agent.run("x", output_dir=tmp_path / "a").artifacts[0]
+    b = agent.run("x", output_dir=tmp_path / "b").artifacts[0]
+    assert a.seed == b.seed == 42 and a.path.read_bytes() == b.path.read_bytes()
+
+
+def test_legacy_output_is_understood(agent: ModaVerseAgent, llm: ScriptedLLM) -> None:
+    llm.enqueue("Modality: [IMAGE] Prompt: a lighthouse at dusk ###")
+    r = agent.run("draw a lighthouse")
+    assert r.ok and r.artifacts[0].task == "text-to-image" and r.artifacts[0].prompt == "a lighthouse at dusk"
+
+
+# -- bad input: each gives a clear error and loses nothing else ---------------------------------------
+
+def test_invalid_json(agent: ModaVerseAgent, llm: ScriptedLLM) -> None:
+    llm.enqueue("I think you want a cat picture {oops")
+    r = agent.run("cat")
+    assert r.artifacts == [] and r.raw.startswith("I think")
+    assert r.errors[0].stage == "meta-response" and "no JSON object" in r.errors[0].message
+
+
+def test_schema_breaking_json_keeps_the_text(agent: ModaVerseAgent, llm: ScriptedLLM) -> None:
+    llm.enqueue({"text": "Here.", "invocations": "text-to-image"})
+    r = agent.run("cat")
+    assert r.text == "Here." and "invocations" in r.errors[0].message
+
+
+@pytest.mark.parametrize(
+    ("bad", "words"),
+    [
+        ({"task": "text-to-smell", "prompt": "roses"}, "unknown task 'text-to-smell'"),
+        ({"task": "text-to-image"}, "'prompt' is missing"),
+        ({"task": "text-to-image", "prompt": "x" * 1_000_000}, "over the limit"),
+        ({"task": "image-editing", "prompt": "green", "inputs": ["image_1"]}, "given media are none"),
+    ],
+)
+def test_bad_invocation_does_not_lose_the_good_one(
+    agent: ModaVerseAgent, llm: ScriptedLLM, bad: dict[str, Any], words: str
+) -> None:
+    llm.enqueue(plan(bad, {"task": "text-to-audio", "prompt": "bell", "args": {"duration": 0.1}}))
+    r = agent.run("go")
+    assert [a.task for a in r.artifacts] == ["text-to-audio"]
+    assert len(r.errors) == 1 and words in r.errors[0].message
+    assert len(r.errors[0].message) < 400
+    assert json.loads(r.manifest.read_text())["errors"][0]["message"] == r.errors[0].message
+
+
+def test_bad_media_file_is_skipped_and_reported(agent: ModaVerseAgent, llm: ScriptedLLM, tmp_path: Path,
+                                                png_file: Path) -> None:
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"definitely not an image")
+    llm.enqueue(plan({"task": "image-editing", "prompt": "invert", "inputs": ["image_1"]}))
+    r = agent.run("edit", [junk, tmp_path / "missing.jpg", png_file])
+    assert [e.stage for e in r.errors] == ["media", "media"]
+    assert "input 1" in r.errors[0].message and "does not exist" in r.errors[1].message
+    assert [i for i, _ in r.media] == ["image_1"] and r.artifacts[0].task == "image-editing"
+
+
+class Boom(Generator):
+    name = "boom"
+    task = "text-to-image"
+    modality = "image"
+    description = "Always fails."
+    priority = 10
+
+    def run(self, request: GenerationRequest) -> list[Artifact]:
+        raise RuntimeError("CUDA out of memory")
+
+
+class Hang(Generator):
+    name = "hang"
+    task = "text-to-video"
+    modality = "video"
+    description = "Never finishes."
+    priority = 10
+    release_event = threading.Event()
+
+    def run(self, request: GenerationRequest) -> list[Artifact]:
+        self.release_event.wait(30)
+        return []
+
+
+def test_generator_that_raises_or_hangs(echo_zoo: Zoo, llm: ScriptedLLM, tmp_path: Path) -> None:
+    echo_zoo.add(Boom())
+    echo_zoo.add(Hang())
+    agent = ModaVerseAgent(llm, echo_zoo, output_dir=tmp_path, timeout=0.3)
+    llm.enqueue(plan({"task": "text-to-image", "prompt": "a"}, {"task": "text-to-video", "prompt": "b"},
+                     {"task": "text-to-speech", "prompt": "hello there"}))
+    try:
+        r = agent.run("go")
+    finally:
+        Hang.release_event.set()
+    assert [a.task for a in r.artifacts] == ["text-to-speech"]
+    assert [(e.task, e.index) for e in r.errors] == [("text-to-image", 0), ("text-to-video", 1)]
+    assert "boom' failed: RuntimeError: CUDA out of memory" in r.errors[0].message
+    assert "did not finish within 0.3 s" in r.errors[1].message and "--timeout" in r.errors[1].message
+
+
+def test_unwritable_output_dir_keeps_the_text(echo_zoo: Zoo, llm: ScriptedLLM) -> None:
+    agent = ModaVerseAgent(llm, echo_zoo, output_dir="/proc/modaverse-outputs")
+    llm.enqueue(plan({"task": "text-to-image", "prompt": "a"}, text="Here is a picture."))
+    r = agent.run("go")
+    assert r.text == "Here is a picture." and r.artifacts == []
+    assert r.errors[0].stage == "output" and "--output-dir" in r.errors[0].message
+
+
+def test_llm_that_raises(echo_zoo: Zoo, tmp_path: Path) -> None:
+    class Broken:
+        def respond(self, request: Any) -> str:
+            raise ConnectionError("model server down")
+
+    r = ModaVerseAgent(Broken(), echo_zoo, output_dir=tmp_path).run("hi")
+    assert r.errors[0].stage == "llm" and "model server down" in r.errors[0].message
+
+
+def test_generator_returning_garbage(echo_zoo: Zoo, llm: ScriptedLLM, tmp_path: Path) -> None:
+    class Garbage(Generator):
+        name = "garbage"
+        task = "text-to-image"
+        modality = "image"
+        description = "Returns a string."
+        priority = 5
+
+        def run(self, request: GenerationRequest) -> Any:
+            return "not artifacts"
+
+    echo_zoo.add(Garbage())
+    llm.enqueue(plan({"task": "text-to-image", "prompt": "a"}))
+    r = ModaVerseAgent(llm, echo_zoo, output_dir=tmp_path).run("go")
+    assert "not a list of Artifact" in r.errors[0].message
+
+
+def test_input_media_of_the_wrong_modality(agent: ModaVerseAgent, llm: ScriptedLLM, tmp_path: Path) -> None:
+    wav = tmp_path / "a.wav"
+    with wave.open(str(wav), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(b"\x00\x00" * 800)
+    llm.enqueue(plan({"task": "image-editing", "prompt": "x", "inputs": ["audio_1"]},
+                     {"task": "text-to-image", "prompt": "y", "inputs": ["audio_1"]}))
+    r = agent.run("go", [wav])
+    assert "accepts ['image'], not ['audio_1 (audio)']" in r.errors[0].message
+    assert "accepts no input media" in r.errors[1].message

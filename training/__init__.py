@@ -1,0 +1,1 @@
+"""Training: instruction generation, feature cache, the single-stage trainer and evaluation."""
