@@ -219,8 +219,11 @@ def _resolve_inputs(inv: Invocation, gen: Generator, by_id: dict[str, MediaItem]
         have = sorted(by_id) or "none"
         raise _InvocationFailed(f"refers to input media {missing} that were not given (given: {have})")
     items = [by_id[ref] for ref in inv.inputs]
-    wrong = [f"{ref} ({m.modality})" for ref, m in zip(inv.inputs, items, strict=True)
-             if m.modality not in gen.input_modalities]
+    wrong = [
+        f"{ref} ({m.modality})"
+        for ref, m in zip(inv.inputs, items, strict=True)
+        if m.modality not in gen.input_modalities
+    ]
     if wrong:
         accepts = list(gen.input_modalities) or "no input media"
         raise _InvocationFailed(f"generator {gen.name!r} accepts {accepts}, not {wrong}")

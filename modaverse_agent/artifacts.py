@@ -55,7 +55,9 @@ class OutputDir:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise ArtifactError(f"cannot create output directory {self.root}: {e.strerror}; choose another with --output-dir") from e
+            raise ArtifactError(
+                f"cannot create output directory {self.root}: {e.strerror}; choose another with --output-dir"
+            ) from e
         if not os.access(self.root, os.W_OK | os.X_OK):
             raise ArtifactError(f"output directory {self.root} is not writable; choose another with --output-dir")
 
@@ -146,8 +148,9 @@ class OutputDir:
 
 
 def _encode_mp4(path: Path, video: Any, fps: float) -> None:
-    import av
     from fractions import Fraction
+
+    import av
 
     with av.open(str(path), mode="w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))

@@ -43,7 +43,9 @@ def plugins(as_json: bool) -> None:
     if not info:
         click.echo("No plugins installed. Install one, e.g. `pip install -e plugins/modaverse-echo`.")
     for p in info:
-        where = f"{p['distribution']} {p['version']}" if p.get("distribution") else ("built-in" if p.get("builtin") else "")
+        where = (
+            f"{p['distribution']} {p['version']}" if p.get("distribution") else ("built-in" if p.get("builtin") else "")
+        )
         if "error" in p:
             click.echo(f"{p['name']}  FAILED TO LOAD: {p['error']}")
         else:

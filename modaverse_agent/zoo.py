@@ -30,11 +30,11 @@ def default_config_path() -> Path:
 class ZooConfig:
     """Which generator serves each task, and per-generator options. Stored as TOML::
 
-        [tasks]
-        text-to-image = "stable-diffusion"
+    [tasks]
+    text-to-image = "stable-diffusion"
 
-        [generators.stable-diffusion]
-        model = "/models/sd15"
+    [generators.stable-diffusion]
+    model = "/models/sd15"
     """
 
     tasks: dict[str, str] = field(default_factory=dict)

@@ -23,12 +23,14 @@ def plan(*invocations: dict[str, Any], text: str = "Done.") -> dict[str, Any]:
 
 
 def test_every_modality_makes_a_real_file(agent: ModaVerseAgent, llm: ScriptedLLM, png_file: Path) -> None:
-    llm.enqueue(plan(
-        {"task": "text-to-image", "prompt": "a red apple", "args": {"width": 32, "height": 24}},
-        {"task": "text-to-audio", "prompt": "rain", "args": {"duration": 0.25}},
-        {"task": "text-to-video", "prompt": "waves", "args": {"frames": 4, "fps": 4}},
-        {"task": "image-editing", "prompt": "make it green", "inputs": ["image_1"]},
-    ))
+    llm.enqueue(
+        plan(
+            {"task": "text-to-image", "prompt": "a red apple", "args": {"width": 32, "height": 24}},
+            {"task": "text-to-audio", "prompt": "rain", "args": {"duration": 0.25}},
+            {"task": "text-to-video", "prompt": "waves", "args": {"frames": 4, "fps": 4}},
+            {"task": "image-editing", "prompt": "make it green", "inputs": ["image_1"]},
+        )
+    )
     r = agent.run("do everything", [png_file])
     assert r.ok, r.errors
     assert r.text == "Done."
@@ -52,8 +54,11 @@ def test_llm_sees_instruction_media_ids_and_schema(agent: ModaVerseAgent, llm: S
     req = llm.history[0]
     assert req.instruction == "what colour?"
     assert [i for i, _ in req.media] == ["image_1", "image_2"]
-    editing = [s for s in req.schema["properties"]["invocations"]["items"]["anyOf"]
-               if s["properties"]["task"]["const"] == "image-editing"][0]
+    editing = next(
+        s
+        for s in req.schema["properties"]["invocations"]["items"]["anyOf"]
+        if s["properties"]["task"]["const"] == "image-editing"
+    )
     assert editing["properties"]["inputs"]["items"] == {"enum": ["image_1", "image_2"]}
     assert {t.task for t in req.tasks} == set(agent.zoo.tasks())
 
@@ -73,6 +78,7 @@ def test_legacy_output_is_understood(agent: ModaVerseAgent, llm: ScriptedLLM) ->
 
 
 # -- bad input: each gives a clear error and loses nothing else ---------------------------------------
+
 
 def test_invalid_json(agent: ModaVerseAgent, llm: ScriptedLLM) -> None:
     llm.enqueue("I think you want a cat picture {oops")
@@ -107,8 +113,9 @@ def test_bad_invocation_does_not_lose_the_good_one(
     assert json.loads(r.manifest.read_text())["errors"][0]["message"] == r.errors[0].message
 
 
-def test_bad_media_file_is_skipped_and_reported(agent: ModaVerseAgent, llm: ScriptedLLM, tmp_path: Path,
-                                                png_file: Path) -> None:
+def test_bad_media_file_is_skipped_and_reported(
+    agent: ModaVerseAgent, llm: ScriptedLLM, tmp_path: Path, png_file: Path
+) -> None:
     junk = tmp_path / "junk.png"
     junk.write_bytes(b"definitely not an image")
     llm.enqueue(plan({"task": "image-editing", "prompt": "invert", "inputs": ["image_1"]}))
@@ -146,8 +153,13 @@ def test_generator_that_raises_or_hangs(echo_zoo: Zoo, llm: ScriptedLLM, tmp_pat
     echo_zoo.add(Boom())
     echo_zoo.add(Hang())
     agent = ModaVerseAgent(llm, echo_zoo, output_dir=tmp_path, timeout=0.3)
-    llm.enqueue(plan({"task": "text-to-image", "prompt": "a"}, {"task": "text-to-video", "prompt": "b"},
-                     {"task": "text-to-speech", "prompt": "hello there"}))
+    llm.enqueue(
+        plan(
+            {"task": "text-to-image", "prompt": "a"},
+            {"task": "text-to-video", "prompt": "b"},
+            {"task": "text-to-speech", "prompt": "hello there"},
+        )
+    )
     try:
         r = agent.run("go")
     finally:
@@ -199,8 +211,12 @@ def test_input_media_of_the_wrong_modality(agent: ModaVerseAgent, llm: ScriptedL
         w.setsampwidth(2)
         w.setframerate(8000)
         w.writeframes(b"\x00\x00" * 800)
-    llm.enqueue(plan({"task": "image-editing", "prompt": "x", "inputs": ["audio_1"]},
-                     {"task": "text-to-image", "prompt": "y", "inputs": ["audio_1"]}))
+    llm.enqueue(
+        plan(
+            {"task": "image-editing", "prompt": "x", "inputs": ["audio_1"]},
+            {"task": "text-to-image", "prompt": "y", "inputs": ["audio_1"]},
+        )
+    )
     r = agent.run("go", [wav])
     assert "accepts ['image'], not ['audio_1 (audio)']" in r.errors[0].message
     assert "accepts no input media" in r.errors[1].message

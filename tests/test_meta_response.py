@@ -22,9 +22,16 @@ from modaverse_agent.meta_response import (
 )
 
 SPECS = [
-    TaskSpec("text-to-image", "Makes a picture.", "image",
-             {"type": "object", "properties": {"steps": {"type": "integer", "minimum": 1, "maximum": 100}},
-              "additionalProperties": False}),
+    TaskSpec(
+        "text-to-image",
+        "Makes a picture.",
+        "image",
+        {
+            "type": "object",
+            "properties": {"steps": {"type": "integer", "minimum": 1, "maximum": 100}},
+            "additionalProperties": False,
+        },
+    ),
     TaskSpec("image-editing", "Edits a picture.", "image", input_modalities=("image",)),
 ]
 SCHEMA = build_schema(SPECS, media_ids=["image_1"])
@@ -105,20 +112,38 @@ def test_invalid_json_is_an_error_that_keeps_the_raw_text(raw: str) -> None:
         ([1, 2], "", "JSON object"),
         ({"text": 3, "invocations": []}, "text", "not of type"),
         ({"text": "x", "invocations": [], "extra": 1}, "", "unexpected field"),
-        ({"text": "x", "invocations": [{"task": "text-to-music", "prompt": "p"}]}, "invocations[0].task",
-         "unknown task 'text-to-music'"),
+        (
+            {"text": "x", "invocations": [{"task": "text-to-music", "prompt": "p"}]},
+            "invocations[0].task",
+            "unknown task 'text-to-music'",
+        ),
         ({"text": "x", "invocations": [{"prompt": "p"}]}, "invocations[0]", "missing `task`"),
         ({"text": "x", "invocations": [{"task": "text-to-image"}]}, "invocations[0]", "'prompt' is missing"),
-        ({"text": "x", "invocations": [{"task": "text-to-image", "prompt": ""}]}, "invocations[0].prompt",
-         "under the minimum"),
-        ({"text": "x", "invocations": [{"task": "text-to-image", "prompt": "p", "args": {"steps": 0}}]},
-         "invocations[0].args.steps", "minimum"),
-        ({"text": "x", "invocations": [{"task": "text-to-image", "prompt": "p", "args": {"cfg": 1}}]},
-         "invocations[0].args", "unexpected field"),
-        ({"text": "x", "invocations": [{"task": "image-editing", "prompt": "p", "inputs": ["image_2"]}]},
-         "invocations[0].inputs[0]", "given media are ['image_1']"),
-        ({"text": "x", "invocations": [{"task": "text-to-image", "prompt": "p"}] * (MAX_INVOCATIONS + 1)},
-         "invocations", "over the limit"),
+        (
+            {"text": "x", "invocations": [{"task": "text-to-image", "prompt": ""}]},
+            "invocations[0].prompt",
+            "under the minimum",
+        ),
+        (
+            {"text": "x", "invocations": [{"task": "text-to-image", "prompt": "p", "args": {"steps": 0}}]},
+            "invocations[0].args.steps",
+            "minimum",
+        ),
+        (
+            {"text": "x", "invocations": [{"task": "text-to-image", "prompt": "p", "args": {"cfg": 1}}]},
+            "invocations[0].args",
+            "unexpected field",
+        ),
+        (
+            {"text": "x", "invocations": [{"task": "image-editing", "prompt": "p", "inputs": ["image_2"]}]},
+            "invocations[0].inputs[0]",
+            "given media are ['image_1']",
+        ),
+        (
+            {"text": "x", "invocations": [{"task": "text-to-image", "prompt": "p"}] * (MAX_INVOCATIONS + 1)},
+            "invocations",
+            "over the limit",
+        ),
     ],
 )
 def test_schema_violations_name_the_failing_path(obj: object, path: str, words: str) -> None:
@@ -164,19 +189,35 @@ def test_media_ids_none_accepts_any_well_formed_reference() -> None:
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        ("Modality: [IMAGE] Prompt: a red apple on a table###", MetaResponse("", (Invocation("text-to-image", "a red apple on a table"),))),
-        (" Modality: [AUDIO] Prompt: rain on a tin roof ### Human: next", MetaResponse("", (Invocation("text-to-audio", "rain on a tin roof"),))),
-        ("Modality: [VIDEO] Prompt: a dog running</s>", MetaResponse("", (Invocation("text-to-video", "a dog running"),))),
-        ("Modality: [TEXT] Prompt: Paris is the capital of France. ###", MetaResponse("Paris is the capital of France.")),
-        ("Modality: [IMAGE] Prompt: a cat Modality: [AUDIO] Prompt: purring",
-         MetaResponse("", (Invocation("text-to-image", "a cat"), Invocation("text-to-audio", "purring")))),
+        (
+            "Modality: [IMAGE] Prompt: a red apple on a table###",
+            MetaResponse("", (Invocation("text-to-image", "a red apple on a table"),)),
+        ),
+        (
+            " Modality: [AUDIO] Prompt: rain on a tin roof ### Human: next",
+            MetaResponse("", (Invocation("text-to-audio", "rain on a tin roof"),)),
+        ),
+        (
+            "Modality: [VIDEO] Prompt: a dog running</s>",
+            MetaResponse("", (Invocation("text-to-video", "a dog running"),)),
+        ),
+        (
+            "Modality: [TEXT] Prompt: Paris is the capital of France. ###",
+            MetaResponse("Paris is the capital of France."),
+        ),
+        (
+            "Modality: [IMAGE] Prompt: a cat Modality: [AUDIO] Prompt: purring",
+            MetaResponse("", (Invocation("text-to-image", "a cat"), Invocation("text-to-audio", "purring"))),
+        ),
     ],
 )
 def test_legacy_release_format(raw: str, expected: MetaResponse) -> None:
     assert parse_legacy(raw) == expected
 
 
-@pytest.mark.parametrize("raw", ["Prompt: no modality", "Modality: [SMELL] Prompt: roses", "Modality: [IMAGE] Prompt: ###"])
+@pytest.mark.parametrize(
+    "raw", ["Prompt: no modality", "Modality: [SMELL] Prompt: roses", "Modality: [IMAGE] Prompt: ###"]
+)
 def test_legacy_format_errors(raw: str) -> None:
     with pytest.raises(MetaResponseError):
         parse_legacy(raw)

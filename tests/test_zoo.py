@@ -17,7 +17,9 @@ class Real(Generator):
     modality = "image"
     description = "A real one."
     options_schema: ClassVar[dict[str, Any]] = {
-        "type": "object", "properties": {"model": {"type": "string"}}, "additionalProperties": False
+        "type": "object",
+        "properties": {"model": {"type": "string"}},
+        "additionalProperties": False,
     }
 
 
@@ -69,13 +71,17 @@ def test_env_var_sets_default_config_path(tmp_path: Path, monkeypatch: pytest.Mo
 
 @pytest.mark.parametrize(
     ("text", "words"),
-    [("not = [toml", "not valid TOML"), ("tasks = 3", "[tasks]"), ("[bogus]\nx=1", "unknown section"),
-     ("[generators]\nx = 1", "tables of options")],
+    [
+        ("not = [toml", "not valid TOML"),
+        ("tasks = 3", "[tasks]"),
+        ("[bogus]\nx=1", "unknown section"),
+        ("[generators]\nx = 1", "tables of options"),
+    ],
 )
 def test_bad_config_names_the_file(tmp_path: Path, text: str, words: str) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(text)
-    with pytest.raises(ZooError, match="bad.toml") as info:
+    with pytest.raises(ZooError, match=r"bad\.toml") as info:
         ZooConfig.load(path)
     assert words in str(info.value)
 

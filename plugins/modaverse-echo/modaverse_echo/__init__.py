@@ -66,13 +66,18 @@ class EchoAudio(_Echo):
     description = "Plays a chord whose pitches derive from the prompt (deterministic test generator)."
     args_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
-        "properties": {"duration": {"type": "number", "exclusiveMinimum": 0, "maximum": 30}, "seed": {"type": "integer"}},
+        "properties": {
+            "duration": {"type": "number", "exclusiveMinimum": 0, "maximum": 30},
+            "seed": {"type": "integer"},
+        },
         "additionalProperties": False,
     }
 
     def make(self, request: GenerationRequest, rng: np.random.Generator) -> Any:
         rate = 16000
-        return request.output.write_audio("echo-audio", _tone(rng, float(request.args.get("duration", 1.0)), rate), rate)
+        return request.output.write_audio(
+            "echo-audio", _tone(rng, float(request.args.get("duration", 1.0)), rate), rate
+        )
 
 
 class EchoSpeech(_Echo):

@@ -1,0 +1,90 @@
+"""The generator base class: declarations validated at subclass time, lazy thread-safe setup, stamping."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from modaverse_agent import Artifact, GenerationRequest, Generator, GeneratorError, OutputDir
+
+
+def test_misdeclared_generators_fail_at_class_creation() -> None:
+    with pytest.raises(GeneratorError, match="name 'Bad Name'") as info:
+
+        class Bad(Generator):
+            name = "Bad Name"
+            task = "text-to-image"
+            modality = "smell"
+            description = "two\nlines"
+            args_schema: ClassVar[dict[str, Any]] = {"type": "array"}
+
+    msg = str(info.value)
+    assert "modality must be one of" in msg and "one line" in msg and "type 'object'" in msg
+
+
+class Counting(Generator):
+    name = "counting"
+    task = "text-to-image"
+    modality = "image"
+    description = "Counts loads."
+    options_schema: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "properties": {"model": {"type": "string"}},
+        "additionalProperties": False,
+    }
+
+    def __init__(self, **options: Any) -> None:
+        self.loads = 0
+        self.releases = 0
+        super().__init__(**options)
+
+    def load(self) -> None:
+        self.loads += 1
+
+    def release(self) -> None:
+        self.releases += 1
+
+    def run(self, request: GenerationRequest) -> list[Artifact]:
+        return [self.artifact(request, request.output.write_bytes("c", ".txt", b"x"))]
+
+
+def test_listing_never_loads_and_setup_is_once_and_thread_safe() -> None:
+    g = Counting()
+    g.describe()
+    assert g.loads == 0 and not g.loaded
+    threads = [threading.Thread(target=g.setup) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert g.loads == 1 and g.loaded
+    g.unload()
+    g.unload()
+    assert g.releases == 1 and not g.loaded
+
+
+def test_changing_options_drops_the_loaded_model() -> None:
+    g = Counting(model="a")
+    g.setup()
+    g.configure(model="a")
+    assert g.loaded
+    g.configure(model="b")
+    assert not g.loaded and g.options == {"model": "b"}
+    with pytest.raises(GeneratorError, match="options of generator 'counting'"):
+        g.configure(model=3)
+
+
+def test_generate_stamps_artifacts(tmp_path: Path) -> None:
+    g = Counting()
+    [a] = g.generate(GenerationRequest("hello", OutputDir(tmp_path), seed=7))
+    assert (a.task, a.generator, a.prompt, a.seed, a.mime_type) == (
+        "text-to-image",
+        "counting",
+        "hello",
+        7,
+        "text/plain",
+    )
+    assert set(a.timings) == {"setup_s", "generate_s"}
