@@ -34,6 +34,9 @@ _LAZY = {
     "ScriptedLLM": ".testing",
     "load_media": ".media",
     "MediaItem": ".media",
+    "zoo_tools": ".tools",
+    "generator_tool": ".tools",
+    "AgentRunnable": ".runnable",
 }
 
 __all__ = [

@@ -129,6 +129,12 @@ class ModaVerseAgent:
         self.seed = seed
         self.on_progress = on_progress
 
+    def as_runnable(self) -> Any:
+        """This agent as a LangChain Runnable (invoke, batch, stream, async; composes in LCEL)."""
+        from .runnable import AgentRunnable
+
+        return AgentRunnable(self)
+
     # -- stage 0: media --------------------------------------------------------------------------
     def load_media(self, sources: Sequence[MediaSource]) -> tuple[list[tuple[str, MediaItem]], list[ResponseError]]:
         """Load every source; a bad one becomes an error and the others are kept."""

@@ -1,0 +1,138 @@
+"""The zoo's generators as LangChain tools, usable with any LangChain chat model.
+
+One tool per served task, named after the task (``text-to-image``), with the invocation's arguments
+(``prompt``, ``inputs``, ``args``). Tools use ``response_format="content_and_artifact"``: the content
+says what was made and where, the artifact is the list of :class:`~modaverse_agent.artifacts.Artifact`.
+A failure comes back as the tool's content (``ToolException``), so an agent loop goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from langchain_core.tools import BaseTool, StructuredTool, ToolException
+
+from .artifacts import Artifact, OutputDir
+from .errors import ModaVerseError
+from .generators import GenerationRequest, Generator
+from .media import MediaItem, load_media
+from .meta_response import MAX_INPUTS, PROMPT_MAX_CHARS
+from .schema_utils import describe_error, first_error, json_path
+from .zoo import Zoo
+
+
+def tool_args_schema(generator: Generator) -> dict[str, Any]:
+    """The JSON Schema of a tool call's arguments for ``generator`` (an invocation without ``task``)."""
+    inputs = {
+        "type": "array",
+        "items": {"type": "string", "maxLength": 4096},
+        "maxItems": MAX_INPUTS,
+        "description": "Input media: ids of the user's media (image_1) or local file paths.",
+    }
+    props: dict[str, Any] = {
+        "prompt": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": PROMPT_MAX_CHARS,
+            "description": "What to make, written in the generator's prompt style.",
+        },
+        "args": {**generator.args_schema, "description": "Extra arguments."},
+    }
+    if generator.input_modalities:
+        props["inputs"] = inputs
+    return {
+        "title": generator.task,
+        "type": "object",
+        "properties": props,
+        "required": ["prompt"],
+        "additionalProperties": False,
+    }
+
+
+class GeneratorTool:
+    """Callable behind one tool: validates arguments, resolves inputs, runs the generator."""
+
+    def __init__(self, generator: Generator, output_dir: str | Path, media: Mapping[str, MediaItem]) -> None:
+        self.generator = generator
+        self.output_dir = Path(output_dir)
+        self.media = media
+        self.schema = tool_args_schema(generator)
+
+    def _inputs(self, refs: Sequence[str]) -> list[MediaItem]:
+        items = []
+        for ref in refs:
+            if ref in self.media:
+                items.append(self.media[ref])
+                continue
+            try:
+                items.append(load_media(ref))
+            except ModaVerseError as e:
+                known = sorted(self.media) or "none"
+                raise ToolException(
+                    f"input {ref!r} is neither a given media id (given: {known}) nor a readable file: {e}"
+                )
+        wrong = [m.name for m in items if m.modality not in self.generator.input_modalities]
+        if wrong:
+            raise ToolException(
+                f"{self.generator.task} accepts {list(self.generator.input_modalities)} inputs, not {wrong}"
+            )
+        return items
+
+    def __call__(self, **kwargs: Any) -> tuple[str, list[Artifact]]:
+        err = first_error(kwargs, self.schema)
+        if err is not None:
+            raise ToolException(
+                f"invalid arguments: {json_path(err.absolute_path) or 'arguments'} {describe_error(err)}"
+            )
+        args = dict(kwargs.get("args") or {})
+        seed = args.get("seed") if isinstance(args.get("seed"), int) else random.randrange(2**31)
+        try:
+            request = GenerationRequest(
+                kwargs["prompt"], OutputDir(self.output_dir), args, self._inputs(kwargs.get("inputs") or ()), seed
+            )
+            artifacts = self.generator.generate(request)
+        except ToolException:
+            raise
+        except Exception as e:  # a failing generator reports back to the calling model
+            raise ToolException(f"{self.generator.name} failed: {type(e).__name__}: {e}") from e
+        made = ", ".join(f"{a.modality} {a.path}" for a in artifacts) or "nothing"
+        return f"{self.generator.task} via {self.generator.name} made {made}", artifacts
+
+
+def generator_tool(
+    generator: Generator, *, output_dir: str | Path = "outputs", media: Mapping[str, MediaItem] | None = None
+) -> BaseTool:
+    """A LangChain tool running ``generator``; ``media`` maps ids (``image_1``) to the user's media."""
+    call = GeneratorTool(generator, output_dir, media or {})
+    return StructuredTool.from_function(
+        func=call,
+        name=generator.task,
+        description=f"{generator.description} (generator: {generator.name})",
+        args_schema=call.schema,
+        response_format="content_and_artifact",
+        handle_tool_error=True,
+        metadata={"generator": generator.name, "task": generator.task, "modality": generator.modality},
+    )
+
+
+def zoo_tools(
+    zoo: Zoo,
+    *,
+    output_dir: str | Path = "outputs",
+    media: Mapping[str, MediaItem] | None = None,
+    tasks: Sequence[str] | None = None,
+) -> list[BaseTool]:
+    """One tool per served task (or per ``tasks``), each running the generator the zoo chose."""
+    return [
+        generator_tool(zoo.generator_for(t), output_dir=output_dir, media=media)
+        for t in (tasks if tasks is not None else zoo.tasks())
+    ]
+
+
+def tool_result_summary(artifacts: Sequence[Artifact]) -> str:
+    """A JSON summary of artifacts (for messages and logs)."""
+    return json.dumps([{"modality": a.modality, "path": str(a.path), "generator": a.generator} for a in artifacts])

@@ -1,0 +1,109 @@
+"""The zoo as LangChain tools, content blocks -> media, and the agent as a Runnable."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from pathlib import Path
+
+import pytest
+from langchain_core.messages import HumanMessage, ToolCall
+from langchain_core.runnables import RunnableLambda
+from PIL import Image
+
+from modaverse_agent.agent import FinalResponse, ModaVerseAgent
+from modaverse_agent.chat_content import content_to_parts
+from modaverse_agent.errors import MediaError
+from modaverse_agent.runnable import AgentRunnable
+from modaverse_agent.testing import ScriptedLLM
+from modaverse_agent.tools import zoo_tools
+from modaverse_agent.zoo import Zoo
+
+
+def test_one_tool_per_task_with_the_invocation_arguments(echo_zoo: Zoo, tmp_path: Path) -> None:
+    tools = {t.name: t for t in zoo_tools(echo_zoo, output_dir=tmp_path)}
+    assert sorted(tools) == echo_zoo.tasks()
+    assert set(tools["text-to-image"].args) == {"prompt", "args"}
+    assert set(tools["image-editing"].args) == {"prompt", "args", "inputs"}
+
+
+def test_tool_call_returns_content_and_artifact(echo_zoo: Zoo, tmp_path: Path) -> None:
+    tool = next(t for t in zoo_tools(echo_zoo, output_dir=tmp_path) if t.name == "text-to-image")
+    msg = tool.invoke(
+        ToolCall(name="text-to-image", args={"prompt": "a kite", "args": {"width": 16}}, id="c1", type="tool_call")
+    )
+    assert msg.tool_call_id == "c1" and "echo-image" in msg.content
+    [artifact] = msg.artifact
+    assert Image.open(artifact.path).size == (16, 64) and str(artifact.path) in msg.content
+
+
+def test_tool_resolves_media_ids_and_paths(echo_zoo: Zoo, tmp_path: Path, png_file: Path) -> None:
+    from modaverse_agent.media import load_media
+
+    tools = zoo_tools(echo_zoo, output_dir=tmp_path, media={"image_1": load_media(png_file)})
+    edit = next(t for t in tools if t.name == "image-editing")
+    by_id = edit.invoke(
+        ToolCall(name="image-editing", args={"prompt": "x", "inputs": ["image_1"]}, id="a", type="tool_call")
+    )
+    by_path = edit.invoke(
+        ToolCall(name="image-editing", args={"prompt": "x", "inputs": [str(png_file)]}, id="b", type="tool_call")
+    )
+    assert by_id.artifact[0].path.read_bytes() != b"" and by_path.artifact
+    bad = edit.invoke(
+        ToolCall(name="image-editing", args={"prompt": "x", "inputs": ["image_9"]}, id="c", type="tool_call")
+    )
+    assert "neither a given media id" in bad.content and bad.status == "error"
+
+
+def test_tool_errors_come_back_as_content(echo_zoo: Zoo, tmp_path: Path) -> None:
+    tool = next(t for t in zoo_tools(echo_zoo, output_dir=tmp_path) if t.name == "text-to-image")
+    out = tool.invoke(
+        ToolCall(name="text-to-image", args={"prompt": "", "args": {"width": 4}}, id="x", type="tool_call")
+    )
+    assert out.status == "error" and "invalid arguments" in out.content
+
+
+def test_content_blocks_to_media(png_file: Path) -> None:
+    b64 = base64.b64encode(png_file.read_bytes()).decode()
+    text, media = content_to_parts(
+        [
+            {"type": "text", "text": "edit these"},
+            {"type": "image", "url": str(png_file)},
+            {"type": "image", "base64": b64, "mime_type": "image/png"},
+            {"type": "image", "source_type": "base64", "data": b64, "mime_type": "image/png"},
+            {"type": "image", "source_type": "url", "url": f"file://{png_file}"},
+            {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{b64}"}},
+            {"type": "file", "file_id": "f1"},
+        ],
+        resolver=lambda fid: png_file,
+    )
+    assert text == "edit these" and [m.modality for m in media] == ["image"] * 6
+    with pytest.raises(MediaError, match="remote URL"):
+        content_to_parts([{"type": "image", "url": "https://example.com/a.png"}])
+    with pytest.raises(MediaError, match="resolver"):
+        content_to_parts([{"type": "file", "file_id": "f1"}])
+    with pytest.raises(MediaError, match="unsupported content block"):
+        content_to_parts([{"type": "thinking", "thinking": "hmm"}])
+    fetched = content_to_parts([{"type": "image", "url": "https://x/a.png"}], fetcher=lambda u: png_file.read_bytes())
+    assert fetched[1][0].modality == "image"
+
+
+def test_agent_runnable_invoke_batch_stream_async_and_lcel(echo_zoo: Zoo, tmp_path: Path, png_file: Path) -> None:
+    llm = ScriptedLLM()
+    agent = ModaVerseAgent(llm, echo_zoo, output_dir=tmp_path)
+    runnable = AgentRunnable(agent)
+    plan = {"text": "ok", "invocations": [{"task": "text-to-speech", "prompt": "hi there"}]}
+    for _ in range(6):
+        llm.enqueue(plan)
+    assert runnable.invoke("say hi").artifacts[0].task == "text-to-speech"
+    assert all(isinstance(r, FinalResponse) and r.ok for r in runnable.batch(["a", "b"]))
+    assert [r.text for r in runnable.stream("c")] == ["ok"]
+    assert asyncio.run(runnable.ainvoke({"instruction": "d", "media": [str(png_file)]})).media[0][0] == "image_1"
+    msg = HumanMessage(content=[{"type": "text", "text": "e"}, {"type": "image", "url": str(png_file)}])
+    assert runnable.invoke(msg).media[0][1].modality == "image"
+    assert llm.history[-1].instruction == "e"
+    chain = (
+        RunnableLambda(lambda q: q.upper()) | runnable | RunnableLambda(lambda r: [str(a.path) for a in r.artifacts])
+    )
+    llm.enqueue(plan)
+    assert chain.invoke("shout").__len__() == 1 and llm.history[-1].instruction == "SHOUT"
