@@ -74,7 +74,7 @@ class GeneratorTool:
                 known = sorted(self.media) or "none"
                 raise ToolException(
                     f"input {ref!r} is neither a given media id (given: {known}) nor a readable file: {e}"
-                )
+                ) from e
         wrong = [m.name for m in items if m.modality not in self.generator.input_modalities]
         if wrong:
             raise ToolException(
