@@ -26,13 +26,39 @@ MediaSource = str | Path | bytes | MediaItem
 
 
 @dataclass
+class GenerationParams:
+    """Decoding settings a caller may set per request (None: the model's default)."""
+
+    max_new_tokens: int | None = None
+    temperature: float | None = None  # 0 or None: greedy
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+
+@dataclass
+class ChatTurn:
+    """One earlier turn of a conversation: ``role`` is "user", "assistant" or "tool"."""
+
+    role: str
+    text: str
+
+
+@dataclass
 class LLMRequest:
-    """What the LLM is asked: the instruction, the media (by id), the schema and the tasks it may use."""
+    """What the LLM is asked: the instruction, the media (by id), the schema and the tasks it may use.
+
+    ``history`` holds earlier turns (multi-turn chat), ``system`` extra system instructions, ``params``
+    decoding settings. ``media`` are every media item of the conversation, ids in order of appearance.
+    """
 
     instruction: str
     media: list[tuple[str, MediaItem]]
     schema: dict[str, Any]
     tasks: list[TaskSpec]
+    history: list[ChatTurn] = field(default_factory=list)
+    system: str | None = None
+    params: GenerationParams = field(default_factory=GenerationParams)
 
 
 @runtime_checkable
