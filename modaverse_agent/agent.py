@@ -61,6 +61,17 @@ class LLMRequest:
     params: GenerationParams = field(default_factory=GenerationParams)
 
 
+@dataclass
+class Completion:
+    """Raw LLM output with accounting (what a backend's optional ``complete(request)`` returns)."""
+
+    text: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    finish_reason: str = "stop"  # "stop" | "length"
+    model_name: str = ""
+
+
 @runtime_checkable
 class MetaResponder(Protocol):
     """Anything that turns an LLMRequest into raw meta-response text (the ModaVerse model, a fake)."""
@@ -250,15 +261,7 @@ def _resolve_inputs(inv: Invocation, gen: Generator, by_id: dict[str, MediaItem]
     if missing:
         have = sorted(by_id) or "none"
         raise _InvocationFailed(f"refers to input media {missing} that were not given (given: {have})")
-    items = [by_id[ref] for ref in inv.inputs]
-    wrong = [
-        f"{ref} ({m.modality})"
-        for ref, m in zip(inv.inputs, items, strict=True)
-        if m.modality not in gen.input_modalities
-    ]
-    if wrong:
-        accepts = list(gen.input_modalities) or "no input media"
-        raise _InvocationFailed(f"generator {gen.name!r} accepts {accepts}, not {wrong}")
+    items = [by_id[ref] for ref in inv.inputs]  # their modality is checked by Generator.check
     if gen.input_modalities and not items:
         raise _InvocationFailed(
             f"generator {gen.name!r} needs an input {'/'.join(gen.input_modalities)}; attach one and refer to it"

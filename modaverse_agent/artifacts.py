@@ -87,6 +87,7 @@ class OutputDir:
             target = base if n == 0 else base.with_name(f"{base.stem}-{n}{suffix}")
             try:
                 os.link(tmp, target)  # fails if target exists: never overwrites
+                target.chmod(0o644)  # mkstemp made it private; artifacts are for people to open
                 return target
             except FileExistsError:
                 continue
@@ -94,7 +95,11 @@ class OutputDir:
 
     def write_bytes(self, stem: str, suffix: str, data: bytes) -> Path:
         """Write raw bytes as a new file."""
-        return self.write(stem, suffix, lambda p: p.write_bytes(data))
+
+        def _w(p: Path) -> None:
+            p.write_bytes(data)
+
+        return self.write(stem, suffix, _w)
 
     def write_image(self, stem: str, image: Any) -> Path:
         """Write a PIL image or an HxWx3 uint8 array as PNG."""

@@ -123,8 +123,24 @@ class Generator:
         """Produce artifacts for ``request`` (override)."""
         raise NotImplementedError
 
+    def check(self, request: GenerationRequest) -> None:
+        """Refuse a bad request before any weights load: args against ``args_schema``, a non-empty prompt.
+
+        Override to add checks (call ``super().check(request)``); raise GeneratorError saying what to fix.
+        """
+        from .schema_utils import validate_instance
+
+        if not request.prompt.strip():
+            raise GeneratorError(f"generator {self.name!r} needs a non-empty prompt")
+        validate_instance(dict(request.args), self.args_schema, what=f"args of generator {self.name!r}")
+        wrong = [m.name for m in request.inputs if m.modality not in self.input_modalities]
+        if wrong:
+            accepts = list(self.input_modalities) or "no input media"
+            raise GeneratorError(f"generator {self.name!r} accepts {accepts}, not {wrong}")
+
     def generate(self, request: GenerationRequest) -> list[Artifact]:
-        """Set up if needed, run, and stamp each artifact with task, generator, prompt, seed and timings."""
+        """Check the request, set up if needed, run, and stamp artifacts (task, generator, prompt, seed, timings)."""
+        self.check(request)
         t0 = time.perf_counter()
         self.setup()
         t1 = time.perf_counter()

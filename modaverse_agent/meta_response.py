@@ -49,6 +49,8 @@ class TaskSpec:
     modality: str
     args_schema: Mapping[str, Any] = field(default_factory=lambda: dict(EMPTY_ARGS))
     input_modalities: tuple[str, ...] = ()
+    #: "generator" (prompt + inputs + args) or "function" (a plain tool: only ``args``, all required).
+    kind: str = "generator"
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,9 @@ class Invocation:
     args: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict in the schema's shape."""
+        """JSON-ready dict in the schema's shape (a function call has only ``task`` and ``args``)."""
+        if not self.prompt and not self.inputs:
+            return {"task": self.task, "args": dict(self.args)}
         return {"task": self.task, "prompt": self.prompt, "inputs": list(self.inputs), "args": dict(self.args)}
 
 
@@ -87,6 +91,13 @@ class MetaResponse:
 
 
 def _invocation_schema(spec: TaskSpec, media_ids: Sequence[str] | None) -> dict[str, Any]:
+    if spec.kind == "function":
+        return {
+            "type": "object",
+            "properties": {"task": {"const": spec.task}, "args": dict(spec.args_schema)},
+            "required": ["task", "args"],
+            "additionalProperties": False,
+        }
     ref: dict[str, Any] = {"type": "string", "pattern": MEDIA_REF_PATTERN}
     if media_ids is not None:
         ref = {"enum": list(media_ids)} if media_ids else {"type": "string", "pattern": MEDIA_REF_PATTERN}
@@ -106,11 +117,14 @@ def _invocation_schema(spec: TaskSpec, media_ids: Sequence[str] | None) -> dict[
     }
 
 
-def build_schema(tasks: Iterable[TaskSpec], *, media_ids: Sequence[str] | None = None) -> dict[str, Any]:
+def build_schema(
+    tasks: Iterable[TaskSpec], *, media_ids: Sequence[str] | None = None, min_invocations: int = 0
+) -> dict[str, Any]:
     """The JSON Schema of a meta-response for these tasks.
 
     ``media_ids`` (e.g. ``["image_1", "audio_1"]``) narrows input references to the media of one
-    request; None allows any well-formed reference.
+    request; None allows any well-formed reference. ``min_invocations`` forces tool use (LangChain's
+    ``tool_choice``).
     """
     specs = sorted(tasks, key=lambda s: s.task)
     invocation: dict[str, Any]
@@ -119,13 +133,16 @@ def build_schema(tasks: Iterable[TaskSpec], *, media_ids: Sequence[str] | None =
         max_inv = MAX_INVOCATIONS
     else:
         invocation, max_inv = {"type": "object"}, 0
+    invocations: dict[str, Any] = {"type": "array", "items": invocation, "maxItems": max_inv}
+    if min_invocations and specs:
+        invocations["minItems"] = min(min_invocations, max_inv)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "ModaVerse meta-response",
         "type": "object",
         "properties": {
             "text": {"type": "string", "maxLength": TEXT_MAX_CHARS},
-            "invocations": {"type": "array", "items": invocation, "maxItems": max_inv},
+            "invocations": invocations,
         },
         "required": ["text", "invocations"],
         "additionalProperties": False,
@@ -165,7 +182,10 @@ def extract_json(raw: str) -> Any:
 
 def _invocation_from(obj: Mapping[str, Any]) -> Invocation:
     return Invocation(
-        task=obj["task"], prompt=obj["prompt"], inputs=tuple(obj.get("inputs", ())), args=dict(obj.get("args", {}))
+        task=obj["task"],
+        prompt=obj.get("prompt", ""),
+        inputs=tuple(obj.get("inputs", ())),
+        args=dict(obj.get("args", {})),
     )
 
 
@@ -197,7 +217,11 @@ def _check_invocation(i: int, obj: Mapping[str, Any], by_task: Mapping[str, Any]
     if err is None:
         return None
     where = json_path(["invocations", i, *err.absolute_path])
-    if list(err.absolute_path)[:1] == ["inputs"] and err.validator in ("enum", "maxItems"):
+    if (
+        list(err.absolute_path)[:1] == ["inputs"]
+        and "inputs" in by_task[task]["properties"]
+        and err.validator in ("enum", "maxItems")
+    ):
         given = by_task[task]["properties"]["inputs"]["items"].get("enum", [])
         return MetaResponseError(
             f"refers to input media {obj['inputs']!r} but the given media are {given or 'none'}",

@@ -218,5 +218,5 @@ def test_input_media_of_the_wrong_modality(agent: ModaVerseAgent, llm: ScriptedL
         )
     )
     r = agent.run("go", [wav])
-    assert "accepts ['image'], not ['audio_1 (audio)']" in r.errors[0].message
+    assert "accepts ['image'], not ['a.wav']" in r.errors[0].message
     assert "accepts no input media" in r.errors[1].message

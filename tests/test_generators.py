@@ -88,3 +88,22 @@ def test_generate_stamps_artifacts(tmp_path: Path) -> None:
         "text/plain",
     )
     assert set(a.timings) == {"setup_s", "generate_s"}
+
+
+def test_bad_request_is_refused_before_weights_load(tmp_path: Path) -> None:
+    class Strict(Counting):
+        name = "strict"
+        args_schema: ClassVar[dict[str, Any]] = {
+            "type": "object",
+            "properties": {"steps": {"type": "integer", "maximum": 50}},
+            "additionalProperties": False,
+        }
+
+    g = Strict()
+    with pytest.raises(GeneratorError, match="args of generator 'strict': steps"):
+        g.generate(GenerationRequest("x", OutputDir(tmp_path), args={"steps": 500}))
+    with pytest.raises(GeneratorError, match="non-empty prompt"):
+        g.generate(GenerationRequest("  ", OutputDir(tmp_path)))
+    assert g.loads == 0
+    [a] = g.generate(GenerationRequest("x", OutputDir(tmp_path), args={"steps": 5}))
+    assert oct(a.path.stat().st_mode & 0o777) == "0o644"

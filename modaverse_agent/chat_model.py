@@ -1,0 +1,291 @@
+"""``ChatModaVerse``: the ModaVerse LLM as a LangChain chat model.
+
+Content blocks in (text, image/audio/video/file in LangChain v1 or v0 form, OpenAI ``image_url``),
+an ``AIMessage`` out whose ``content`` is the meta-response's text and whose ``tool_calls`` are its
+invocations (name = task, args = prompt/inputs/args). Output that fails validation lands in
+``invalid_tool_calls`` with the raw text and the error. After tool results (``ToolMessage``) the
+model is asked for text only, so an agent loop ends.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
+from langchain_core.messages.tool import invalid_tool_call, tool_call
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from pydantic import ConfigDict, Field
+
+from .agent import ChatTurn, Completion, GenerationParams, LLMRequest, assign_media_ids, parse_output
+from .chat_content import content_to_parts
+from .media import MediaItem
+from .meta_response import EMPTY_ARGS, MetaResponse, TaskSpec, build_schema
+from .zoo import Zoo
+
+
+def _tool_spec(tool: Any, zoo: Zoo | None) -> TaskSpec:
+    """A TaskSpec for a bound tool: a zoo task keeps its generator's spec; anything else is a function."""
+    name = getattr(tool, "name", None) if not isinstance(tool, dict) else tool.get("name")
+    if zoo is not None and isinstance(name, str) and name in zoo.tasks():
+        return zoo.task_specs([name])[0]
+    fn = convert_to_openai_tool(tool)["function"]
+    params = dict(fn.get("parameters") or EMPTY_ARGS)
+    params.setdefault("type", "object")
+    return TaskSpec(fn["name"], (fn.get("description") or fn["name"]).splitlines()[0], "text", params, kind="function")
+
+
+def _invocation_args(spec_kind: str, inv: Any) -> dict[str, Any]:
+    if spec_kind == "function":
+        return dict(inv.args)
+    return {"prompt": inv.prompt, "inputs": list(inv.inputs), "args": dict(inv.args)}
+
+
+def _assistant_text(message: AIMessage) -> str:
+    """An earlier AI turn rendered back as the meta-response it stood for."""
+    invocations = []
+    for call in message.tool_calls:
+        args = dict(call["args"])
+        if "prompt" in args:
+            invocations.append({"task": call["name"], **args})
+        else:
+            invocations.append({"task": call["name"], "args": args})
+    text = message.content if isinstance(message.content, str) else message.text
+    return json.dumps({"text": text, "invocations": invocations}, ensure_ascii=False)
+
+
+class ChatModaVerse(BaseChatModel):
+    """ModaVerse as a LangChain chat model.
+
+    ``backend`` is anything with ``respond(LLMRequest) -> str`` (a ModaVerseModel, or a scripted fake);
+    if it also has ``complete(request) -> Completion`` usage is reported, and ``stream(request)``
+    yields text pieces for ``_stream``.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    backend: Any
+    """The LLM: a ModaVerseModel or any object with ``respond(LLMRequest) -> str``."""
+    zoo: Zoo | None = None
+    """The zoo whose tasks the model may invoke (None: the installed plugins' zoo)."""
+    model_name: str = "modaverse"
+    """Reported in ``response_metadata``."""
+    temperature: float | None = None
+    """Sampling temperature; 0 or None decodes greedily."""
+    top_p: float | None = None
+    """Nucleus sampling mass."""
+    max_tokens: int | None = None
+    """Most new tokens per reply."""
+    stop: list[str] | None = None
+    """Strings that end generation."""
+    seed: int | None = None
+    """Sampling seed."""
+    fetcher: Callable[[str], bytes] | None = None
+    """Downloads http(s) media URLs; None refuses them."""
+    resolver: Callable[[str], Any] | None = None
+    """Maps a content block's ``file_id`` to a path or bytes."""
+    bound_tools: list[TaskSpec] | None = Field(default=None, exclude=True)
+    """Tools restricting the schema (set by ``bind_tools``)."""
+    tool_choice: str | None = None
+    """"any"/"required" forces a call; a tool name forces that tool; None lets the model decide."""
+
+    @property
+    def _llm_type(self) -> str:
+        return "modaverse"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model_name": self.model_name, "temperature": self.temperature, "max_tokens": self.max_tokens}
+
+    def _zoo(self) -> Zoo:
+        if self.zoo is None:
+            self.zoo = Zoo.from_plugins()
+        return self.zoo
+
+    def _specs(self) -> list[TaskSpec]:
+        return list(self.bound_tools) if self.bound_tools is not None else self._zoo().task_specs()
+
+    # -- messages -> request -----------------------------------------------------------------------
+    def _request(self, messages: Sequence[BaseMessage], stop: list[str] | None, **kwargs: Any) -> LLMRequest:
+        system, history, media = [], [], []
+        instruction = ""
+        last_human = max((i for i, m in enumerate(messages) if isinstance(m, HumanMessage)), default=-1)
+        for i, m in enumerate(messages):
+            if isinstance(m, SystemMessage):
+                system.append(m.text)
+                continue
+            if isinstance(m, HumanMessage):
+                text, items = content_to_parts(m.content, fetcher=self.fetcher, resolver=self.resolver)
+                media.extend(items)
+                if i == last_human:
+                    instruction = text
+                    continue
+                history.append(ChatTurn("user", text))
+            elif isinstance(m, AIMessage):
+                history.append(ChatTurn("assistant", _assistant_text(m)))
+            elif isinstance(m, ToolMessage):
+                history.append(ChatTurn("tool", f"[{m.name or m.tool_call_id}] {m.text}"))
+            else:
+                history.append(ChatTurn(m.type, m.text))
+        answered = last_human >= 0 and any(isinstance(m, ToolMessage) for m in messages[last_human:])
+        named = assign_media_ids(media)
+        specs = self._specs()
+        choice = kwargs.get("tool_choice", self.tool_choice)
+        if answered:  # tool results are in: answer in text, call nothing more
+            specs, minimum = [], 0
+        elif choice in ("any", "required"):
+            minimum = 1
+        elif isinstance(choice, str) and choice not in ("auto", "none"):
+            specs, minimum = [s for s in specs if s.task == choice], 1
+        else:
+            minimum = 0
+        if choice == "none":
+            specs = []
+        schema = build_schema(specs, media_ids=[i for i, _ in named], min_invocations=minimum)
+        params = GenerationParams(
+            max_new_tokens=kwargs.get("max_tokens", self.max_tokens),
+            temperature=kwargs.get("temperature", self.temperature),
+            top_p=kwargs.get("top_p", self.top_p),
+            stop=tuple(stop or self.stop or ()),
+            seed=kwargs.get("seed", self.seed),
+        )
+        return LLMRequest(instruction, named, schema, specs, history, "\n".join(system) or None, params)
+
+    def _complete(self, request: LLMRequest) -> Completion:
+        if hasattr(self.backend, "complete"):
+            return self.backend.complete(request)
+        return Completion(text=self.backend.respond(request), model_name=self.model_name)
+
+    # -- raw text -> AIMessage -----------------------------------------------------------------------
+    def _message(self, request: LLMRequest, completion: Completion, chunk: bool = False) -> AIMessage:
+        meta, errors = parse_output(completion.text, request.schema)
+        kinds = {s.task: s.kind for s in request.tasks}
+        calls = [
+            tool_call(
+                name=inv.task,
+                args=_invocation_args(kinds.get(inv.task, "generator"), inv),
+                id=f"call_{uuid.uuid4().hex[:24]}",
+            )
+            for inv in meta.invocations
+        ]
+        invalid = [
+            invalid_tool_call(name=None, args=completion.text, id=f"call_{uuid.uuid4().hex[:24]}", error=e.message)
+            for e in errors
+        ]
+        usage = {
+            "input_tokens": completion.input_tokens,
+            "output_tokens": completion.output_tokens,
+            "total_tokens": completion.input_tokens + completion.output_tokens,
+        }
+        metadata = {
+            "model_name": completion.model_name or self.model_name,
+            "finish_reason": completion.finish_reason,
+            "meta_response": meta.to_dict(),
+            "raw": completion.text,
+            "media": [{"id": i, "name": m.name, "mime_type": m.mime_type} for i, m in request.media],
+        }
+        return AIMessage(
+            content=meta.text,
+            tool_calls=calls,
+            invalid_tool_calls=invalid,
+            usage_metadata=usage,
+            response_metadata=metadata,
+        )
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        request = self._request(messages, stop, **kwargs)
+        message = self._message(request, self._complete(request))
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        """Stream raw tokens as they are decoded, then one chunk carrying the parsed text and tool calls.
+
+        Token chunks carry the raw meta-response text in ``additional_kwargs["raw_delta"]`` (their content
+        is empty, since raw JSON is not the answer); the final chunk carries the answer text, tool calls and
+        usage, so the aggregated message equals what ``invoke`` returns.
+        """
+        request = self._request(messages, stop, **kwargs)
+        pieces: list[str] = []
+        if hasattr(self.backend, "stream"):
+            for piece in self.backend.stream(request):
+                pieces.append(piece)
+                chunk = ChatGenerationChunk(message=AIMessageChunk(content="", additional_kwargs={"raw_delta": piece}))
+                if run_manager:
+                    run_manager.on_llm_new_token(piece, chunk=chunk)
+                yield chunk
+            completion = Completion(text="".join(pieces), model_name=self.model_name)
+            usage_from = getattr(self.backend, "last_usage", None)
+            if isinstance(usage_from, Completion):
+                completion = usage_from
+        else:
+            completion = self._complete(request)
+        final = self._message(request, completion)
+        yield ChatGenerationChunk(
+            message=AIMessageChunk(
+                content=final.content,
+                tool_call_chunks=[
+                    {
+                        "type": "tool_call_chunk",
+                        "name": c["name"],
+                        "args": json.dumps(c["args"]),
+                        "id": c["id"],
+                        "index": n,
+                    }
+                    for n, c in enumerate(final.tool_calls)
+                ],
+                usage_metadata=final.usage_metadata,
+                response_metadata=final.response_metadata,
+                chunk_position="last",
+            )
+        )
+
+    # -- tools ---------------------------------------------------------------------------------------
+    def bind_tools(
+        self, tools: Sequence[Any], *, tool_choice: str | bool | dict | None = None, **kwargs: Any
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Restrict the meta-response (and so constrained decoding) to ``tools``.
+
+        Zoo tools (named after a task) keep their generator's prompt/inputs/args shape; plain LangChain
+        tools, functions and JSON schemas become function calls whose arguments are the tool's schema.
+        """
+        specs = [_tool_spec(t, self.zoo) for t in tools]
+        if isinstance(tool_choice, dict):
+            tool_choice = tool_choice.get("function", {}).get("name") or tool_choice.get("name")
+        elif tool_choice is True:
+            tool_choice = "any"
+        elif tool_choice is False:
+            tool_choice = None
+        return self.model_copy(update={"bound_tools": specs, "tool_choice": tool_choice}).bind(**kwargs)
+
+
+def media_of(message: AIMessage) -> list[dict[str, Any]]:
+    """The media ids the model saw for this reply (from ``response_metadata``)."""
+    return list(message.response_metadata.get("media", []))
+
+
+__all__ = ["ChatModaVerse", "MediaItem", "MetaResponse", "media_of"]
