@@ -19,7 +19,6 @@ from typing import Any, ClassVar
 from .artifacts import Artifact
 from .errors import GeneratorError
 from .generators import GenerationRequest, Generator, ProgressCallback
-from .schema_utils import validate_instance
 
 #: Value of the ``model`` option that builds a tiny random-weight pipeline from configs (no download).
 TINY_RANDOM = "tiny-random"
@@ -203,6 +202,13 @@ def _missing_weights(model: str, generator: str, cause: object) -> GeneratorErro
     )
 
 
+def _unreadable(model: str, generator: str, cause: BaseException) -> GeneratorError:
+    return GeneratorError(
+        f"could not load model {model!r} for generator {generator!r}: {_short(cause)}; check that it is a "
+        "complete diffusers pipeline (save it again with `save_pretrained`, or download it again)"
+    )
+
+
 def _short(e: BaseException, limit: int = 240) -> str:
     text = " ".join(str(e).split())
     return text if len(text) <= limit else text[:limit] + "..."
@@ -250,10 +256,11 @@ def load_pipeline(
     import diffusers
 
     local_only = not download
+    local_dir = Path(source).is_dir()
     try:
         config = diffusers.DiffusionPipeline.load_config(source, local_files_only=local_only)
     except (OSError, ValueError) as e:
-        raise _missing_weights(model, generator, _short(e)) from e
+        raise _unreadable(model, generator, e) if local_dir else _missing_weights(model, generator, _short(e)) from e
     class_name = config.get("_class_name")
     if class_name not in accepted:
         raise GeneratorError(
@@ -264,12 +271,9 @@ def load_pipeline(
     try:
         pipe = pipeline_class.from_pretrained(source, dtype=torch_dtype, local_files_only=local_only)
     except OSError as e:
-        raise _missing_weights(model, generator, _short(e)) from e
+        raise _unreadable(model, generator, e) if local_dir else _missing_weights(model, generator, _short(e)) from e
     except (ValueError, TypeError, RuntimeError, KeyError) as e:
-        raise GeneratorError(
-            f"could not load model {model!r} for generator {generator!r}: {_short(e)}; check that the directory "
-            "or repository is a complete diffusers pipeline"
-        ) from e
+        raise _unreadable(model, generator, e) from e
     pipe.to(dev)
     pipe.set_progress_bar_config(disable=True)
     return LoadedPipeline(
@@ -365,8 +369,7 @@ class DiffusersGenerator(Generator):
         return self._pipeline
 
     def arguments(self, request: GenerationRequest) -> dict[str, Any]:
-        """The invocation's arguments, validated against ``args_schema``, with schema defaults filled in."""
-        validate_instance(dict(request.args), self.args_schema, what=f"arguments of generator {self.name!r}")
+        """The invocation's arguments (``check`` validated them) with the schema's defaults filled in."""
         out = {k: s["default"] for k, s in self.args_schema.get("properties", {}).items() if "default" in s}
         out.update(request.args)
         return out
