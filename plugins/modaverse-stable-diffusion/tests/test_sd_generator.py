@@ -143,6 +143,15 @@ def test_loaded_once_reused_and_unloaded(tiny_dir: Path, tmp_path: Path) -> None
     g.unload()
 
 
+def test_tiny_random_builds_an_untrained_pipeline_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the user cache dir, via platformdirs
+    g = StableDiffusionGenerator(model="tiny-random", device="cpu")
+    (art,) = g.generate(GenerationRequest(PROMPT, OutputDir(tmp_path), {"steps": 1, "seed": 0}))
+    assert art.path.is_file() and art.metadata["untrained"] is True and art.metadata["model"] == "tiny-random"
+    assert (tmp_path / "cache" / "modaverse" / "tiny-pipelines" / f"{g.tiny_kind}-v1" / "model_index.json").is_file()
+    g.unload()
+
+
 def test_entry_point_is_declared_and_registers_the_generator() -> None:
     declared = tomllib.loads((PLUGIN_DIR / "pyproject.toml").read_text())["project"]["entry-points"]
     assert declared["modaverse_agent"] == {"stable-diffusion": "modaverse_stable_diffusion"}
