@@ -1,0 +1,167 @@
+"""Evaluation on a held-out JSONL: validity, task accuracy, prompt similarity, text-only answers.
+
+Metrics (each over the samples named):
+
+* ``validity``: the raw output parses and validates strictly against the sample's schema (all samples);
+* ``task_accuracy``: the predicted multiset of tasks equals the reference's (all samples);
+* ``tool_decision``: whether any tool is called agrees with the reference (all samples);
+* ``text_only_accuracy``: no tool called when none is wanted (samples whose reference calls none);
+* ``bleu4`` / ``chrf``: corpus BLEU-4 and chrF (sacrebleu) of predicted vs reference prompts, pairing
+  invocations of the same task in order (only samples with the right task set, so routing errors are
+  not counted twice).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modaverse_agent.errors import ModaVerseError
+from modaverse_agent.meta_response import parse_meta_response
+
+from .dataset import Sample
+from .tasks import standard_schema
+
+
+@dataclass
+class SampleResult:
+    """What one prediction was judged."""
+
+    id: str
+    kind: str
+    valid: bool
+    tasks_match: bool
+    reference_tasks: list[str]
+    predicted_tasks: list[str]
+    error: str | None = None
+    pairs: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class EvalReport:
+    """Aggregate metrics plus every sample's result."""
+
+    n: int
+    validity: float
+    task_accuracy: float
+    tool_decision: float
+    text_only_accuracy: float | None
+    bleu4: float | None
+    chrf: float | None
+    per_kind: dict[str, dict[str, float]]
+    seconds: float
+    results: list[SampleResult]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return asdict(self)
+
+    def table(self) -> str:
+        """A plain-text table of the headline metrics."""
+        rows = [
+            ("samples", str(self.n)),
+            ("validity", f"{self.validity:.1%}"),
+            ("task accuracy", f"{self.task_accuracy:.1%}"),
+            ("tool decision", f"{self.tool_decision:.1%}"),
+        ]
+        if self.text_only_accuracy is not None:
+            rows.append(("text-only accuracy", f"{self.text_only_accuracy:.1%}"))
+        if self.bleu4 is not None:
+            rows += [("prompt BLEU-4", f"{self.bleu4:.1f}"), ("prompt chrF", f"{self.chrf:.1f}")]
+        rows += [
+            (f"  {k}: task accuracy", f"{v['task_accuracy']:.1%} of {int(v['n'])}")
+            for k, v in sorted(self.per_kind.items())
+        ]
+        width = max(len(r[0]) for r in rows)
+        return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def judge(sample: Sample, raw: str, schema: dict[str, Any] | None = None) -> SampleResult:
+    """Compare one raw model output with the sample's reference meta-response."""
+    reference = list(sample.tasks)
+    schema = schema or standard_schema(list(sample.media_ids))
+    try:
+        predicted = parse_meta_response(raw, schema)
+    except ModaVerseError as e:
+        return SampleResult(sample.id, sample.kind, False, False, reference, [], error=str(e)[:300])
+    tasks = list(predicted.tasks)
+    match = Counter(tasks) == Counter(reference)
+    pairs = []
+    if match:
+        refs = [(i["task"], i.get("prompt", "")) for i in sample.response.get("invocations", ())]
+        remaining = list(predicted.invocations)
+        for task, ref_prompt in refs:
+            hit = next(p for p in remaining if p.task == task)
+            remaining.remove(hit)
+            pairs.append((hit.prompt, ref_prompt))
+    return SampleResult(sample.id, sample.kind, True, match, reference, tasks, pairs=pairs)
+
+
+def summarize(results: Sequence[SampleResult], seconds: float = 0.0) -> EvalReport:
+    """Aggregate per-sample results into the report."""
+    import sacrebleu
+
+    n = len(results)
+    if n == 0:
+        raise ValueError("no samples to evaluate")
+    text_only = [r for r in results if not r.reference_tasks]
+    hyps = [h for r in results for h, _ in r.pairs]
+    refs = [ref for r in results for _, ref in r.pairs]
+    per_kind: dict[str, dict[str, float]] = {}
+    for kind in sorted({r.kind for r in results}):
+        group = [r for r in results if r.kind == kind]
+        per_kind[kind] = {
+            "n": len(group),
+            "task_accuracy": sum(r.tasks_match for r in group) / len(group),
+            "validity": sum(r.valid for r in group) / len(group),
+        }
+    return EvalReport(
+        n=n,
+        validity=sum(r.valid for r in results) / n,
+        task_accuracy=sum(r.tasks_match for r in results) / n,
+        tool_decision=sum(bool(r.predicted_tasks) == bool(r.reference_tasks) and r.valid for r in results) / n,
+        text_only_accuracy=(
+            sum(r.valid and not r.predicted_tasks for r in text_only) / len(text_only) if text_only else None
+        ),
+        bleu4=sacrebleu.corpus_bleu(hyps, [refs]).score if hyps else None,
+        chrf=sacrebleu.corpus_chrf(hyps, [refs]).score if hyps else None,
+        per_kind=per_kind,
+        seconds=round(seconds, 3),
+        results=list(results),
+    )
+
+
+def evaluate(
+    samples: Sequence[Sample],
+    predict: Callable[[Sequence[Sample]], list[str]],
+    *,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> EvalReport:
+    """Run ``predict`` (a batch of samples -> raw outputs) over ``samples`` and judge every output."""
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    results: list[SampleResult] = []
+    with tqdm(total=len(samples), desc="evaluating", unit="sample", disable=not progress) as bar:
+        for i in range(0, len(samples), batch_size):
+            batch = list(samples[i : i + batch_size])
+            outputs = predict(batch)
+            if len(outputs) != len(batch):
+                raise ValueError(f"predict returned {len(outputs)} outputs for {len(batch)} samples")
+            results += [judge(s, raw) for s, raw in zip(batch, outputs, strict=True)]
+            bar.update(len(batch))
+    return summarize(results, time.perf_counter() - t0)
+
+
+def write_report(report: EvalReport, path: str | Path) -> Path:
+    """Write the report as JSON."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(report.to_dict(), indent=1, ensure_ascii=False), encoding="utf-8")
+    return p
