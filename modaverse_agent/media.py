@@ -104,7 +104,6 @@ _SIGNATURES: tuple[tuple[int, bytes, str, Modality], ...] = (
     (0, b"OggS", "audio/ogg", "audio"),
     (0, b"#!AMR", "audio/amr", "audio"),
     (0, b"caff", "audio/x-caf", "audio"),
-    (0, b"\x1aE\xdf\xa3", "video/webm", "video"),
     (0, b"FLV\x01", "video/x-flv", "video"),
     (0, b"\x00\x00\x01\xba", "video/mpeg", "video"),
     (0, b"\x30\x26\xb2\x75\x8e\x66\xcf\x11", "video/x-ms-asf", "video"),
@@ -143,6 +142,8 @@ def sniff(data: bytes) -> tuple[Modality, str]:
         if brand.startswith(b"3g"):
             return "video", "video/3gpp"
         return "video", "video/mp4"
+    if data[:4] == b"\x1aE\xdf\xa3":  # EBML: the DocType in the header tells WebM from Matroska
+        return "video", "video/webm" if b"webm" in data[:64] else "video/x-matroska"
     for offset, magic, mime, modality in _SIGNATURES:
         if data[offset : offset + len(magic)] == magic:
             return modality, mime
@@ -365,7 +366,7 @@ def _probe_av(data: bytes, name: str, mime: str, limits: MediaLimits) -> tuple[M
             raise MediaError(f"{name}: {stream.type} data cannot be decoded ({e}); the file is corrupt") from e
         if first is None:
             raise MediaError(
-                f"{name}: its {stream.type} stream holds no decodable frame; the file is truncated or empty"
+                f"{name}: its {stream.type} stream holds no decodable frame; the file is truncated, corrupt or empty"
             )
     return modality, _refine_mime(mime, fmt, modality), info
 
@@ -382,8 +383,6 @@ def _refine_mime(sniffed: str, fmt: str, modality: Modality) -> str:
         return swap.get(sniffed, sniffed)
     if sniffed.startswith("audio/"):
         return {"audio/ogg": "video/ogg", "audio/mp4": "video/mp4"}.get(sniffed, "video/" + sniffed.split("/")[1])
-    if sniffed == "video/webm" and "webm" not in fmt:
-        return "video/x-matroska"
     return sniffed
 
 
