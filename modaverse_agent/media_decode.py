@@ -23,6 +23,7 @@ from .media import (
     check_pixels,
     open_container,
     real_video_streams,
+    sniff,
 )
 
 if TYPE_CHECKING:
@@ -75,6 +76,12 @@ class DecodedVideo:
 def _need(item: MediaItem, *modalities: str) -> None:
     if item.modality not in modalities:
         raise MediaError(f"{item.name} is {item.modality}, not {' or '.join(modalities)}; give a matching file")
+    try:
+        actual, mime = sniff(item.data)
+    except MediaError:
+        return  # unknown magic: the decoder has the last word
+    if (actual == "image") != (item.modality == "image"):
+        raise MediaError(f"{item.name}: the content is {mime}, not {item.modality}; load it with load_media")
 
 
 def decode_image(item: MediaItem, *, limits: MediaLimits = DEFAULT_LIMITS) -> PILImage.Image:
