@@ -324,6 +324,7 @@ def _probe_av(data: bytes, name: str, mime: str, limits: MediaLimits) -> tuple[M
     with open_container(data, name) as container:
         videos, audios = real_video_streams(container), list(container.streams.audio)
         fmt = container.format.name
+        modality: Modality
         if videos:
             stream, modality = videos[0], "video"
         elif audios:

@@ -24,6 +24,7 @@ from .media import (
     open_container,
     real_video_streams,
     sniff,
+    stream_duration,
 )
 
 if TYPE_CHECKING:
@@ -121,6 +122,7 @@ def decode_audio(item: MediaItem, *, limits: MediaLimits = DEFAULT_LIMITS) -> De
         if not container.streams.audio:
             raise MediaError(f"{item.name}: has no audio track; give a file with sound or leave its audio out")
         stream = container.streams.audio[0]
+        check_duration(item.name, stream_duration(container, stream), limits)  # the header first, cheaply
         rate = stream.rate
         if not rate:
             raise MediaError(f"{item.name}: the audio track states no sample rate; re-encode it")
@@ -160,6 +162,7 @@ def probe_video(item: MediaItem, *, limits: MediaLimits = DEFAULT_LIMITS) -> Vid
             hint = " (it has audio only: encode it as audio)" if container.streams.audio else ""
             raise MediaError(f"{item.name}: has no video track{hint}")
         stream = streams[0]
+        check_duration(item.name, stream_duration(container, stream), limits)
         rate = stream.average_rate or stream.guessed_rate
         if not rate:
             raise MediaError(f"{item.name}: the video states no frame rate; re-encode it with a constant rate")

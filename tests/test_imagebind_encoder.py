@@ -131,3 +131,11 @@ def test_random_models_build_from_configs_alone() -> None:
     torch.manual_seed(0)
     out = enc.encode_tensors("audio", torch.randn(2, 3, 1, 128, 204))
     assert out.shape == (2, 8) and torch.isfinite(out).all() and not torch.allclose(out[0], out[1])
+
+
+def test_embeddings_can_feed_a_trainable_projector(encoder: ImageBindEncoder) -> None:
+    emb = encoder.encode("image", _items(IMAGES[:2]))
+    assert not emb.requires_grad and not emb.is_inference()
+    projector = torch.nn.Linear(32, 4)
+    projector(emb).sum().backward()
+    assert projector.weight.grad is not None

@@ -308,9 +308,18 @@ def test_two_hour_audio_is_refused_from_its_header() -> None:
         load_media(two_hours)
 
 
-def test_duration_is_also_enforced_while_decoding() -> None:
-    """A header that under-states the length cannot make decoding run away."""
+def test_duration_is_checked_from_the_header_before_decoding() -> None:
     item = load_media(wav_bytes(tone(8000, 1, seconds=2.0), 8000))
+    with pytest.raises(MediaError, match=r"2\.0 s long, over the 0\.5 s limit"):
+        decode_audio(item, limits=MediaLimits(max_duration_s=0.5))
+
+
+def test_duration_is_also_enforced_while_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A container that states no duration (or under-states it) cannot make decoding run away."""
+    import modaverse_agent.media_decode as media_decode
+
+    item = load_media(wav_bytes(tone(8000, 1, seconds=2.0), 8000))
+    monkeypatch.setattr(media_decode, "stream_duration", lambda container, stream: None)
     with pytest.raises(MediaError, match=r"over the 0\.5 s limit"):
         decode_audio(item, limits=MediaLimits(max_duration_s=0.5))
 

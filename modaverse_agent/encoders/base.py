@@ -15,8 +15,9 @@ if TYPE_CHECKING:
 class MediaEncoder(ABC):
     """A frozen encoder of media into a shared embedding space.
 
-    Implementations run without gradients (``torch.inference_mode``), batch internally, and return
-    ``(len(items), embed_dim)`` tensors on the encoder's device in its dtype.
+    Implementations run without gradients (``torch.no_grad``; not ``inference_mode``, whose tensors
+    could not feed a trainable projector), batch internally, and return ``(len(items), embed_dim)``
+    tensors on the encoder's device in its dtype.
     """
 
     modalities: tuple[str, ...] = ()

@@ -170,7 +170,7 @@ class ImageBindEncoder(MediaEncoder):
     def _run(self, tower: str, x: torch.Tensor) -> torch.Tensor:
         device, dtype = self.device, self.dtype
         out = []
-        with torch.inference_mode():
+        with torch.no_grad():  # not inference_mode: callers feed the result to trainable projectors
             for start in range(0, x.shape[0], self.batch_size):
                 chunk = x[start : start + self.batch_size].to(device)
                 if chunk.is_floating_point():

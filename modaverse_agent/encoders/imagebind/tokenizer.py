@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 import ftfy
-import regex
+import regex  # type: ignore[import-untyped]
 import torch
 
 VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"

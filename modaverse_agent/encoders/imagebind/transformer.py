@@ -25,11 +25,11 @@ class MultiheadSelfAttention(nn.Module):
         self.embed_dim, self.num_heads = embed_dim, num_heads
         self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim))
         self.in_proj_bias = nn.Parameter(torch.empty(3 * embed_dim))
+        self.bias_k: nn.Parameter | None = None
+        self.bias_v: nn.Parameter | None = None
         if add_bias_kv:
             self.bias_k = nn.Parameter(torch.empty(1, 1, embed_dim))
             self.bias_v = nn.Parameter(torch.empty(1, 1, embed_dim))
-        else:
-            self.bias_k = self.bias_v = None
         self.out_proj = nn.Linear(embed_dim, embed_dim)
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
