@@ -183,11 +183,25 @@ def _read(source: str | Path | bytes, max_bytes: int) -> tuple[bytes, str, Path 
     if not is_file:
         if path.exists():
             raise MediaError(f"{str(path)!r} is not a regular file; pass a media file")
+        if isinstance(source, str) and (data := _short_b64(text)) is not None:
+            return data, "<base64>", None
         raise MediaError(f"media file {str(path)!r} does not exist; check the path")
     size = path.stat().st_size
     if size > max_bytes:
         raise MediaError(f"{path} is {size} bytes, over the {max_bytes}-byte limit; use a smaller file")
     return path.read_bytes(), path.name, path
+
+
+def _short_b64(text: str) -> bytes | None:
+    """Bytes of a short base64 text that decodes to a known media format, else None (it was a path)."""
+    if len(text) < 16 or not _B64_TEXT.fullmatch(text):
+        return None
+    try:
+        data = _b64(text)
+        sniff(data)
+    except MediaError:
+        return None
+    return data
 
 
 def _data_url(text: str) -> bytes:

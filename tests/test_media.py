@@ -119,6 +119,12 @@ def test_sources_path_bytes_base64_data_and_file_urls_agree(tmp_path: Path) -> N
     assert items[0].info is not None and (items[0].info.width, items[0].info.height) == (451, 300)
 
 
+def test_short_base64_is_not_mistaken_for_a_path() -> None:
+    tiny_png = image_bytes(Image.new("RGB", (1, 1)), "PNG")
+    text = base64.b64encode(tiny_png).decode()
+    assert len(text) < 255 and load_media(text).mime_type == "image/png"
+
+
 @pytest.mark.parametrize(
     ("source", "words"),
     [
