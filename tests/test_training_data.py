@@ -297,6 +297,19 @@ def test_counter_examples_and_multi_outputs_are_generated(small_run: tuple[list[
     blind = [s for s in train if s.kind == "input-alignment"]
     assert image_not_edit and audio_to_picture and len(multi) > 20
     assert all("can't" in s.response["text"] for s in blind)
+    blind_cross = [s for s in train if s.source["maker"] == "cross"]
+    assert blind_cross and all(not s.tasks and s.media[0].path is None for s in blind_cross)
+    spoken = [s for s in train if s.source["maker"] == "spoken_answer"]
+    assert spoken and all(s.response["invocations"][0]["prompt"] == s.response["text"] for s in spoken)
+
+
+def test_speech_prompts_are_the_words_in_the_instruction(small_run: tuple[list[Sample], list[Sample]]) -> None:
+    train, test = small_run
+    said = [(s, i["prompt"]) for s in train + test for i in s.response["invocations"] if i["task"] == "text-to-speech"]
+    assert said
+    for sample, words in said:
+        if sample.source["maker"] != "spoken_answer":
+            assert words in sample.instruction, sample.instruction
 
 
 def test_dedup_in_the_engine_counts_duplicates() -> None:

@@ -48,6 +48,9 @@ POOL_PLACEHOLDERS: dict[str, frozenset[str]] = {
     "media_prefix_": frozenset(),
     "question_wrap": frozenset({"question"}),
     "cross_": frozenset(),
+    "spoken_answer": frozenset({"question"}),
+    "opener": frozenset(),
+    "closer": frozenset(),
 }
 RESPONSE_KEYS = (
     "image",

@@ -42,7 +42,8 @@ DEFAULT_MIX: dict[str, float] = {
     "multi": 8,
     "scene": 4,
     "describe": 3,
-    "cross": 5,
+    "cross": 4,
+    "spoken_answer": 2.5,
 }
 
 _SINGLE = {  # pool -> (task, response key)
@@ -82,6 +83,9 @@ class Recipe:
     #: Chance that the template's words are lower-cased, and that a final period is dropped.
     lowercase_p: float = 0.12
     drop_period_p: float = 0.15
+    #: Chance of a greeting before a request, and of a remark after it (``opener`` / ``closer`` pools).
+    opener_p: float = 0.18
+    closer_p: float = 0.15
     #: Attempts per wanted sample before a maker gives up (its combinations ran out).
     attempts: int = 25
 
@@ -181,11 +185,10 @@ class TemplateEngine:
         }
 
     def _available(self, maker: str, split: str) -> bool:
-        if maker == "cross":
-            media = self._media[split]
-            return any(media[src] for src, _ in _CROSS)
-        if maker in ("media_request", "multi", "describe", "edit_nth"):
+        if maker in ("media_request", "multi", "describe", "edit_nth", "cross"):
             return True
+        if maker == "spoken_answer":
+            return bool(self._pools[split]["question"])
         return bool(self._pools[split].get(maker))
 
     # -- text helpers -------------------------------------------------------------------------------
@@ -257,6 +260,13 @@ class TemplateEngine:
         instruction = self._fill(rng, template, {"question": qa.question}, augment=False)
         return _Draft(instruction, [], qa.answer, [template], [f"{split}.question_wrap"], kind="text-only")
 
+    def _spoken_answer(self, rng: random.Random, split: str) -> _Draft:
+        qa = rng.choice(self._pools[split]["question"])
+        template = self._pick(rng, split, "spoken_answer")
+        instruction = self._fill(rng, template, {"question": qa.question}, augment=False)
+        inv = {"task": "text-to-speech", "prompt": qa.answer}
+        return _Draft(instruction, [inv], qa.answer, [template], [f"{split}.spoken_answer"], "reasoning")
+
     def _edit(self, rng: random.Random, split: str, nth: bool = False) -> _Draft:
         edit = rng.choice(self._pools[split]["edit"])
         pool = "edit_nth" if nth else "edit"
@@ -326,6 +336,14 @@ class TemplateEngine:
 
     def _cross(self, rng: random.Random, split: str) -> _Draft:
         pairs = [(s, d) for s, d in _CROSS if self._media[split][s]]
+        if not pairs:  # placeholder media: the request depends on content the model cannot perceive
+            src, dst = rng.choice(_CROSS)
+            template = self._pick(rng, split, f"cross_{src}_{dst}")
+            pool = f"{split}.cross_{src}_{dst}"
+            reply = self._reply(rng, f"blind_{src}")
+            return _Draft(
+                self._fill(rng, template, {}), [], reply, [template], [pool], "reasoning", [(src, None, None)]
+            )
         src, dst = rng.choice(pairs)
         item = rng.choice(self._media[split][src])
         phrase = _phrase(item.caption)
@@ -360,8 +378,25 @@ class TemplateEngine:
             "scene": self._scene,
             "describe": self._describe,
             "cross": self._cross,
+            "spoken_answer": self._spoken_answer,
         }
         return makers[maker](rng, split)
+
+    def _frame(self, rng: random.Random, split: str, draft: _Draft) -> None:
+        """Sometimes greet before the request and add a remark after it (never after a bare speech line)."""
+        if rng.random() < self.recipe.opener_p:
+            opener = self._pick(rng, split, "opener")
+            lower = draft.instruction[:1].islower()
+            draft.instruction = f"{opener.lower() if lower else opener} {draft.instruction}"
+            draft.templates.append(opener)
+            draft.pools.append(f"{split}.opener")
+        speech_last = "text-to-speech" in [i["task"] for i in draft.invocations] and not draft.instruction.endswith('"')
+        if rng.random() < self.recipe.closer_p and not speech_last:
+            closer = self._pick(rng, split, "closer")
+            end = "" if draft.instruction.endswith((".", "!", "?", '"')) else "."
+            draft.instruction = f"{draft.instruction}{end} {closer}"
+            draft.templates.append(closer)
+            draft.pools.append(f"{split}.closer")
 
     def _sample(self, draft: _Draft, split: str, maker: str) -> Sample:
         source = {
@@ -389,7 +424,10 @@ class TemplateEngine:
             kept = tries = 0
             while kept < quota and tries < quota * self.recipe.attempts:
                 tries += 1
-                kept += collector.offer(self._sample(self._make(maker, rng, split), split, maker))
+                draft = self._make(maker, rng, split)
+                if maker not in ("question", "spoken_answer"):
+                    self._frame(rng, split, draft)
+                kept += collector.offer(self._sample(draft, split, maker))
             if kept < quota:
                 collector.result.shortfall[maker] = quota - kept
         random.Random(f"{self.seed}/{split}/order").shuffle(collector.result.samples)
