@@ -192,13 +192,17 @@ def _looks_like_path(model: str) -> bool:
     return model.startswith(("/", "~", "./", "../", ".\\", "..\\")) or "\\" in model or model.count("/") > 1
 
 
-def _missing_weights(model: str, generator: str, cause: object) -> GeneratorError:
+def _missing_weights(model: str, generator: str, cause: BaseException, *, download: bool) -> GeneratorError:
+    where = (
+        f"could not be fetched from the Hugging Face Hub ({_short(cause)}); check the id and the connection"
+        if download
+        else "are not in the local Hugging Face cache"
+    )
     return GeneratorError(
-        f"weights for model {model!r} (generator {generator!r}) are not in the local Hugging Face cache "
-        f"(diffusers: {cause}). "
-        f"Download them with `hf download {model}`, or set the zoo option `download = true` to fetch them on "
-        f"first use, or point the option `model` at a local diffusers directory "
-        f'([generators.{generator}] model = "/path/to/pipeline").'
+        f"weights for model {model!r} (generator {generator!r}) {where}. "
+        f"Download them with `hf download {model}`"
+        + ("" if download else ", or set the zoo option `download = true` to fetch them on first use")
+        + f', or point the option `model` at a local diffusers directory ([generators.{generator}] model = "/path").'
     )
 
 
@@ -260,7 +264,9 @@ def load_pipeline(
     try:
         config = diffusers.DiffusionPipeline.load_config(source, local_files_only=local_only)
     except (OSError, ValueError) as e:
-        raise _unreadable(model, generator, e) if local_dir else _missing_weights(model, generator, _short(e)) from e
+        raise (
+            _unreadable(model, generator, e) if local_dir else _missing_weights(model, generator, e, download=download)
+        ) from e
     class_name = config.get("_class_name")
     if class_name not in accepted:
         raise GeneratorError(
@@ -271,7 +277,9 @@ def load_pipeline(
     try:
         pipe = pipeline_class.from_pretrained(source, dtype=torch_dtype, local_files_only=local_only)
     except OSError as e:
-        raise _unreadable(model, generator, e) if local_dir else _missing_weights(model, generator, _short(e)) from e
+        raise (
+            _unreadable(model, generator, e) if local_dir else _missing_weights(model, generator, e, download=download)
+        ) from e
     except (ValueError, TypeError, RuntimeError, KeyError) as e:
         raise _unreadable(model, generator, e) from e
     pipe.to(dev)

@@ -143,7 +143,12 @@ def test_load_pipeline_errors_name_the_model_and_what_to_do(sd_dir: Path, tmp_pa
     with pytest.raises(GeneratorError) as info:
         d.load_pipeline("someone/not-cached", accepted=("StableDiffusionPipeline",), **kw)
     msg = str(info.value)
-    assert "'someone/not-cached'" in msg and "hf download someone/not-cached" in msg and "download = true" in msg
+    assert "'someone/not-cached'" in msg and "not in the local Hugging Face cache" in msg
+    assert "hf download someone/not-cached" in msg and "download = true" in msg
+    with pytest.raises(GeneratorError) as info:  # offline here (HF_HUB_OFFLINE, no sockets): the fetch fails
+        d.load_pipeline("someone/not-cached", accepted=("StableDiffusionPipeline",), download=True, **kw)
+    assert "could not be fetched from the Hugging Face Hub" in str(info.value)
+    assert "download = true" not in str(info.value)
     with pytest.raises(GeneratorError, match=r"is a StableDiffusionPipeline pipeline, but generator 'g' runs AudioLDM"):
         d.load_pipeline(str(sd_dir), accepted=("AudioLDMPipeline",), **kw)
     with pytest.raises(GeneratorError, match="does not exist"):
