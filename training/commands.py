@@ -264,7 +264,7 @@ def validate(files: tuple[str, ...], max_errors: int) -> None:
 @click.option("--pools", is_flag=True, help="Also count samples per phrasing pool.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def stats(files: tuple[str, ...], pools: bool, as_json: bool) -> None:
-    """Count samples per modality pair (e.g. `audio+text -> image`), kind, task set and split."""
+    """Count samples per modality pair (like `audio+text -> image`), kind, task set and split."""
     from .dataset import DatasetError, read_samples
     from .stats import compute_stats
 
