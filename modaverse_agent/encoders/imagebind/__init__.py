@@ -14,7 +14,6 @@ _LAZY = {
     "ImageBindEncoder": ".encoder",
     "ImageBindModel": ".model",
     "ClipTokenizer": ".tokenizer",
-    "preprocess": ".preprocess",
     "tokenize": ".preprocess",
     "read_state_dict": ".weights",
 }

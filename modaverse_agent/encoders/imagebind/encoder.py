@@ -3,6 +3,10 @@
 Images and videos go through the vision tower (a video is 5 clips x 3 crops, averaged), audio
 through the audio tower; a video's sound is encoded by passing the video item as ``"audio"``.
 Embeddings are the reference's final outputs: L2-normalised, audio scaled by its logit scale.
+
+    encoder = ImageBindEncoder.from_pretrained("~/models/imagebind_huge.pth")  # local file, never downloaded
+    images = encoder.encode("image", [load_media("cat.jpg"), load_media("dog.png")])  # (2, 1024)
+    sound = encoder.encode("audio", [load_media("clip.mp4")])  # a video's audio track
 """
 
 from __future__ import annotations
