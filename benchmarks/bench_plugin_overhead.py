@@ -47,7 +47,7 @@ class Case:
     """One plugin: its generator, the invocation's args and the equivalent direct call."""
 
     kind: str
-    make_generator: Callable[[str], Any]
+    make_generator: Callable[..., Any]
     args: dict[str, Any]
     direct: Callable[[Any, Path, int], None]
     inputs: tuple[Any, ...] = ()

@@ -139,7 +139,7 @@ class StepProgress:
         self._bar: Any = None
 
     def __enter__(self) -> StepProgress:
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
         self._bar = tqdm(total=self.total, desc=self.label, unit="step", leave=False, disable=None)
         return self
