@@ -115,7 +115,7 @@ def resolve_seed(args: Mapping[str, Any], request: GenerationRequest) -> int:
 
 
 def torch_generator(seed: int) -> Any:
-    """A CPU ``torch.Generator`` seeded with ``seed``; diffusers draws on CPU, so outputs match across devices."""
+    """A CPU ``torch.Generator`` seeded with ``seed``: the initial noise is then the same on every device."""
     import torch
 
     return torch.Generator(device="cpu").manual_seed(int(seed))
@@ -279,6 +279,11 @@ def load_pipeline(
     except OSError as e:
         raise (
             _unreadable(model, generator, e) if local_dir else _missing_weights(model, generator, e, download=download)
+        ) from e
+    except ImportError as e:
+        raise GeneratorError(
+            f"model {model!r} for generator {generator!r} needs a package that is not installed: {_short(e)}; "
+            "install it and retry"
         ) from e
     except (ValueError, TypeError, RuntimeError, KeyError) as e:
         raise _unreadable(model, generator, e) from e
@@ -660,20 +665,20 @@ def tiny_pipeline_dir(kind: str) -> Path:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{kind}-", dir=target.parent))
+        try:
+            build_tiny_pipeline(kind).save_pretrained(tmp)
+            if target.exists() and not (target / "model_index.json").is_file():
+                shutil.rmtree(target)  # an incomplete leftover: replace it
+            try:
+                os.replace(tmp, target)
+            except OSError:
+                if not (target / "model_index.json").is_file():  # not a concurrent build that won the race
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     except OSError as e:
         raise GeneratorError(
-            f"cannot write the tiny {kind} pipeline under {target.parent} ({e.strerror}); "
-            "set XDG_CACHE_HOME to a writable directory"
+            f"cannot write the tiny {kind} pipeline under {target.parent} ({e.strerror or e}); free some space or "
+            "make the user cache dir writable (on Linux, XDG_CACHE_HOME chooses it)"
         ) from e
-    try:
-        build_tiny_pipeline(kind).save_pretrained(tmp)
-        if target.exists() and not (target / "model_index.json").is_file():
-            shutil.rmtree(target)  # an incomplete leftover: replace it
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            if not (target / "model_index.json").is_file():  # not a concurrent build that won the race
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target

@@ -230,3 +230,11 @@ def test_a_directory_without_the_mark_is_not_labelled_untrained(tmp_path: Path) 
     (copy / "model_index.json").write_text(json.dumps(index))
     (art,) = _TinyImage(model=str(copy), device="cpu").generate(GenerationRequest("a cat", OutputDir(tmp_path)))
     assert "untrained" not in art.metadata and art.metadata["model"] == str(copy)
+
+
+def test_an_unwritable_cache_gives_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    with pytest.raises(GeneratorError, match=r"cannot write the tiny audioldm pipeline under .*user cache dir"):
+        d.tiny_pipeline_dir("audioldm")
