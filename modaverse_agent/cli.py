@@ -168,6 +168,14 @@ def _read_plan(value: str) -> str:
 @click.option("--media", "-m", multiple=True, help="Input image/audio/video file (repeatable).")
 @click.option("--output-dir", "-o", default="outputs", show_default=True, type=click.Path(file_okay=False))
 @click.option("--meta-response", "plan", help="Execute this meta-response JSON (or @file) instead of asking a model.")
+@click.option("--model", "model_dir", type=click.Path(file_okay=False), help="Ask this ModaVerse model directory.")
+@click.option(
+    "--constrained/--no-constrained",
+    default=True,
+    show_default=True,
+    help="Constrain the model's answer to the zoo's meta-response schema (xgrammar).",
+)
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=None, help="Token budget of the model's answer.")
 @click.option("--use", multiple=True, help="TASK=GENERATOR for this run only (repeatable).")
 @click.option("--timeout", default=600.0, show_default=True, help="Seconds each invocation may take.")
 @click.option("--seed", type=int, default=None, help="Base seed (invocation i uses seed + i).")
@@ -178,6 +186,9 @@ def run(
     media: tuple[str, ...],
     output_dir: str,
     plan: str | None,
+    model_dir: str | None,
+    constrained: bool,
+    max_new_tokens: int | None,
     use: tuple[str, ...],
     timeout: float,
     seed: int | None,
@@ -188,9 +199,11 @@ def run(
     from .agent import ModaVerseAgent
     from .testing import FixedPlanLLM
 
-    if plan is None:
-        _fail("no model to ask: pass --meta-response JSON to execute a plan")
-    llm = FixedPlanLLM(_read_plan(plan))
+    if plan is not None and model_dir is not None:
+        _fail("pass either --model or --meta-response, not both")
+    if plan is None and model_dir is None:
+        _fail("no model to ask: pass --meta-response JSON to execute a plan, or --model DIR to ask a ModaVerse model")
+    llm = FixedPlanLLM(_read_plan(plan)) if plan is not None else _load_model(model_dir, constrained, max_new_tokens)
     agent = ModaVerseAgent(llm, _load_zoo(zoo_config, use), output_dir=output_dir, timeout=timeout, seed=seed)
     with _progress(enabled=not as_json) as on_progress:
         agent.on_progress = on_progress
@@ -200,6 +213,22 @@ def run(
     else:
         _print_response(response)
     sys.exit(0 if response.ok else EXIT_PARTIAL)
+
+
+def _load_model(directory: str | None, constrained: bool, max_new_tokens: int | None) -> Any:
+    """Load a ModaVerse model directory (imports torch only here)."""
+    from transformers.utils import logging as hf_logging
+
+    from .model.modeling import ModaVerseModel
+
+    hf_logging.disable_progress_bar()
+    try:
+        model = ModaVerseModel.from_pretrained(str(directory))
+    except ModaVerseError as e:
+        _fail(str(e))
+    model.options.constrained = constrained
+    model.options.max_new_tokens = max_new_tokens
+    return model
 
 
 class _progress:

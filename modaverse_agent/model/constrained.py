@@ -1,0 +1,250 @@
+"""Schema-constrained decoding with xgrammar: every meta-response is valid JSON for the zoo's schema.
+
+Three guarantees, each tested on random weights:
+
+1. **Only schema-valid text.** The JSON Schema is compiled by xgrammar (compact separators, no free
+   whitespace, strict: no extra properties) and its token mask is applied at every step. xgrammar's
+   bounded-string rule admits raw control characters (not ``\\r``/``\\n``, ``"`` or ``\\``); the core
+   parser reads JSON with ``strict=False`` so it accepts exactly what is emitted.
+2. **Finite.** :func:`decoding_schema` narrows (never widens) the schema before compiling: integers and
+   numbers without bounds get the safe-integer range (no endless digits, no ``1e999``), strings without
+   ``maxLength``/``enum``/``const``/``pattern`` get :data:`DEFAULT_STRING_MAX`, arrays without ``maxItems``
+   get :data:`DEFAULT_MAX_ITEMS`. Whatever it emits still validates against the original schema.
+3. **Complete within the budget.** When only ``reserve`` new tokens are left, the processor stops
+   following the model and closes the JSON by the shortest route it can see: the stop token if the
+   object is complete, else the allowed token that closes most (``"``, ``]``, ``}``), else the longest
+   allowed token (finishing forced keys quickly), avoiding tokens that open ``{``/``[``. The rows closed
+   this way are reported (``closed_rows``) so the caller can warn that the answer was cut short.
+
+Special tokens (media placeholders, BOS, chat markers) are masked in every row, constrained or not,
+except the stop tokens; the grammar could not account for them and they would decode to nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import LogitsProcessor
+
+from ..errors import ModelError
+
+logger = logging.getLogger(__name__)
+
+SAFE_INT = 2**53 - 1
+DEFAULT_STRING_MAX = 500
+DEFAULT_MAX_ITEMS = 16
+_CACHE_SIZE = 64
+_CLOSERS = frozenset(b'"]}')
+_PROBES = frozenset({b"x", b"q", b"z", b"Q", b"X", b"Z"})
+
+
+def _types(node: Mapping[str, Any]) -> set[str]:
+    t = node.get("type")
+    return {t} if isinstance(t, str) else set(t) if isinstance(t, list) else set()
+
+
+def _narrow(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_narrow(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _narrow(v) for k, v in node.items()}
+    types = _types(out)
+    fixed = "enum" in out or "const" in out
+    if types & {"integer", "number"} and not fixed:
+        if "minimum" not in out and "exclusiveMinimum" not in out:
+            out["minimum"] = -SAFE_INT
+        if "maximum" not in out and "exclusiveMaximum" not in out:
+            out["maximum"] = SAFE_INT
+    if "string" in types and not fixed and not {"maxLength", "pattern", "format"} & set(out):
+        out["maxLength"] = DEFAULT_STRING_MAX
+    if "array" in types and "maxItems" not in out:
+        out["maxItems"] = DEFAULT_MAX_ITEMS
+    return out
+
+
+def decoding_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """The schema narrowed so that every emitted document is finite (see the module docstring)."""
+    return _narrow(copy.deepcopy(dict(schema)))
+
+
+def _schema_key(schema: Mapping[str, Any]) -> str:
+    return json.dumps(schema, sort_keys=True, ensure_ascii=False)
+
+
+class GrammarCache:
+    """xgrammar state for one tokenizer: tokenizer info, compiler, compiled grammars by schema (LRU)."""
+
+    def __init__(self, tokenizer: Any, vocab_size: int, stop_ids: Sequence[int]) -> None:
+        import xgrammar as xgr
+
+        self.vocab_size = vocab_size
+        self.stop_ids = list(stop_ids)
+        self.info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size, stop_token_ids=self.stop_ids)
+        self.compiler = xgr.GrammarCompiler(self.info, max_threads=1)
+        self._grammars: OrderedDict[str, Any] = OrderedDict()
+        self._closing: ClosingTables | None = None
+
+    def compile(self, schema: Mapping[str, Any]) -> Any:
+        """The compiled grammar of ``schema`` (cached by its canonical JSON)."""
+        key = _schema_key(schema)
+        found = self._grammars.get(key)
+        if found is not None:
+            self._grammars.move_to_end(key)
+            return found
+        try:
+            grammar = self.compiler.compile_json_schema(
+                json.dumps(decoding_schema(schema)), any_whitespace=False, separators=(",", ":"), strict_mode=True
+            )
+        except (RuntimeError, ValueError) as e:
+            raise ModelError(f"xgrammar cannot compile the meta-response schema for constrained decoding: {e}") from e
+        self._grammars[key] = grammar
+        if len(self._grammars) > _CACHE_SIZE:
+            self._grammars.popitem(last=False)
+        return grammar
+
+    def __len__(self) -> int:
+        return len(self._grammars)
+
+    @property
+    def closing(self) -> ClosingTables:
+        """Token preferences for closing a document early (computed once per tokenizer)."""
+        if self._closing is None:
+            self._closing = ClosingTables.build(self.info.decoded_vocab[: self.vocab_size], self.stop_ids)
+        return self._closing
+
+
+@dataclass
+class ClosingTables:
+    """Per-token ranks for closing a document: ``rank`` in structure, ``quote_rank`` inside a string.
+
+    In structure, ``]``/``}`` tokens rank first, then tokens of closers with a quote, then the longest
+    other token (finishing a forced key or value), and tokens opening ``{``/``[`` last. Inside a string
+    (``"`` and an ordinary letter are both allowed) only tokens that start with ``"`` and hold nothing but
+    closers count, so the string ends at once instead of filling up with ``}`` characters.
+    """
+
+    rank: torch.Tensor
+    quote_rank: torch.Tensor
+    quote_id: int | None
+    probe_ids: list[int]
+
+    @classmethod
+    def build(cls, vocab: Sequence[bytes], stop_ids: Sequence[int]) -> ClosingTables:
+        rank = torch.empty(len(vocab), dtype=torch.float32)
+        quote_rank = torch.full((len(vocab),), float("-inf"))
+        quote_id: int | None = None
+        probes: list[int] = []
+        for i, tok in enumerate(vocab):
+            closers = bool(tok) and set(tok) <= _CLOSERS
+            if not tok:
+                rank[i] = -1e9
+            elif closers and b'"' not in tok:
+                rank[i] = 2000.0 + len(tok)
+            elif closers:
+                rank[i] = 1000.0 + len(tok)
+            elif b"{" in tok or b"[" in tok:
+                rank[i] = -100.0 + len(tok)
+            else:
+                rank[i] = float(len(tok))
+            if closers and tok.startswith(b'"'):
+                quote_rank[i] = 1000.0 + len(tok)
+            if tok == b'"' and quote_id is None:
+                quote_id = i
+            if tok in _PROBES:
+                probes.append(i)
+        rank[list(stop_ids)] = 1e6
+        return cls(rank, quote_rank, quote_id, probes)
+
+    def choose(self, allowed: torch.Tensor) -> int:
+        """The closing token among the ``allowed`` ones (a bool mask)."""
+        rank = self.rank
+        in_string = self.quote_id is not None and bool(allowed[self.quote_id]) and bool(allowed[self.probe_ids].any())
+        if in_string:
+            rank = self.quote_rank
+        n = allowed.shape[0]
+        return int(torch.where(allowed, rank[:n].to(allowed.device), float("-inf")).argmax())
+
+
+class MetaResponseLogitsProcessor(LogitsProcessor):
+    """Masks special tokens and, per row, applies an xgrammar grammar (None: unconstrained row).
+
+    Use one instance per ``generate`` call. ``budget`` is the call's ``max_new_tokens``; when
+    ``reserve`` tokens are left, constrained rows are closed (see the module docstring).
+    """
+
+    def __init__(
+        self,
+        grammars: Sequence[Any | None],
+        *,
+        banned_ids: Sequence[int],
+        stop_ids: Sequence[int],
+        budget: int,
+        reserve: int = 32,
+        cache: GrammarCache | None = None,
+    ) -> None:
+        import xgrammar as xgr
+
+        self._xgr = xgr
+        self.stop_ids = torch.tensor(list(stop_ids), dtype=torch.long)
+        self.banned = torch.tensor(sorted(set(banned_ids) - set(stop_ids)), dtype=torch.long)
+        self.matchers = [None if g is None else xgr.GrammarMatcher(g) for g in grammars]
+        self.constrained = any(m is not None for m in self.matchers)
+        if self.constrained and cache is None:
+            raise ValueError("a GrammarCache is needed for constrained rows")
+        self.cache = cache
+        self.budget, self.reserve = budget, reserve
+        self.bitmask = xgr.allocate_token_bitmask(len(grammars), cache.vocab_size) if cache is not None else None
+        self.step = 0
+        self.closed_rows: set[int] = set()
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if input_ids.shape[0] != len(self.matchers):
+            raise ValueError(f"batch of {input_ids.shape[0]} rows but {len(self.matchers)} grammars")
+        if self.step > 0:
+            self._accept(input_ids[:, -1].tolist())
+        self.step += 1
+        if self.banned.numel():
+            scores[:, self.banned.to(scores.device)] = float("-inf")
+        if not self.constrained:
+            return scores
+        rows = [i for i, m in enumerate(self.matchers) if m is not None and not m.is_terminated()]
+        if rows:
+            for i in rows:
+                self.matchers[i].fill_next_token_bitmask(self.bitmask, i)
+            self._xgr.apply_token_bitmask_inplace(scores, self.bitmask.to(scores.device), indices=rows)
+        for i, m in enumerate(self.matchers):
+            if m is not None and m.is_terminated():  # finished: HF pads this row; keep it finite
+                scores[i] = float("-inf")
+                scores[i, self.stop_ids.to(scores.device)] = 0.0
+        if self.budget - self.step < self.reserve:
+            self._close(rows, scores)
+        return scores
+
+    def _accept(self, last: list[int]) -> None:
+        for i, m in enumerate(self.matchers):
+            if m is None or m.is_terminated():
+                continue
+            if not m.accept_token(last[i]):
+                raise ModelError(f"constrained decoding lost track of row {i}: token {last[i]} was not allowed")
+
+    def _close(self, rows: list[int], scores: torch.Tensor) -> None:
+        if self.cache is None or not rows:
+            return
+        tables = self.cache.closing
+        for i in rows:
+            choice = tables.choose(scores[i] > float("-inf"))
+            scores[i] = float("-inf")
+            scores[i, choice] = 0.0
+            self.closed_rows.add(i)
+
+    def unfinished_rows(self) -> list[int]:
+        """Constrained rows whose document is not complete (generation ran out of tokens)."""
+        return [i for i, m in enumerate(self.matchers) if m is not None and not (m.is_terminated() or m.is_completed())]

@@ -1,0 +1,396 @@
+"""ModaVerseModel: encoder features -> projector -> spliced into the LoRA LLM -> meta-response text.
+
+``forward`` trains on precomputed encoder features (the trainer caches them; raw media are not needed),
+``generate`` decodes batches (left padding, greedy or sampling, constrained by a JSON Schema or not) and
+``respond`` makes the model a :class:`~modaverse_agent.agent.MetaResponder` for the agent. The media
+encoder is optional: without one the model still answers text-only requests, and a request with media
+raises :class:`~modaverse_agent.errors.ModelError` saying how to attach an encoder.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from ..errors import ModelError
+from .config import ModaVerseConfig
+from .constrained import GrammarCache, MetaResponseLogitsProcessor
+from .llm import TrainedRowsEmbedding, add_media_tokens, apply_lora, load_llm, prepare_tokenizer, torch_dtype
+from .projector import MediaProjector
+from .prompting import Prompter, special_token_ids, stop_token_ids
+from .splice import splice_media
+
+if TYPE_CHECKING:
+    from ..agent import LLMRequest
+    from ..media import MediaItem
+
+logger = logging.getLogger(__name__)
+
+Schema = Mapping[str, Any] | None
+
+
+@dataclass
+class GenerationOptions:
+    """How :meth:`ModaVerseModel.respond` decodes (``generate`` takes the same as arguments)."""
+
+    constrained: bool = True
+    max_new_tokens: int | None = None
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+
+
+class ModaVerseModel(nn.Module):
+    """Projectors + LoRA LLM (+ an optional frozen media encoder), one trainable unit."""
+
+    def __init__(
+        self,
+        config: ModaVerseConfig,
+        llm: Any,
+        tokenizer: Any,
+        projector: MediaProjector,
+        *,
+        encoder: Any | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.llm = llm
+        self.projector = projector
+        self.tokenizer = tokenizer
+        object.__setattr__(self, "_encoder", None)  # kept out of the module tree: it is frozen and saved apart
+        self.encoder = encoder
+        self.token_ids = {t: tokenizer.convert_tokens_to_ids(t) for t in config.added_tokens}
+        self.placeholder_id = self.token_ids[config.media_placeholder_token]
+        self.stop_ids = stop_token_ids(tokenizer, getattr(llm, "generation_config", None))
+        media = (config.media_start_token, config.media_end_token, config.media_placeholder_token)
+        self.banned_ids = sorted(set(special_token_ids(tokenizer)) | {self.token_ids[t] for t in media})
+        #: Rows written into the frozen tables on load (an imported release), re-saved by save_pretrained.
+        self.frozen_rows: dict[str, torch.Tensor] = {}
+        self.options = GenerationOptions()
+        self.merged = False
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "encoder":  # an nn.Module encoder must not become a submodule (it is frozen, saved apart)
+            type(self).encoder.fset(self, value)  # type: ignore[attr-defined]
+            return
+        super().__setattr__(name, value)
+
+    # -- construction ------------------------------------------------------------------------------
+    @classmethod
+    def from_config(
+        cls,
+        config: ModaVerseConfig,
+        *,
+        llm: Any | None = None,
+        tokenizer: Any | None = None,
+        encoder: Any | None = None,
+        device: torch.device | str | None = None,
+        init_lora_weights: bool = True,
+    ) -> ModaVerseModel:
+        """A fresh, untrained model: the base LLM (loaded from ``config.llm`` unless given) with media
+        tokens, trainable media rows, LoRA and new projectors. ``init_lora_weights=False`` makes LoRA B
+        non-zero (tests)."""
+        if (llm is None) != (tokenizer is None):
+            raise ValueError("pass both `llm` and `tokenizer`, or neither (then `config.llm` is loaded)")
+        if llm is None:
+            llm, tokenizer = load_llm(config.llm, gguf_file=config.gguf_file, dtype=config.dtype, device=device)
+        prepare_tokenizer(tokenizer)
+        ids = add_media_tokens(llm, tokenizer, config)
+        trainable = [ids[t] for t in config.added_tokens if t != config.media_placeholder_token]
+        llm.set_input_embeddings(TrainedRowsEmbedding(llm.get_input_embeddings(), trainable))
+        peft_llm = apply_lora(llm, config, init_lora_weights=init_lora_weights)
+        ref = llm.get_input_embeddings().weight
+        hidden = llm.config.get_text_config().hidden_size
+        projector = MediaProjector(
+            config.encoder_dim,
+            hidden,
+            config.modalities,
+            num_tokens=config.num_media_tokens,
+            shared=config.shared_projector,
+            bias=config.projector_bias,
+        ).to(device=ref.device, dtype=ref.dtype)
+        return cls(config, peft_llm, tokenizer, projector, encoder=encoder)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, **kwargs: Any) -> ModaVerseModel:
+        """Load a directory written by :meth:`save_pretrained` (see :func:`.checkpoint.load_pretrained`)."""
+        from .checkpoint import load_pretrained
+
+        return load_pretrained(directory, **kwargs)
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write config, projector, LoRA adapter, trained token rows and tokenizer (no pickles)."""
+        from .checkpoint import save_pretrained
+
+        return save_pretrained(self, directory)
+
+    # -- parts ---------------------------------------------------------------------------------------
+    @property
+    def encoder(self) -> Any | None:
+        """The media encoder (a :class:`~modaverse_agent.encoders.base.MediaEncoder`), or None."""
+        return self._encoder
+
+    @encoder.setter
+    def encoder(self, encoder: Any | None) -> None:
+        if encoder is not None and encoder.embed_dim != self.config.encoder_dim:
+            raise ModelError(
+                f"the encoder's embeddings are {encoder.embed_dim} wide but this model's projectors take "
+                f"{self.config.encoder_dim} (`encoder_dim`); use the encoder the model was trained with"
+            )
+        object.__setattr__(self, "_encoder", encoder)
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the LLM's input embeddings."""
+        return self.llm.get_input_embeddings().weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Dtype of the LLM's weights."""
+        return self.llm.get_input_embeddings().weight.dtype
+
+    @property
+    def context_length(self) -> int:
+        """The LLM's maximum sequence length."""
+        return int(self.llm.config.get_text_config().max_position_embeddings)
+
+    @cached_property
+    def prompter(self) -> Prompter:
+        """Builds prompt ids for this tokenizer and config."""
+        limit = self.config.max_prompt_tokens or self.context_length - self.config.max_new_tokens
+        if limit < 1:
+            raise ModelError(
+                f"`max_new_tokens` ({self.config.max_new_tokens}) leaves no room for a prompt in the LLM's "
+                f"context of {self.context_length} tokens"
+            )
+        return Prompter(self.tokenizer, self.config, limit, self.stop_ids)
+
+    @cached_property
+    def grammars(self) -> GrammarCache:
+        """xgrammar state for this tokenizer (compiled grammars cached per schema)."""
+        vocab = self.llm.get_output_embeddings().weight.shape[0]
+        return GrammarCache(self.tokenizer, vocab, self.stop_ids)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """What training updates: projectors, LoRA and the media tokens' rows."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    # -- media ---------------------------------------------------------------------------------------
+    def encode_media(self, items: Sequence[MediaItem]) -> tuple[torch.Tensor | None, list[str]]:
+        """Encoder features ``(len(items), encoder_dim)`` in item order, and each item's modality."""
+        if not items:
+            return None, []
+        if self.encoder is None:
+            raise ModelError(
+                f"this model has no media encoder, so it cannot read the {len(items)} media item(s) given; "
+                "load one with the model (`encoder=` or `encoder` in modaverse_config.json) or ask without media"
+            )
+        modalities = [m.modality for m in items]
+        unsupported = sorted(set(modalities) - set(self.config.modalities))
+        if unsupported:
+            raise ModelError(f"this model reads {list(self.config.modalities)}, not {unsupported}")
+        out: torch.Tensor | None = None
+        for modality in dict.fromkeys(modalities):
+            rows = [i for i, m in enumerate(modalities) if m == modality]
+            feats = self.encoder.encode(modality, [items[i] for i in rows])
+            if tuple(feats.shape) != (len(rows), self.config.encoder_dim):
+                raise ModelError(
+                    f"the encoder returned {tuple(feats.shape)} for {len(rows)} {modality} item(s); "
+                    f"expected ({len(rows)}, {self.config.encoder_dim})"
+                )
+            if out is None:
+                out = feats.new_empty((len(items), feats.shape[1]))
+            out[rows] = feats
+        return out, modalities
+
+    def embed_inputs(
+        self,
+        input_ids: torch.Tensor,
+        media_features: torch.Tensor | None = None,
+        media_modalities: Sequence[str] | str | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Token embeddings with the projected media spliced in; labels masked at media positions."""
+        embeds = self.llm.get_input_embeddings()(input_ids)
+        media = None
+        if media_features is not None and media_features.shape[0]:
+            n = media_features.shape[0]
+            if media_modalities is None:
+                raise ValueError("`media_modalities` is required with `media_features` (one modality per row)")
+            mods = [media_modalities] * n if isinstance(media_modalities, str) else list(media_modalities)
+            media = self.projector.project_items(mods, media_features.to(device=embeds.device))
+        return splice_media(embeds, input_ids, media, self.placeholder_id, labels)
+
+    # -- training --------------------------------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        media_features: torch.Tensor | None = None,
+        media_modalities: Sequence[str] | str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """The LLM's output (``loss`` when ``labels`` are given) on text with media features spliced in.
+
+        ``media_features`` are the *encoder's* embeddings ``(n_items, encoder_dim)`` in reading order
+        (batch row, then position); the projectors run here so they train. Extra keyword arguments go
+        to the LLM (``logits_to_keep``, ``past_key_values``, ...).
+        """
+        embeds, labels = self.embed_inputs(input_ids, media_features, media_modalities, labels)
+        return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, **kwargs)
+
+    # -- generation ------------------------------------------------------------------------------------
+    def _batch(self, prompts: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        if not prompts or any(len(p) == 0 for p in prompts):
+            raise ValueError("every prompt needs at least one token")
+        width = max(len(p) for p in prompts)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            ids[i, width - len(p) :] = torch.as_tensor(list(p), dtype=torch.long)
+            mask[i, width - len(p) :] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def _decode(self, row: Sequence[int]) -> str:
+        stops = set(self.stop_ids)
+        tokens = list(row)
+        for i, t in enumerate(tokens):
+            if t in stops:
+                tokens = tokens[:i]
+                break
+        return self.tokenizer.decode(tokens, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        media_features: torch.Tensor | None = None,
+        media_modalities: Sequence[str] | None = None,
+        *,
+        schemas: Sequence[Schema] | Schema = None,
+        max_new_tokens: int | None = None,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        min_new_tokens: int | None = None,
+    ) -> list[str]:
+        """Decode one answer per prompt (left-padded batch). ``schemas`` (one per prompt, or one for all;
+        None = unconstrained) constrain the answers with xgrammar. ``media_features`` are encoder
+        features of every placeholder group, in reading order."""
+        from transformers import GenerationConfig, LogitsProcessorList
+
+        rows = len(prompts)
+        per_row = list(schemas) if isinstance(schemas, Sequence) else [schemas] * rows
+        if len(per_row) != rows:
+            raise ValueError(f"{len(per_row)} schemas for {rows} prompts")
+        budget = max_new_tokens or self.options.max_new_tokens or self.config.max_new_tokens
+        input_ids, attention_mask = self._batch(prompts)
+        embeds, _ = self.embed_inputs(input_ids, media_features, media_modalities)
+        constrained = any(s is not None for s in per_row)
+        grammars = [None if s is None else self.grammars.compile(s) for s in per_row]
+        processor = MetaResponseLogitsProcessor(
+            grammars,
+            banned_ids=self.banned_ids,
+            stop_ids=self.stop_ids,
+            budget=budget,
+            reserve=self.config.closing_reserve,
+            cache=self.grammars if constrained else None,
+        )
+        config = GenerationConfig(
+            max_new_tokens=budget,
+            min_new_tokens=min_new_tokens,
+            do_sample=do_sample,
+            temperature=temperature if do_sample else None,
+            top_p=top_p if do_sample else None,
+            top_k=0 if do_sample else None,
+            eos_token_id=self.stop_ids,
+            pad_token_id=self.tokenizer.pad_token_id,
+            bos_token_id=self.tokenizer.bos_token_id,
+            stop_strings=list(self.config.stop_strings) or None,
+        )
+        extra = {"tokenizer": self.tokenizer} if self.config.stop_strings else {}
+        with torch.random.fork_rng(devices=[] if self.device.type == "cpu" else [self.device]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            out = self.llm.generate(
+                inputs_embeds=embeds,
+                attention_mask=attention_mask,
+                generation_config=config,
+                logits_processor=LogitsProcessorList([processor]),
+                **extra,
+            )
+        texts = [self._decode(row) for row in out.tolist()]
+        for i in sorted(processor.closed_rows):
+            logger.warning(
+                "meta-response %d reached the token budget (%d) and was closed early; raise max_new_tokens "
+                "for a longer answer",
+                i,
+                budget,
+            )
+        for i in processor.unfinished_rows():
+            logger.warning("meta-response %d is incomplete after %d tokens; raise max_new_tokens", i, budget)
+        return texts
+
+    # -- the agent's interface ---------------------------------------------------------------------------
+    def prepare(self, request: LLMRequest) -> tuple[list[int], torch.Tensor | None, list[str]]:
+        """Prompt ids, encoder features and modalities of one request (ModelError on bad input)."""
+        ids = [mid for mid, _ in request.media]
+        prompt = self.prompter.ids(request.instruction, ids, request.tasks)
+        feats, modalities = self.encode_media([item for _, item in request.media])
+        return prompt, feats, modalities
+
+    def respond_batch(self, requests: Sequence[LLMRequest]) -> list[str]:
+        """Raw meta-responses for several requests, decoded together."""
+        prompts, feats, modalities = [], [], []
+        for r in requests:
+            prompt, f, mods = self.prepare(r)
+            prompts.append(prompt)
+            modalities += mods
+            if f is not None:
+                feats.append(f.to(self.device))
+        opts = self.options
+        use_schema = opts.constrained and self.config.output_format == "json"
+        return self.generate(
+            prompts,
+            torch.cat(feats) if feats else None,
+            modalities,
+            schemas=[r.schema if use_schema else None for r in requests],
+            max_new_tokens=opts.max_new_tokens,
+            do_sample=opts.do_sample,
+            temperature=opts.temperature,
+            top_p=opts.top_p,
+            seed=opts.seed,
+        )
+
+    def respond(self, request: LLMRequest) -> str:
+        """The raw meta-response to one request (the :class:`MetaResponder` protocol)."""
+        return self.respond_batch([request])[0]
+
+    # -- inference conveniences ----------------------------------------------------------------------------
+    def merge_and_unload(self) -> ModaVerseModel:
+        """Fold LoRA and the trained rows into the base weights (faster inference; cannot be saved after)."""
+        if self.merged:
+            return self
+        embed = self.llm.get_input_embeddings()
+        base = self.llm.merge_and_unload()
+        if isinstance(embed, TrainedRowsEmbedding):
+            base.set_input_embeddings(embed.materialize())
+        self.llm = base
+        self.merged = True
+        return self
+
+    def to_dtype(self, name: str) -> ModaVerseModel:
+        """Cast LLM and projectors to ``float32``/``bfloat16``/``float16``."""
+        self.to(torch_dtype(name))
+        return self

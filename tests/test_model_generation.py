@@ -1,0 +1,221 @@
+"""ModaVerseModel on tiny random LLMs: forward/loss, constrained decoding, batching, merging."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("xgrammar")
+
+from modaverse_agent.agent import LLMRequest  # noqa: E402
+from modaverse_agent.errors import ModelError  # noqa: E402
+from modaverse_agent.media import load_media  # noqa: E402
+from modaverse_agent.meta_response import TaskSpec, build_schema, parse_meta_response  # noqa: E402
+from modaverse_agent.model.constrained import SAFE_INT, decoding_schema  # noqa: E402
+from modaverse_agent.model.llm import TrainedRowsEmbedding  # noqa: E402
+from modaverse_agent.model.modeling import ModaVerseModel  # noqa: E402
+from modaverse_agent.model.tiny import HashEncoder, save_tiny_base, tiny_config  # noqa: E402
+
+torch.set_num_threads(1)
+
+IMAGE_ARGS = {
+    "type": "object",
+    "properties": {"width": {"type": "integer", "minimum": 8, "maximum": 512}, "seed": {"type": "integer"}},
+    "additionalProperties": False,
+}
+AUDIO_ARGS = {
+    "type": "object",
+    "properties": {
+        "duration": {"type": "number", "exclusiveMinimum": 0, "maximum": 30},
+        "style": {"enum": ["calm", "loud"]},
+        "negative": {"type": "string"},
+        "loop": {"type": "boolean"},
+    },
+    "additionalProperties": False,
+}
+SPECS = [
+    TaskSpec("text-to-image", "Draws pictures.", "image", IMAGE_ARGS),
+    TaskSpec("text-to-audio", "Makes sounds.", "audio", AUDIO_ARGS),
+    TaskSpec("image-editing", "Edits a picture.", "image", input_modalities=("image",)),
+]
+SCHEMAS = {
+    "args+media ids": build_schema(SPECS, media_ids=["image_1", "audio_1"]),
+    "any media ref": build_schema(SPECS),
+    "no media": build_schema(SPECS[:2], media_ids=[]),
+    "no tasks": build_schema([]),
+}
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_base(tmp_path_factory.mktemp("llama"))
+
+
+@pytest.fixture(scope="module")
+def model(base: Path) -> ModaVerseModel:
+    torch.manual_seed(0)
+    m = ModaVerseModel.from_config(tiny_config(base), encoder=HashEncoder(16), init_lora_weights=False)
+    return m.eval()
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from PIL import Image
+
+    path = tmp_path_factory.mktemp("media") / "a.png"
+    Image.new("RGB", (8, 8), (10, 200, 30)).save(path)
+    return load_media(path)
+
+
+def test_decoding_schema_only_narrows() -> None:
+    narrowed = decoding_schema(SCHEMAS["args+media ids"])
+    audio = narrowed["properties"]["invocations"]["items"]["anyOf"][1]["properties"]["args"]["properties"]
+    image = narrowed["properties"]["invocations"]["items"]["anyOf"][2]["properties"]["args"]["properties"]
+    assert image["seed"] == {"type": "integer", "minimum": -SAFE_INT, "maximum": SAFE_INT}
+    assert image["width"] == IMAGE_ARGS["properties"]["width"]
+    assert audio["negative"]["maxLength"] == 500 and audio["style"] == {"enum": ["calm", "loud"]}
+    assert audio["duration"] == {"type": "number", "exclusiveMinimum": 0, "maximum": 30}
+    assert SCHEMAS["args+media ids"]["properties"]["invocations"]["items"]["anyOf"][2]["properties"]["args"] == (
+        IMAGE_ARGS
+    )
+
+
+def test_constrained_output_from_random_weights_always_parses(
+    model: ModaVerseModel, image: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Greedy and sampled, short and long budgets, one schema per row: every answer validates."""
+    prompt, feats, mods = model.prepare(LLMRequest("draw a cat", [("image_1", image)], SCHEMAS["any media ref"], SPECS))
+    raws = []
+    with caplog.at_level(logging.WARNING):
+        for budget in (56, 120):
+            for sample, seed in ((False, None), (True, 1), (True, 2)):
+                texts = model.generate(
+                    [prompt] * len(SCHEMAS),
+                    feats.repeat(len(SCHEMAS), 1),
+                    mods * len(SCHEMAS),
+                    schemas=list(SCHEMAS.values()),
+                    max_new_tokens=budget,
+                    do_sample=sample,
+                    temperature=1.5,
+                    seed=seed,
+                )
+                for raw, schema in zip(texts, SCHEMAS.values(), strict=True):
+                    raws.append(raw)
+                    parse_meta_response(raw, schema)  # raises on any invalid output
+    assert "incomplete" not in caplog.text
+    assert any(parse_meta_response(r, SCHEMAS["args+media ids"]).invocations for r in raws[::4])
+    # xgrammar's bounded strings admit raw control characters; the parser reads them (strict=False)
+    assert any(any(ord(c) < 32 for c in r) for r in raws)
+
+
+def test_closing_early_is_reported(model: ModaVerseModel, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        raw = model.generate(
+            [[1, 5, 6, 7]],
+            schemas=SCHEMAS["args+media ids"],
+            max_new_tokens=30,
+            do_sample=True,
+            temperature=3.0,
+            seed=5,
+        )[0]
+    parse_meta_response(raw, SCHEMAS["args+media ids"])
+    assert "closed early" in caplog.text
+
+
+def test_batched_left_padded_generation_equals_one_by_one(model: ModaVerseModel, image: Any) -> None:
+    requests = [
+        LLMRequest("draw a cat", [("image_1", image)], SCHEMAS["args+media ids"], SPECS),
+        LLMRequest("make a long and very detailed song about the sea and the waves", [], SCHEMAS["no media"], SPECS),
+        LLMRequest("hi", [], SCHEMAS["no tasks"], []),
+    ]
+    for constrained in (True, False):
+        model.options.constrained, model.options.max_new_tokens = constrained, 24
+        try:
+            together = model.respond_batch(requests)
+            alone = [model.respond(r) for r in requests]
+        finally:
+            model.options.constrained, model.options.max_new_tokens = True, None
+        assert together == alone
+
+
+def test_forward_trains_projector_lora_and_media_rows_only(model: ModaVerseModel, image: Any) -> None:
+    prompt, feats, mods = model.prepare(LLMRequest("draw", [("image_1", image)], SCHEMAS["no tasks"], []))
+    ids = torch.tensor([prompt])
+    labels = ids.clone()
+    model.train()
+    try:
+        out = model(ids, torch.ones_like(ids), labels=labels, media_features=feats, media_modalities=mods)
+        out.loss.backward()
+    finally:
+        model.eval()
+    trained = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert any(n.startswith("projector.proj.image") for n in trained)
+    assert any("lora_A" in n for n in trained) and any("lora_B" in n for n in trained)
+    assert any(n.endswith("embed_tokens.rows") for n in trained)
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert any(n.endswith("embed_tokens.weight") for n in frozen) and any("q_proj.base_layer" in n for n in frozen)
+    assert trained <= {n for n, p in model.named_parameters() if p.requires_grad}
+    model.zero_grad(set_to_none=True)
+    # the placeholder's label is masked: changing only its label leaves the loss unchanged
+    with torch.no_grad():
+        a = model(ids, labels=labels, media_features=feats, media_modalities=mods).loss
+        other = labels.clone()
+        other[ids == model.placeholder_id] = 3
+        b = model(ids, labels=other, media_features=feats, media_modalities=mods).loss
+    assert torch.equal(a, b)
+
+
+def test_forward_count_mismatch_is_a_value_error(model: ModaVerseModel) -> None:
+    ids = torch.tensor([[1, model.placeholder_id, 5]])
+    with pytest.raises(ValueError, match=r"1 media placeholder token.* but 2"):
+        model(ids, media_features=torch.randn(2, 16), media_modalities="image")
+    with pytest.raises(ValueError, match=r"1 media placeholder token.* but 0"):
+        model(ids)
+
+
+def test_merge_and_unload_matches_unmerged(base: Path, image: Any) -> None:
+    torch.manual_seed(1)
+    m = ModaVerseModel.from_config(tiny_config(base), encoder=HashEncoder(16), init_lora_weights=False).eval()
+    embed = m.llm.get_input_embeddings()
+    assert isinstance(embed, TrainedRowsEmbedding)
+    embed.set_rows(torch.randn_like(embed.rows))
+    prompt, feats, mods = m.prepare(LLMRequest("draw", [("image_1", image)], SCHEMAS["no tasks"], []))
+    ids = torch.tensor([prompt])
+    with torch.no_grad():
+        before = m(ids, media_features=feats, media_modalities=mods).logits
+        text_before = m.generate([prompt], feats, mods, schemas=SCHEMAS["no media"], max_new_tokens=40)
+        m.merge_and_unload()
+        after = m(ids, media_features=feats, media_modalities=mods).logits
+    assert m.merged and not isinstance(m.llm.get_input_embeddings(), TrainedRowsEmbedding)
+    assert torch.allclose(before, after, atol=1e-5)
+    assert m.generate([prompt], feats, mods, schemas=SCHEMAS["no media"], max_new_tokens=40) == text_before
+    with pytest.raises(ModelError, match="merged"):
+        m.save_pretrained(base.parent / "merged")
+
+
+def test_media_without_encoder_is_a_clear_error(model: ModaVerseModel, image: Any) -> None:
+    bare = copy.copy(model)
+    object.__setattr__(bare, "_encoder", None)
+    with pytest.raises(ModelError, match="no media encoder"):
+        bare.respond(LLMRequest("what is this?", [("image_1", image)], SCHEMAS["args+media ids"], SPECS))
+    parse_meta_response(bare.respond(LLMRequest("hello", [], SCHEMAS["no media"], SPECS)), SCHEMAS["no media"])
+
+
+def test_tiny_gemma3_scaled_rows_and_constrained_output(tmp_path: Path) -> None:
+    gemma = save_tiny_base(tmp_path / "gemma", arch="gemma3", chat_template=True)
+    m = ModaVerseModel.from_config(tiny_config(gemma), encoder=HashEncoder(16)).eval()
+    embed = m.llm.get_input_embeddings()
+    assert isinstance(embed, TrainedRowsEmbedding)
+    embed.set_rows(torch.ones_like(embed.rows))
+    start = m.token_ids["<|media_start|>"]
+    out = embed(torch.tensor([[start, 5]]))
+    scale = float(embed.base.embed_scale)
+    assert torch.allclose(out[0, 0], torch.full_like(out[0, 0], scale))
+    assert torch.allclose(out[0, 1], embed.base(torch.tensor([5]))[0])
+    raw = m.respond(LLMRequest("draw a cat", [], SCHEMAS["no media"], SPECS[:2]))
+    parse_meta_response(raw, SCHEMAS["no media"])
