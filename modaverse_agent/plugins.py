@@ -15,10 +15,11 @@ import pluggy
 from . import hookspecs
 
 ENTRY_POINT_GROUP = "modaverse_agent"
-#: Comma-separated allow-list of plugin names: unset = all, empty = none.
+#: Comma-separated allow-list of installed plugins (entry points): unset = all, empty = none.
+#: Built-ins always load, as simonw/llm's default plugins do.
 ALLOW_ENV = "MODAVERSE_LOAD_PLUGINS"
 #: Built-in plugins, registered exactly like external ones (module path, plugin name).
-DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = ()
+DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (("modaverse_agent.training.commands", "training"),)
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ def load_plugins(*, entry_points: bool | None = None) -> pluggy.PluginManager:
         entry_points = not getattr(sys, "_called_from_test", False)
     allow = allowed_names()
     for module_name, name in DEFAULT_PLUGINS:
-        if _allowed(name, None, allow) and pm.get_plugin(name) is None:
+        if pm.get_plugin(name) is None:
             _register_safely(name, None, lambda m=module_name: importlib.import_module(m))
     if entry_points:
         load_entry_points(allow)

@@ -97,7 +97,7 @@ def test_console_script_end_to_end(tmp_path: Path) -> None:
     exe = Path(sys.executable).with_name("modaverse")
     env = {**os.environ, "MODAVERSE_LOAD_PLUGINS": "echo", "MODAVERSE_ZOO_CONFIG": str(tmp_path / "z.toml")}
     out = subprocess.run([str(exe), "plugins"], capture_output=True, text=True, env=env, check=True).stdout
-    assert out.startswith("echo  modaverse-echo")
+    assert "echo  modaverse-echo" in out and "training  built-in" in out
     res = subprocess.run(
         [str(exe), "run", "kite", "--meta-response", json.dumps(PLAN), "-o", str(tmp_path / "o"), "--json"],
         capture_output=True,
