@@ -176,6 +176,13 @@ def _read_plan(value: str) -> str:
     help="Constrain the model's answer to the zoo's meta-response schema (xgrammar).",
 )
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=None, help="Token budget of the model's answer.")
+@click.option(
+    "--temperature",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Sample the model's answer at this temperature (0: greedy); --seed seeds it.",
+)
 @click.option("--use", multiple=True, help="TASK=GENERATOR for this run only (repeatable).")
 @click.option("--timeout", default=600.0, show_default=True, help="Seconds each invocation may take.")
 @click.option("--seed", type=int, default=None, help="Base seed (invocation i uses seed + i).")
@@ -189,6 +196,7 @@ def run(
     model_dir: str | None,
     constrained: bool,
     max_new_tokens: int | None,
+    temperature: float,
     use: tuple[str, ...],
     timeout: float,
     seed: int | None,
@@ -203,7 +211,11 @@ def run(
         _fail("pass either --model or --meta-response, not both")
     if plan is None and model_dir is None:
         _fail("no model to ask: pass --meta-response JSON to execute a plan, or --model DIR to ask a ModaVerse model")
-    llm = FixedPlanLLM(_read_plan(plan)) if plan is not None else _load_model(model_dir, constrained, max_new_tokens)
+    if plan is not None:
+        llm: Any = FixedPlanLLM(_read_plan(plan))
+    else:
+        llm = _load_model(model_dir, constrained=constrained, max_new_tokens=max_new_tokens)
+        llm.options.do_sample, llm.options.temperature, llm.options.seed = temperature > 0, temperature or 1.0, seed
     agent = ModaVerseAgent(llm, _load_zoo(zoo_config, use), output_dir=output_dir, timeout=timeout, seed=seed)
     with _progress(enabled=not as_json) as on_progress:
         agent.on_progress = on_progress
@@ -215,7 +227,7 @@ def run(
     sys.exit(0 if response.ok else EXIT_PARTIAL)
 
 
-def _load_model(directory: str | None, constrained: bool, max_new_tokens: int | None) -> Any:
+def _load_model(directory: str | None, *, constrained: bool, max_new_tokens: int | None) -> Any:
     """Load a ModaVerse model directory (imports torch only here)."""
     from transformers.utils import logging as hf_logging
 

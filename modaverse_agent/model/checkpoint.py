@@ -155,23 +155,24 @@ def load_pretrained(
     projector = _read(root / PROJECTOR_FILE, root)
     _check_tensors(projector, model.projector.state_dict(), PROJECTOR_FILE)
     model.projector.load_state_dict(projector)
-    model.encoder = encoder if encoder is not None else _load_encoder(config)
+    model.encoder = encoder if encoder is not None else _load_encoder(config, root)
     return model.eval()
 
 
 def _resolve_llm(name: str, root: Path) -> str:
+    """A path relative to the model directory if it exists there, else as given (a hub id stays one)."""
     path = Path(name).expanduser()
     if not path.is_absolute() and (root / path).exists():
         return str(root / path)
     return str(path) if path.exists() else name
 
 
-def _load_encoder(config: ModaVerseConfig) -> Any | None:
+def _load_encoder(config: ModaVerseConfig, root: Path) -> Any | None:
     if config.encoder is None:
         return None
     from ..encoders.imagebind import ImageBindEncoder
 
-    return ImageBindEncoder.from_pretrained(config.encoder, config.encoder_config)
+    return ImageBindEncoder.from_pretrained(_resolve_llm(config.encoder, root), config.encoder_config)
 
 
 def _load_adapter(model: ModaVerseModel, tensors: dict[str, torch.Tensor]) -> None:

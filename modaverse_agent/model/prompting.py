@@ -153,7 +153,7 @@ class Prompter:
             ids = self.tokenizer(self.text(instruction, media_ids, tasks)).input_ids
         else:
             ids = self.tokenizer(self.text(instruction, media_ids, tasks), add_special_tokens=False).input_ids
-        self._check(ids, len(media_ids))
+        self._check(ids, instruction, len(media_ids))
         return list(ids)
 
     def _legacy_ids(self, instruction: str, media_ids: Sequence[str]) -> list[int]:
@@ -173,13 +173,19 @@ class Prompter:
         c = self.config
         return [c.media_start_token, *[c.media_placeholder_token] * c.num_media_tokens, c.media_end_token]
 
-    def _check(self, ids: Sequence[int], n_media: int) -> None:
-        if len(ids) > self.max_prompt_tokens:
-            raise ModelError(
+    def _check(self, ids: Sequence[int], instruction: str, n_media: int) -> None:
+        excess = len(ids) - self.max_prompt_tokens
+        if excess > 0:
+            head = (
                 f"the prompt is {len(ids)} tokens, over this model's limit of {self.max_prompt_tokens} "
-                f"(its context minus the answer's budget); shorten the instruction by at least "
-                f"{len(ids) - self.max_prompt_tokens} tokens"
+                "(its context minus the answer's budget)"
             )
+            if len(self.tokenizer(instruction, add_special_tokens=False).input_ids) <= excess:
+                raise ModelError(
+                    f"{head} even without the instruction: the system prompt listing the zoo's tasks is too long "
+                    "for this model; serve fewer tasks, lower max_new_tokens or use a longer-context LLM"
+                )
+            raise ModelError(f"{head}; shorten the instruction by at least {excess} tokens")
         placeholder = self.tokenizer.convert_tokens_to_ids(self.config.media_placeholder_token)
         found = sum(1 for i in ids if i == placeholder)
         if found != n_media * self.config.num_media_tokens:

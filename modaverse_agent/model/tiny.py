@@ -66,7 +66,7 @@ def tiny_tokenizer(*, chat_template: bool = False, vocab_size: int = 384) -> Any
     return hf
 
 
-def tiny_llama(tokenizer: Any, *, hidden: int = 32, layers: int = 2, seed: int = 0, context: int = 2048) -> Any:
+def tiny_llama(tokenizer: Any, *, hidden: int = 32, layers: int = 2, seed: int = 0, context: int = 8192) -> Any:
     """A random ``LlamaForCausalLM`` sized for ``tokenizer`` (untied output layer, like Vicuna)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -87,7 +87,7 @@ def tiny_llama(tokenizer: Any, *, hidden: int = 32, layers: int = 2, seed: int =
     return LlamaForCausalLM(config).eval()
 
 
-def tiny_gemma3(tokenizer: Any, *, hidden: int = 32, seed: int = 0, context: int = 2048) -> Any:
+def tiny_gemma3(tokenizer: Any, *, hidden: int = 32, seed: int = 0, context: int = 8192) -> Any:
     """A random ``Gemma3ForCausalLM`` (tied, scaled embeddings; sliding-window layers)."""
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
