@@ -57,7 +57,7 @@ class Generator:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if getattr(cls, "__abstract__", False) or "name" not in cls.__dict__:
+        if cls.__dict__.get("__abstract__", False) or "name" not in cls.__dict__:
             return
         problems = []
         if not _NAME.match(cls.name):
@@ -92,6 +92,12 @@ class Generator:
         if merged != self.options and self._loaded:
             self.unload()
         self.options = merged
+
+    def option(self, key: str) -> Any:
+        """An option's value, else its ``default`` in ``options_schema``, else None."""
+        if key in self.options:
+            return self.options[key]
+        return self.options_schema.get("properties", {}).get(key, {}).get("default")
 
     @property
     def loaded(self) -> bool:

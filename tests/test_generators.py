@@ -107,3 +107,29 @@ def test_bad_request_is_refused_before_weights_load(tmp_path: Path) -> None:
     assert g.loads == 0
     [a] = g.generate(GenerationRequest("x", OutputDir(tmp_path), args={"steps": 5}))
     assert oct(a.path.stat().st_mode & 0o777) == "0o644"
+
+
+def test_subclasses_of_an_abstract_base_are_still_validated() -> None:
+    class Base(Generator):
+        __abstract__ = True
+
+    with pytest.raises(GeneratorError, match="modality must be one of"):
+
+        class Child(Base):
+            name = "child"
+            task = "text-to-image"
+            modality = "smell"
+            description = "x"
+
+
+def test_option_falls_back_to_the_schema_default() -> None:
+    class WithDefault(Counting):
+        name = "with-default"
+        options_schema: ClassVar[dict[str, Any]] = {
+            "type": "object",
+            "properties": {"model": {"type": "string", "default": "m0"}},
+            "additionalProperties": False,
+        }
+
+    assert WithDefault().option("model") == "m0" and WithDefault(model="m1").option("model") == "m1"
+    assert WithDefault().option("missing") is None
