@@ -21,7 +21,7 @@ class StableDiffusionGenerator(DiffusersGenerator):
     task = "text-to-image"
     modality = "image"
     description = "Draws a picture from a detailed English description of its content and style."
-    default_model = "runwayml/stable-diffusion-v1-5"
+    default_model = "stable-diffusion-v1-5/stable-diffusion-v1-5"
     pipeline_classes = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
     tiny_kind = "stable-diffusion"
     args_schema: ClassVar[dict[str, Any]] = {

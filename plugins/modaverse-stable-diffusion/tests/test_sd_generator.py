@@ -105,12 +105,12 @@ def test_bad_arguments_give_clear_errors(gen: StableDiffusionGenerator, tmp_path
 
 
 def test_hub_id_not_in_cache_names_the_model_and_how_to_get_it(tmp_path: Path) -> None:
-    g = StableDiffusionGenerator(model="runwayml/stable-diffusion-v1-5", device="cpu")
+    g = StableDiffusionGenerator(model="stable-diffusion-v1-5/stable-diffusion-v1-5", device="cpu")
     with pytest.raises(GeneratorError) as info:
         g.generate(GenerationRequest(PROMPT, OutputDir(tmp_path)))
     msg = str(info.value)
-    assert "'runwayml/stable-diffusion-v1-5'" in msg
-    assert "hf download runwayml/stable-diffusion-v1-5" in msg and "model" in msg
+    assert "'stable-diffusion-v1-5/stable-diffusion-v1-5'" in msg
+    assert "hf download stable-diffusion-v1-5/stable-diffusion-v1-5" in msg and "model" in msg
     assert not g.loaded
 
 
@@ -162,7 +162,7 @@ def test_entry_point_is_declared_and_registers_the_generator() -> None:
     eps[0].load().register_generators(register=found.append)
     assert [type(g) for g in found] == [StableDiffusionGenerator]
     assert (found[0].task, found[0].modality, found[0].loaded) == ("text-to-image", "image", False)
-    assert found[0].option("model") == "runwayml/stable-diffusion-v1-5"
+    assert found[0].option("model") == "stable-diffusion-v1-5/stable-diffusion-v1-5"
     assert modaverse_stable_diffusion.register_generators is eps[0].load().register_generators
 
 
