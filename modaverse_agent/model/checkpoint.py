@@ -147,7 +147,7 @@ def load_pretrained(
     if dtype is not None:
         config = dataclasses.replace(config, dtype=dtype)
     base_path = _resolve_llm(config.llm, root)
-    base, _ = load_llm(base_path, gguf_file=config.gguf_file, dtype=config.dtype, device=device)
+    base, _ = load_llm(base_path, gguf_file=config.gguf_file, dtype=config.dtype, device=device, with_tokenizer=False)
     tokenizer = AutoTokenizer.from_pretrained(str(root / TOKENIZER_DIR))
     model = ModaVerseModel.from_config(config, llm=base, tokenizer=tokenizer)
     _load_rows(model, _read(root / ROWS_FILE, root), ROWS_FILE)
@@ -181,9 +181,9 @@ def _load_adapter(model: ModaVerseModel, tensors: dict[str, torch.Tensor]) -> No
     expected = get_peft_model_state_dict(model.llm, save_embedding_layers=False)
     _check_tensors(tensors, expected, ADAPTER_WEIGHTS)
     result = set_peft_model_state_dict(model.llm, tensors)
-    missing = [k for k in result.unexpected_keys]
-    if missing:
-        raise ModelError(f"{ADAPTER_WEIGHTS}: tensor `{missing[0]}` matches no LoRA layer of the model")
+    unused = list(getattr(result, "unexpected_keys", []))
+    if unused:
+        raise ModelError(f"{ADAPTER_WEIGHTS}: tensor `{unused[0]}` matches no LoRA layer of the model")
 
 
 def _load_rows(model: ModaVerseModel, tensors: dict[str, torch.Tensor], where: str) -> None:
@@ -250,7 +250,7 @@ def import_official(
     base_llm: str | Path,
     output_dir: str | Path,
     *,
-    lora_alpha: float = 32,
+    lora_alpha: int = 32,
     lora_dropout: float = 0.1,
     dtype: str = "bfloat16",
     encoder: str | None = None,
@@ -270,8 +270,11 @@ def import_official(
     if not isinstance(state, dict):
         raise ModelError(f"{path} holds a {type(state).__name__}, not a state dict")
     base = str(Path(base_llm).expanduser().resolve()) if Path(base_llm).exists() else str(base_llm)
-    llm_config = AutoConfig.from_pretrained(base).get_text_config()
-    tokenizer = AutoTokenizer.from_pretrained(base)
+    try:
+        llm_config = AutoConfig.from_pretrained(base).get_text_config()
+        tokenizer = AutoTokenizer.from_pretrained(base)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot read the base LLM {base_llm} (Vicuna-7b-v0 expected): {e}") from e
     lora, targets, rank = _release_lora(state, path, llm_config.num_hidden_layers)
     for key in ("linear_proj.weight", "linear_proj.bias", _EMBED, _HEAD):
         if key not in state:

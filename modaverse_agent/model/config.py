@@ -66,7 +66,7 @@ class ModaVerseConfig:
         default_factory=list, metadata=_h("Further tokens added after start/end (the release's [TEXT], [IMAGE], ...).")
     )
     lora_r: int = field(default=16, metadata=_h("LoRA rank."))
-    lora_alpha: float = field(default=32, metadata=_h("LoRA alpha (scaling = alpha / r)."))
+    lora_alpha: int = field(default=32, metadata=_h("LoRA alpha (scaling = alpha / r)."))
     lora_dropout: float = field(default=0.05, metadata=_h("LoRA dropout."))
     lora_targets: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"], metadata=_h("Module names LoRA adapts.")
@@ -107,7 +107,7 @@ class ModaVerseConfig:
         bad = [m for m in self.modalities if m not in MODALITIES]
         if bad or not self.modalities:
             problems.append(f"`modalities` must be a non-empty subset of {MODALITIES}, got {list(self.modalities)}")
-        for name in ("encoder_dim", "num_media_tokens", "lora_r", "max_new_tokens"):
+        for name in ("encoder_dim", "num_media_tokens", "lora_r", "lora_alpha", "max_new_tokens"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 problems.append(f"`{name}` must be a positive integer, got {getattr(self, name)!r}")
         if not 0 <= self.lora_dropout < 1:

@@ -215,13 +215,14 @@ class MetaResponseLogitsProcessor(LogitsProcessor):
             scores[:, self.banned.to(scores.device)] = float("-inf")
         if not self.constrained:
             return scores
-        rows = [i for i, m in enumerate(self.matchers) if m is not None and not m.is_terminated()]
-        if rows:
-            for i in rows:
-                self.matchers[i].fill_next_token_bitmask(self.bitmask, i)
+        active = [(i, m) for i, m in enumerate(self.matchers) if m is not None and not m.is_terminated()]
+        rows = [i for i, _ in active]
+        if active and self.bitmask is not None:
+            for i, matcher in active:
+                matcher.fill_next_token_bitmask(self.bitmask, i)
             self._xgr.apply_token_bitmask_inplace(scores, self.bitmask.to(scores.device), indices=rows)
-        for i, m in enumerate(self.matchers):
-            if m is not None and m.is_terminated():  # finished: HF pads this row; keep it finite
+        for i, done in enumerate(self.matchers):
+            if done is not None and done.is_terminated():  # finished: HF pads this row; keep it finite
                 scores[i] = float("-inf")
                 scores[i, self.stop_ids.to(scores.device)] = 0.0
         if self.budget - self.step < self.reserve:

@@ -12,6 +12,7 @@ input/output embeddings the output rows then follow, as they do when peft merges
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -63,10 +64,12 @@ def load_llm(
     gguf_file: str | None = None,
     dtype: str = "float32",
     device: torch.device | str | None = None,
+    with_tokenizer: bool = True,
 ) -> tuple[Any, Any]:
     """Load ``(model, tokenizer)`` from a local directory, a hub id (cached, or online) or a GGUF file.
 
     GGUF weights are dequantized on load, so the model is a plain ``dtype`` model afterwards.
+    ``with_tokenizer=False`` skips the tokenizer (returned as None) when a saved one will be used.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -90,8 +93,8 @@ def load_llm(
         ) from e
     _check_causal_lm(config, what)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype(dtype), **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs) if with_tokenizer else None
+        model: Any = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype(dtype), **kwargs)
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         raise ModelError(f"cannot load the LLM {what}: {type(e).__name__}: {e}") from e
     if gguf_file is not None:
@@ -102,7 +105,8 @@ def load_llm(
     if device is not None:
         model.to(device)
     model.eval()
-    prepare_tokenizer(tokenizer)
+    if tokenizer is not None:
+        prepare_tokenizer(tokenizer)
     return model, tokenizer
 
 
@@ -146,6 +150,9 @@ def add_media_tokens(model: Any, tokenizer: Any, config: ModaVerseConfig) -> dic
 
 class TrainedRowsEmbedding(nn.Module):
     """An input embedding whose rows ``indices`` are the trainable ``rows``; the table stays frozen."""
+
+    indices: torch.Tensor
+    slot: torch.Tensor
 
     def __init__(self, base: nn.Embedding, indices: Sequence[int]) -> None:
         super().__init__()
@@ -221,7 +228,9 @@ def apply_lora(model: Any, config: ModaVerseConfig, *, init_lora_weights: bool =
         task_type="CAUSAL_LM",
         init_lora_weights=init_lora_weights,
     )
-    peft_model = get_peft_model(model, lora)
+    with warnings.catch_warnings():  # peft asks transformers a deprecated question; not the user's concern
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        peft_model = get_peft_model(model, lora)
     embed = peft_model.get_input_embeddings()
     if isinstance(embed, TrainedRowsEmbedding):
         embed.rows.requires_grad_(True)

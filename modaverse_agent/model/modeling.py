@@ -193,7 +193,7 @@ class ModaVerseModel(nn.Module):
                 f"this model has no media encoder, so it cannot read the {len(items)} media item(s) given; "
                 "load one with the model (`encoder=` or `encoder` in modaverse_config.json) or ask without media"
             )
-        modalities = [m.modality for m in items]
+        modalities: list[str] = [str(m.modality) for m in items]
         unsupported = sorted(set(modalities) - set(self.config.modalities))
         if unsupported:
             raise ModelError(f"this model reads {list(self.config.modalities)}, not {unsupported}")
@@ -284,10 +284,12 @@ class ModaVerseModel(nn.Module):
         top_p: float = 1.0,
         seed: int | None = None,
         min_new_tokens: int | None = None,
+        streamer: Any | None = None,
     ) -> list[str]:
         """Decode one answer per prompt (left-padded batch). ``schemas`` (one per prompt, or one for all;
         None = unconstrained) constrain the answers with xgrammar. ``media_features`` are encoder
-        features of every placeholder group, in reading order."""
+        features of every placeholder group, in reading order. ``streamer`` (a transformers streamer)
+        receives each new token as it is chosen."""
         from transformers import GenerationConfig, LogitsProcessorList
 
         rows = len(prompts)
@@ -328,6 +330,7 @@ class ModaVerseModel(nn.Module):
                 attention_mask=attention_mask,
                 generation_config=config,
                 logits_processor=LogitsProcessorList([processor]),
+                streamer=streamer,
                 **extra,
             )
         texts = [self._decode(row) for row in out.tolist()]
