@@ -235,7 +235,7 @@ def _load_model(directory: str | None, *, constrained: bool, max_new_tokens: int
 
     hf_logging.disable_progress_bar()
     try:
-        model = ModaVerseModel.from_pretrained(str(directory))
+        model = ModaVerseModel.from_pretrained(str(directory), merge=True)
     except ModaVerseError as e:
         _fail(str(e))
     model.options.constrained = constrained

@@ -102,8 +102,10 @@ def _cli_json(runner: CliRunner, args: list[str]) -> tuple[int, dict[str, Any]]:
 
 
 def test_cli_run_with_model_prints_meta_response_and_writes_files(
-    runner: CliRunner, model: ModaVerseModel, model_dir: Path, png_file: Path, tmp_path: Path
+    runner: CliRunner, model_dir: Path, png_file: Path, tmp_path: Path
 ) -> None:
+    model = ModaVerseModel.from_pretrained(model_dir, merge=True)  # what the CLI loads
+    assert model.merged
     agent = ModaVerseAgent(model, Zoo.from_plugins(), output_dir=tmp_path, timeout=30)  # echo, via `runner`
     seed, _ = _run_until_dispatch(agent, model, png_file, tmp_path / "probe")
     args = ["run", "invert the colours of this picture", "-m", str(png_file), "--model", str(model_dir)]
@@ -124,3 +126,11 @@ def test_cli_model_flag_errors(runner: CliRunner, tmp_path: Path) -> None:
     assert res.exit_code == 2 and "not both" in res.output
     res = runner.invoke(cli, ["run", "x"])
     assert res.exit_code == 2 and "--meta-response" in res.output and "--model" in res.output
+
+
+def test_cli_unconstrained_and_budget_flags(runner: CliRunner, model_dir: Path, tmp_path: Path) -> None:
+    args = ["run", "hello", "--model", str(model_dir), "--no-constrained", "--max-new-tokens", "6", "--json"]
+    code, data = _cli_json(runner, [*args, "-o", str(tmp_path)])
+    assert code in (0, 1) and isinstance(data["raw"], str)
+    if code == 1:  # random weights rarely write JSON unconstrained: the error says so, nothing crashes
+        assert data["errors"][0]["stage"] == "meta-response"

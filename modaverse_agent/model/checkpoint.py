@@ -134,9 +134,11 @@ def load_pretrained(
     llm: str | None = None,
     device: torch.device | str | None = None,
     dtype: str | None = None,
+    merge: bool = False,
 ) -> ModaVerseModel:
     """Load a ModaVerse directory. ``llm`` overrides where the base LLM is (a moved copy); ``encoder``
-    attaches a media encoder (else the one named in the config is loaded, if any)."""
+    attaches a media encoder (else the one named in the config is loaded, if any); ``merge`` folds
+    LoRA and the media rows into the weights for faster inference (the model can then not be saved)."""
     from transformers import AutoTokenizer
 
     root = Path(directory)
@@ -156,6 +158,8 @@ def load_pretrained(
     _check_tensors(projector, model.projector.state_dict(), PROJECTOR_FILE)
     model.projector.load_state_dict(projector)
     model.encoder = encoder if encoder is not None else _load_encoder(config, root)
+    if merge:
+        model.merge_and_unload()
     return model.eval()
 
 

@@ -162,13 +162,14 @@ class ModaVerseModel(nn.Module):
         """The LLM's maximum sequence length."""
         return int(self.llm.config.get_text_config().max_position_embeddings)
 
-    @cached_property
+    @property
     def prompter(self) -> Prompter:
-        """Builds prompt ids for this tokenizer and config."""
-        limit = self.config.max_prompt_tokens or self.context_length - self.config.max_new_tokens
+        """Builds prompt ids; the prompt may use the context minus the current answer budget."""
+        budget = self.options.max_new_tokens or self.config.max_new_tokens
+        limit = min(self.config.max_prompt_tokens or self.context_length, self.context_length - budget)
         if limit < 1:
             raise ModelError(
-                f"`max_new_tokens` ({self.config.max_new_tokens}) leaves no room for a prompt in the LLM's "
+                f"`max_new_tokens` ({budget}) leaves no room for a prompt in the LLM's "
                 f"context of {self.context_length} tokens"
             )
         return Prompter(self.tokenizer, self.config, limit, self.stop_ids)
