@@ -11,10 +11,11 @@ Three guarantees, each tested on random weights:
    ``maxLength``/``enum``/``const``/``pattern`` get :data:`DEFAULT_STRING_MAX`, arrays without ``maxItems``
    get :data:`DEFAULT_MAX_ITEMS`. Whatever it emits still validates against the original schema.
 3. **Complete within the budget.** When only ``reserve`` new tokens are left, the processor stops
-   following the model and closes the JSON by the shortest route it can see: the stop token if the
-   object is complete, else the allowed token that closes most (``"``, ``]``, ``}``), else the longest
-   allowed token (finishing forced keys quickly), avoiding tokens that open ``{``/``[``. The rows closed
-   this way are reported (``closed_rows``) so the caller can warn that the answer was cut short.
+   following the model and closes the JSON by the shortest route it can see: the stop token once the
+   object is complete; inside a string, the token that ends it (``"``, possibly with ``]``/``}``);
+   elsewhere ``]``/``}``, else the longest allowed token (finishing forced keys quickly), avoiding tokens
+   that open ``{``/``[``. Rows closed this way are reported (``closed_rows``) so the caller can warn that
+   the answer was cut short.
 
 Special tokens (media placeholders, BOS, chat markers) are masked in every row, constrained or not,
 except the stop tokens; the grammar could not account for them and they would decode to nothing.
@@ -43,6 +44,7 @@ DEFAULT_MAX_ITEMS = 16
 _CACHE_SIZE = 64
 _CLOSERS = frozenset(b'"]}')
 _PROBES = frozenset({b"x", b"q", b"z", b"Q", b"X", b"Z"})
+_LITERAL_KEYS = frozenset({"enum", "const", "default", "examples"})  # values, not schemas
 
 
 def _types(node: Mapping[str, Any]) -> set[str]:
@@ -55,7 +57,7 @@ def _narrow(node: Any) -> Any:
         return [_narrow(n) for n in node]
     if not isinstance(node, dict):
         return node
-    out = {k: _narrow(v) for k, v in node.items()}
+    out = {k: v if k in _LITERAL_KEYS else _narrow(v) for k, v in node.items()}
     types = _types(out)
     fixed = "enum" in out or "const" in out
     if types & {"integer", "number"} and not fixed:
