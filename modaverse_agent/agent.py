@@ -106,6 +106,8 @@ class FinalResponse:
     raw: str = ""
     manifest: Path | None = None
     media: list[tuple[str, MediaItem]] = field(default_factory=list)
+    #: Things the user should know that are not errors (untrained generators, media the model can't see).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -122,6 +124,7 @@ class FinalResponse:
             "raw": self.raw,
             "manifest": str(self.manifest) if self.manifest else None,
             "media": [{"id": i, "name": m.name, "mime_type": m.mime_type} for i, m in self.media],
+            "notes": list(self.notes),
         }
 
 
@@ -199,7 +202,14 @@ class ModaVerseAgent:
             return FinalResponse(text="", errors=errors, media=named)
         meta, parse_errors = parse_output(raw, schema)
         errors += parse_errors
-        return self.dispatch(meta, named, errors=errors, raw=raw, output_dir=output_dir)
+        response = self.dispatch(meta, named, errors=errors, raw=raw, output_dir=output_dir)
+        if named and getattr(self.llm, "sees_media", True) is False:
+            response.notes.insert(
+                0,
+                f"this model has no media encoder, so it did not see or hear {', '.join(ids)}: it answered from "
+                "your words alone (load a model trained with ImageBind weights to understand media)",
+            )
+        return response
 
     def dispatch(
         self,
@@ -221,9 +231,18 @@ class ModaVerseAgent:
             response.errors.append(ResponseError("output", f"{e}; no invocation was run"))
             return response
         by_id = dict(media)
+        untrained: set[str] = set()
         for index, inv in enumerate(meta.invocations):
             try:
-                response.artifacts += self._invoke(index, inv, by_id, out)
+                made = self._invoke(index, inv, by_id, out)
+                response.artifacts += made
+                gen = self.zoo.generator_for(inv.task)
+                if made and gen.untrained and gen.name not in untrained:
+                    untrained.add(gen.name)
+                    response.notes.append(
+                        f"{inv.task} ran {gen.name} on untrained tiny weights, so its output is a placeholder; "
+                        f"for real weights run: {gen.real_weights_hint()}"
+                    )
             except _InvocationFailed as e:
                 response.errors.append(ResponseError("invocation", str(e), task=inv.task, index=index))
         if response.artifacts:

@@ -100,6 +100,8 @@ def zoo(ctx: click.Context, zoo_config: str | None, as_json: bool) -> None:
                 "description": chosen.description,
                 "options": chosen.options,
                 "alternatives": [g.name for g in z.candidates(task) if g is not chosen],
+                "untrained": chosen.untrained,
+                "hint": chosen.real_weights_hint() if chosen.untrained else None,
             }
         )
     if as_json:
@@ -111,6 +113,8 @@ def zoo(ctx: click.Context, zoo_config: str | None, as_json: bool) -> None:
         alt = f"  (also: {', '.join(r['alternatives'])})" if r["alternatives"] else ""
         opts = f"  {r['options']}" if r["options"] else ""
         click.echo(f"{r['task']:<16} -> {r['generator']}{opts}{alt}")
+        if r["untrained"]:
+            click.echo(f"{'':<20}untrained tiny weights (placeholder output); real weights: {r['hint']}")
     click.echo(f"config: {z.config.path}")
 
 
@@ -277,9 +281,12 @@ def _print_response(response: Any) -> None:
     if response.text:
         click.echo(f"\n{response.text}")
     for a in response.artifacts:
-        click.echo(f"  [{a.task} via {a.generator}] {a.path}")
+        label = f"{a.task} via {a.generator}" + (", untrained weights" if a.metadata.get("untrained") else "")
+        click.echo(f"  [{label}] {a.path}")
     if response.manifest:
         click.echo(f"manifest: {response.manifest}")
+    for note in response.notes:
+        click.echo(f"note: {note}")
     for e in response.errors:
         click.echo(f"error: {e}", err=True)
 

@@ -347,11 +347,14 @@ class DiffusersGenerator(Generator):
         self._pipeline: LoadedPipeline | None = None
         super().__init__(**options)
 
-    def option(self, key: str) -> Any:
-        """An option's value, or its schema default."""
-        if key in self.options:
-            return self.options[key]
-        return self.options_schema["properties"][key].get("default")
+    @property
+    def untrained(self) -> bool:
+        """True while the ``model`` option is the tiny random pipeline."""
+        return self.option("model") == TINY_RANDOM
+
+    def real_weights_hint(self) -> str:
+        """The command that points this generator at the real default weights."""
+        return f"modaverse zoo set {self.task} {self.name} -o model={self.default_model}"
 
     def load(self) -> None:
         """Load the pipeline named by the ``model`` option."""

@@ -100,6 +100,15 @@ class Generator:
         return self.options_schema.get("properties", {}).get(key, {}).get("default")
 
     @property
+    def untrained(self) -> bool:
+        """True when this generator runs random (untrained) weights: its outputs are placeholders."""
+        return False
+
+    def real_weights_hint(self) -> str | None:
+        """A one-line command that points this generator at real weights (when :attr:`untrained`)."""
+        return None
+
+    @property
     def loaded(self) -> bool:
         """Whether the model is in memory."""
         return self._loaded
@@ -180,6 +189,7 @@ class Generator:
             "input_modalities": list(self.input_modalities),
             "options": self.options,
             "loaded": self._loaded,
+            "untrained": self.untrained,
         }
 
     def __repr__(self) -> str:

@@ -14,6 +14,7 @@ from .generators import Generator
 from .meta_response import TaskSpec, build_schema
 
 CONFIG_ENV = "MODAVERSE_ZOO_CONFIG"
+DEFAULT_ZOO_RESOURCE = "default_zoo.toml"
 
 
 def default_config_path() -> Path:
@@ -43,22 +44,38 @@ class ZooConfig:
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> ZooConfig:
-        """Read the config (a missing file is an empty config); errors name the file and the problem."""
+        """Read the config; errors name the file and the problem.
+
+        Until a config file exists, the packaged defaults apply (``prompts/default_zoo.toml``: the
+        diffusers generators on tiny random weights, so a fresh machine runs end to end); saving writes
+        them out with your change.
+        """
         p = Path(path).expanduser() if path is not None else default_config_path()
         if not p.exists():
-            return cls(path=p)
+            from importlib.resources import files
+
+            default = files("modaverse_agent.prompts").joinpath(DEFAULT_ZOO_RESOURCE).read_text(encoding="utf-8")
+            return cls._parse(default, p, "the packaged default zoo config")
         try:
-            data = tomllib.loads(p.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
             raise ZooError(f"zoo config {p} is not valid TOML ({e}); fix or delete it") from e
+        return cls._parse(text, p, f"zoo config {p}")
+
+    @classmethod
+    def _parse(cls, text: str, p: Path, what: str) -> ZooConfig:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ZooError(f"{what} is not valid TOML ({e}); fix or delete it") from e
         tasks, gens = data.get("tasks", {}), data.get("generators", {})
         if not isinstance(tasks, dict) or not all(isinstance(v, str) for v in tasks.values()):
-            raise ZooError(f"zoo config {p}: [tasks] must map task names to generator names")
+            raise ZooError(f"{what}: [tasks] must map task names to generator names")
         if not isinstance(gens, dict) or not all(isinstance(v, dict) for v in gens.values()):
-            raise ZooError(f"zoo config {p}: [generators.NAME] must be tables of options")
+            raise ZooError(f"{what}: [generators.NAME] must be tables of options")
         unknown = set(data) - {"tasks", "generators"}
         if unknown:
-            raise ZooError(f"zoo config {p}: unknown section(s) {sorted(unknown)}; use [tasks] and [generators.NAME]")
+            raise ZooError(f"{what}: unknown section(s) {sorted(unknown)}; use [tasks] and [generators.NAME]")
         return cls(tasks=dict(tasks), generators={k: dict(v) for k, v in gens.items()}, path=p)
 
     def save(self, path: str | Path | None = None) -> Path:

@@ -80,9 +80,17 @@ def _copy(saved: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(saved, tmp_path / "copy"))
 
 
-@pytest.mark.parametrize(
-    "name", [CONFIG_NAME, PROJECTOR_FILE, ADAPTER_WEIGHTS, ROWS_FILE, "tokenizer/tokenizer_config.json"]
-)
+def test_without_a_saved_tokenizer_the_base_one_gives_the_same_ids(
+    trained: ModaVerseModel, image: Any, tmp_path: Path
+) -> None:
+    out = trained.save_pretrained(tmp_path / "small", tokenizer=False)
+    assert not (out / "tokenizer").exists()
+    loaded = ModaVerseModel.from_pretrained(out, encoder=HashEncoder(16))
+    assert loaded.token_ids == trained.token_ids
+    assert torch.equal(_logits(loaded, image), _logits(trained, image))
+
+
+@pytest.mark.parametrize("name", [CONFIG_NAME, PROJECTOR_FILE, ADAPTER_WEIGHTS, ROWS_FILE])
 def test_missing_file_is_named(saved: Path, tmp_path: Path, name: str) -> None:
     broken = _copy(saved, tmp_path)
     (broken / name).unlink()

@@ -346,5 +346,9 @@ def corpora_cmd(corpora_dir: str | None) -> None:
 
 @hookimpl
 def register_commands(cli: click.Group) -> None:
-    """Add the ``data`` group to the ``modaverse`` command."""
+    """Add ``data``, ``train`` and ``eval`` to the ``modaverse`` command."""
+    from .train_commands import evaluate_command, train
+
     cli.add_command(data)
+    cli.add_command(train)
+    cli.add_command(evaluate_command)

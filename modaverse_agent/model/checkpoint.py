@@ -46,8 +46,9 @@ REQUIRED = (
     ADAPTER_CONFIG,
     ADAPTER_WEIGHTS,
     ROWS_FILE,
-    f"{TOKENIZER_DIR}/tokenizer_config.json",
 )
+#: Names the base LLM's own folder in the cache (see modaverse_agent.default_model); resolved on load.
+BUILTIN_LLM_PREFIX = "modaverse:"
 _META = {"format": "pt"}
 
 
@@ -57,8 +58,12 @@ def _save(tensors: dict[str, torch.Tensor], path: Path) -> None:
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path), metadata=_META)
 
 
-def save_pretrained(model: ModaVerseModel, directory: str | Path) -> Path:
-    """Write ``model`` as a ModaVerse directory; returns the directory."""
+def save_pretrained(model: ModaVerseModel, directory: str | Path, *, tokenizer: bool = True) -> Path:
+    """Write ``model`` as a ModaVerse directory; returns the directory.
+
+    ``tokenizer=False`` leaves the tokenizer out: loading then rebuilds it from the base LLM's tokenizer
+    plus the media tokens (in the same order, so the same ids), which keeps a shipped adapter small.
+    """
     from peft import PeftModel, get_peft_model_state_dict
 
     if model.merged or not isinstance(model.llm, PeftModel):
@@ -70,7 +75,8 @@ def save_pretrained(model: ModaVerseModel, directory: str | Path) -> Path:
     model.llm.peft_config["default"].save_pretrained(str(out / ADAPTER_DIR))
     _save(get_peft_model_state_dict(model.llm, save_embedding_layers=False), out / ADAPTER_WEIGHTS)
     _save(_row_tensors(model), out / ROWS_FILE)
-    model.tokenizer.save_pretrained(str(out / TOKENIZER_DIR))
+    if tokenizer:
+        model.tokenizer.save_pretrained(str(out / TOKENIZER_DIR))
     return out
 
 
@@ -149,8 +155,12 @@ def load_pretrained(
     if dtype is not None:
         config = dataclasses.replace(config, dtype=dtype)
     base_path = _resolve_llm(config.llm, root)
-    base, _ = load_llm(base_path, gguf_file=config.gguf_file, dtype=config.dtype, device=device, with_tokenizer=False)
-    tokenizer = AutoTokenizer.from_pretrained(str(root / TOKENIZER_DIR))
+    saved_tokenizer = (root / TOKENIZER_DIR / "tokenizer_config.json").is_file()
+    base, tokenizer = load_llm(
+        base_path, gguf_file=config.gguf_file, dtype=config.dtype, device=device, with_tokenizer=not saved_tokenizer
+    )
+    if saved_tokenizer:
+        tokenizer = AutoTokenizer.from_pretrained(str(root / TOKENIZER_DIR))
     model = ModaVerseModel.from_config(config, llm=base, tokenizer=tokenizer)
     _load_rows(model, _read(root / ROWS_FILE, root), ROWS_FILE)
     _load_adapter(model, _read(root / ADAPTER_WEIGHTS, root))
@@ -164,7 +174,14 @@ def load_pretrained(
 
 
 def _resolve_llm(name: str, root: Path) -> str:
-    """A path relative to the model directory if it exists there, else as given (a hub id stays one)."""
+    """A path relative to the model directory if it exists there, else as given (a hub id stays one).
+
+    ``modaverse:gemma-3-270m`` names the built-in base LLM, converted into the cache on first use.
+    """
+    if name.startswith(BUILTIN_LLM_PREFIX):
+        from ..default_model import ensure_builtin_llm
+
+        return str(ensure_builtin_llm(name[len(BUILTIN_LLM_PREFIX) :]))
     path = Path(name).expanduser()
     if not path.is_absolute() and (root / path).exists():
         return str(root / path)

@@ -52,6 +52,13 @@ class ModaVerseConfig:
         default="huge", metadata=_h("ImageBind preset or config JSON for `encoder` (`huge`, `tiny`, a path).")
     )
     modalities: tuple[str, ...] = field(default=MODALITIES, metadata=_h("Input modalities with a projector."))
+    blind_media: bool = field(
+        default=False,
+        metadata=_h(
+            "With no encoder, mark media as present with zero features (the model knows something is attached, "
+            "not what) instead of refusing them. The built-in default model is trained this way."
+        ),
+    )
     num_media_tokens: int = field(default=1, metadata=_h("Soft tokens per media item (the release: 1)."))
     shared_projector: bool = field(
         default=False, metadata=_h("One projector for every modality (as the release) instead of one each.")

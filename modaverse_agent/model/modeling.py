@@ -101,7 +101,10 @@ class ModaVerseModel(nn.Module):
         if (llm is None) != (tokenizer is None):
             raise ValueError("pass both `llm` and `tokenizer`, or neither (then `config.llm` is loaded)")
         if llm is None:
-            llm, tokenizer = load_llm(config.llm, gguf_file=config.gguf_file, dtype=config.dtype, device=device)
+            from .checkpoint import _resolve_llm
+
+            source = _resolve_llm(config.llm, Path.cwd())
+            llm, tokenizer = load_llm(source, gguf_file=config.gguf_file, dtype=config.dtype, device=device)
         prepare_tokenizer(tokenizer)
         ids = add_media_tokens(llm, tokenizer, config)
         trainable = [ids[t] for t in config.added_tokens if t != config.media_placeholder_token]
@@ -126,11 +129,11 @@ class ModaVerseModel(nn.Module):
 
         return load_pretrained(directory, **kwargs)
 
-    def save_pretrained(self, directory: str | Path) -> Path:
+    def save_pretrained(self, directory: str | Path, *, tokenizer: bool = True) -> Path:
         """Write config, projector, LoRA adapter, trained token rows and tokenizer (no pickles)."""
         from .checkpoint import save_pretrained
 
-        return save_pretrained(self, directory)
+        return save_pretrained(self, directory, tokenizer=tokenizer)
 
     # -- parts ---------------------------------------------------------------------------------------
     @property
@@ -189,6 +192,8 @@ class ModaVerseModel(nn.Module):
         """Encoder features ``(len(items), encoder_dim)`` in item order, and each item's modality."""
         if not items:
             return None, []
+        if self.encoder is None and self.config.blind_media:
+            return self.blind_features(len(items)), [str(m.modality) for m in items]
         if self.encoder is None:
             raise ModelError(
                 f"this model has no media encoder, so it cannot read the {len(items)} media item(s) given; "
@@ -211,6 +216,15 @@ class ModaVerseModel(nn.Module):
                 out = feats.new_empty((len(items), feats.shape[1]))
             out[rows] = feats
         return out, modalities
+
+    def blind_features(self, n: int) -> torch.Tensor:
+        """Zero encoder features for ``n`` items whose content is unknown (``blind_media``)."""
+        return torch.zeros(n, self.config.encoder_dim, device=self.device, dtype=self.dtype)
+
+    @property
+    def sees_media(self) -> bool:
+        """Whether media content reaches the model (False: no encoder; media are only marked as present)."""
+        return self.encoder is not None
 
     def embed_inputs(
         self,

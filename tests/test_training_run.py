@@ -1,0 +1,137 @@
+"""Training on a tiny model end to end: data -> train -> saved dir -> eval; the fast loss equals the plain one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from modaverse_agent import plugins
+from modaverse_agent.cli import cli
+from modaverse_agent.model.config import ModaVerseConfig
+from modaverse_agent.model.modeling import ModaVerseModel
+from modaverse_agent.model.tiny import save_tiny_base
+from modaverse_agent.training.batches import Collator, TargetLoss, shared_prefix_length
+from modaverse_agent.training.dataset import read_samples
+from modaverse_agent.training.run import evaluate_model
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_base(tmp_path_factory.mktemp("base"))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from modaverse_agent.training.commands import data as data_group
+
+    out = tmp_path_factory.mktemp("data")
+    res = CliRunner().invoke(
+        data_group,
+        [
+            "generate",
+            "-o",
+            str(out / "train.jsonl"),
+            "--heldout",
+            str(out / "test.jsonl"),
+            "--size",
+            "300",
+            "--heldout-size",
+            "60",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    return out / "train.jsonl", out / "test.jsonl"
+
+
+def test_target_loss_equals_the_plain_loss(base: Path, data: tuple[Path, Path]) -> None:
+    torch.manual_seed(0)
+    model = ModaVerseModel.from_config(
+        ModaVerseConfig(llm=str(base), blind_media=True, encoder_dim=16, lora_dropout=0.0), init_lora_weights=False
+    ).eval()
+    samples = read_samples(data[0])[:6]
+    batch = Collator(model)(samples)
+    assert batch["media_features"] is None or batch["media_features"].shape[1] == 16
+    assert shared_prefix_length(batch["input_ids"], batch["labels"], model.placeholder_id) > 20
+    with torch.no_grad():
+        plain = model(**batch).loss
+        assert torch.allclose(TargetLoss(model, share_prefix=False)(**batch), plain, atol=1e-5)
+        assert torch.allclose(TargetLoss(model)(**batch), plain, atol=1e-5)
+
+
+@pytest.fixture
+def training_cli() -> object:
+    """The `modaverse` group with the built-in training plugin's commands, removed afterwards."""
+    plugins.load_plugins().hook.register_commands(cli=cli)
+    yield cli
+    for name in ("data", "train", "eval"):
+        cli.commands.pop(name, None)
+
+
+def test_train_then_eval_through_the_cli(
+    base: Path, data: tuple[Path, Path], tmp_path: Path, training_cli: object
+) -> None:
+    out = tmp_path / "model"
+    res = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--data",
+            str(data[0]),
+            "--output",
+            str(out),
+            "--llm",
+            str(base),
+            "--steps",
+            "60",
+            "--batch-size",
+            "8",
+            "--lr",
+            "1e-2",
+            "--warmup",
+            "5",
+            "--lora-targets",
+            "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj,lm_head",
+            "--blind-media",
+            "--save-every",
+            "20",
+            "--no-tokenizer",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    import json
+
+    card = json.loads((out / "training.json").read_text())
+    first, last = card["loss_first_10"], card["loss_last_10"]
+    assert sum(last) / len(last) < 0.7 * sum(first) / len(first)  # the loss falls clearly
+    assert (tmp_path / "model.run" / "checkpoint-20" / "trainer_state.safetensors").is_file()
+    model = ModaVerseModel.from_pretrained(out).eval()
+    model.options.max_new_tokens = 120
+    report = evaluate_model(model, data[1], limit=24, batch_size=8)
+    assert report.validity == 1.0  # constrained decoding
+    print(report.table())
+    assert report.n == 24
+    res = CliRunner().invoke(
+        cli,
+        [
+            "eval",
+            "--model",
+            str(out),
+            "--data",
+            str(data[1]),
+            "--limit",
+            "8",
+            "--batch-size",
+            "8",
+            "--max-new-tokens",
+            "100",
+            "-o",
+            str(tmp_path / "r.json"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "task accuracy" in res.output and (tmp_path / "r.json").is_file()

@@ -1,0 +1,166 @@
+"""Training batches for a ModaVerseModel: samples -> token ids, labels and media features.
+
+``Collator`` tokenizes each sample once (prompt with labels ignored + the target meta-response), takes
+media features from the feature cache (or zero "blind" features for placeholder media when the model
+has no encoder), and right-pads a batch. ``TargetLoss`` computes the loss applying the LLM's output
+layer only where labels are set: Gemma's 262k-token vocabulary makes full logits most of the cost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from modaverse_agent.errors import ModelError
+from modaverse_agent.media import load_media
+from modaverse_agent.meta_response import TaskSpec
+from modaverse_agent.model.splice import IGNORE_INDEX
+
+from .dataset import Sample
+from .feature_cache import FeatureCache
+from .tasks import STANDARD_TASKS
+
+
+class Collator:
+    """Builds the forward kwargs of a batch of samples for ``model``."""
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        tasks: Sequence[TaskSpec] = STANDARD_TASKS,
+        cache: FeatureCache | None = None,
+        base_dir: str | Path = ".",
+    ) -> None:
+        self.model = model
+        self.tasks = list(tasks)
+        self.cache = cache
+        self.base_dir = Path(base_dir)
+        self._examples: dict[str, tuple[list[int], list[int], list[str], list[str | None]]] = {}
+        self._sha: dict[Path, str] = {}
+
+    def example(self, sample: Sample) -> tuple[list[int], list[int], list[str], list[str | None]]:
+        """(input_ids, labels, modalities, media content hashes or None) of one sample, cached."""
+        if sample.id not in self._examples:
+            ids, labels = self.model.prompter.example(
+                sample.instruction, list(sample.media_ids), self.tasks, sample.target_json()
+            )
+            shas: list[str | None] = []
+            for m in sample.media:
+                path = m.resolve(self.base_dir)
+                if path is None or self.cache is None:
+                    shas.append(None)
+                    continue
+                if path not in self._sha:
+                    self._sha[path] = load_media(path).sha256
+                shas.append(self._sha[path])
+            self._examples[sample.id] = (ids, labels, [m.modality for m in sample.media], shas)
+        return self._examples[sample.id]
+
+    def _features(self, shas: list[str | None]) -> torch.Tensor:
+        rows = []
+        for sha in shas:
+            if sha is not None and self.cache is not None:
+                rows.append(self.cache.get(sha).to(self.model.dtype))
+            elif self.model.config.blind_media:
+                rows.append(self.model.blind_features(1)[0].cpu())
+            else:
+                raise ModelError(
+                    "a sample has media without a file (or no feature cache) and the model is not "
+                    "blind_media; build the feature cache or train a blind_media model"
+                )
+        return torch.stack(rows)
+
+    def __call__(self, samples: list[Sample]) -> dict[str, Any]:
+        examples = [self.example(s) for s in samples]
+        width = max(len(e[0]) for e in examples)
+        pad = self.model.tokenizer.pad_token_id
+        ids = torch.full((len(examples), width), pad, dtype=torch.long)
+        labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros((len(examples), width), dtype=torch.long)
+        modalities: list[str] = []
+        shas: list[str | None] = []
+        for row, (e_ids, e_labels, mods, hashes) in enumerate(examples):
+            ids[row, : len(e_ids)] = torch.as_tensor(e_ids)
+            labels[row, : len(e_labels)] = torch.as_tensor(e_labels)
+            mask[row, : len(e_ids)] = 1
+            modalities += mods
+            shas += hashes
+        n = self.model.config.num_media_tokens
+        feats = self._features(shas).repeat_interleave(n, dim=0) if shas else None
+        mods_per_token = [m for m in modalities for _ in range(n)]
+        return {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "labels": labels,
+            "media_features": feats,
+            "media_modalities": mods_per_token or None,
+        }
+
+
+def output_layer_and_decoder(llm: Any) -> tuple[nn.Module, nn.Module, float | None]:
+    """The decoder stack, output layer and final-logit soft cap of a (peft-wrapped) causal LM."""
+    causal = llm.get_base_model() if hasattr(llm, "get_base_model") else llm
+    cap = getattr(causal.config.get_text_config(), "final_logit_softcapping", None)
+    return causal.get_decoder(), causal.get_output_embeddings(), cap
+
+
+def shared_prefix_length(input_ids: torch.Tensor, labels: torch.Tensor, placeholder_id: int) -> int:
+    """How many leading tokens every row shares, stopping before any label or media placeholder."""
+    if input_ids.shape[0] < 2:
+        return 0
+    same = (input_ids == input_ids[:1]).all(dim=0)
+    free = same & (labels == IGNORE_INDEX).all(dim=0) & (input_ids != placeholder_id).all(dim=0)
+    bad = (~free).nonzero()
+    n = int(bad[0]) if len(bad) else input_ids.shape[1]
+    return max(0, n - 1)  # keep one shared token in the suffix so every row's first logit is recomputed
+
+
+class TargetLoss(nn.Module):
+    """Wraps a ModaVerseModel: the loss of ``model(..., labels=)``, computed faster.
+
+    * The output layer runs only where labels are set.
+    * With ``share_prefix``, the tokens all rows share (the system prompt) run once, without gradients,
+      and the rows continue from that cache: the loss value is the same, but no gradient flows through
+      the shared prefix's keys and values (LoRA still trains on every other token).
+    """
+
+    def __init__(self, model: Any, *, share_prefix: bool = True) -> None:
+        super().__init__()
+        self.model = model
+        self.share_prefix = share_prefix
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        labels: torch.Tensor,
+        media_features: torch.Tensor | None = None,
+        media_modalities: Sequence[str] | None = None,
+    ) -> Any:
+        embeds, labels = self.model.embed_inputs(input_ids, media_features, media_modalities, labels)
+        decoder, head, cap = output_layer_and_decoder(self.model.llm)
+        p = shared_prefix_length(input_ids, labels, self.model.placeholder_id) if self.share_prefix else 0
+        if p:
+            from transformers import DynamicCache
+
+            with torch.no_grad():
+                cache = DynamicCache()
+                decoder(inputs_embeds=embeds[:1, :p].detach(), past_key_values=cache, use_cache=True)
+            cache.batch_repeat_interleave(input_ids.shape[0])
+            hidden = decoder(
+                inputs_embeds=embeds[:, p:], attention_mask=attention_mask, past_key_values=cache, use_cache=True
+            ).last_hidden_state
+        else:
+            hidden = decoder(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
+        targets = labels[:, p + 1 :]
+        keep = targets != IGNORE_INDEX
+        logits = head(hidden[:, :-1][keep])
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return F.cross_entropy(logits.float(), targets[keep])

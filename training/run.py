@@ -1,0 +1,133 @@
+"""``modaverse train`` and ``modaverse eval`` as functions: one-stage training and held-out evaluation."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from modaverse_agent.agent import LLMRequest
+from modaverse_agent.media import MediaItem, load_media
+
+from .dataset import Sample, read_samples
+from .evaluate import EvalReport, evaluate
+from .tasks import STANDARD_TASKS, standard_schema
+from .trainer import TrainConfig, Trainer
+
+Log = Callable[[str], None]
+
+
+def _load_encoder(path: str | None, config: str) -> Any:
+    if path is None:
+        return None
+    from modaverse_agent.encoders.imagebind import ImageBindEncoder
+
+    return ImageBindEncoder.from_pretrained(path, config)
+
+
+def train_model(
+    data: str | Path,
+    output: str | Path,
+    *,
+    llm: str,
+    train: TrainConfig,
+    model_options: dict[str, Any] | None = None,
+    encoder: str | None = None,
+    encoder_config: str = "huge",
+    cache_dir: str | Path | None = None,
+    resume: str | Path | None = None,
+    max_samples: int | None = None,
+    share_prefix: bool = True,
+    save_tokenizer: bool = True,
+    log: Log = print,
+) -> Path:
+    """Train projectors + LoRA (+ media token rows) on ``data``; returns the saved ModaVerse directory."""
+    import torch
+
+    from modaverse_agent.model.config import ModaVerseConfig
+    from modaverse_agent.model.modeling import ModaVerseModel
+
+    from .batches import Collator, TargetLoss
+    from .feature_cache import FeatureCache, encoder_key
+
+    data = Path(data)
+    samples = read_samples(data)
+    if max_samples is not None and max_samples < len(samples):
+        samples = random.Random(train.seed).sample(samples, max_samples)
+    log(f"{len(samples)} training samples from {data}")
+    config = ModaVerseConfig(llm=llm, encoder=encoder, encoder_config=encoder_config, **(model_options or {}))
+    torch.manual_seed(train.seed)
+    t0 = time.perf_counter()
+    enc = _load_encoder(encoder, encoder_config)
+    model = ModaVerseModel.from_config(config, encoder=enc)
+    log(
+        f"model ready in {time.perf_counter() - t0:.0f} s; trainable parameters: "
+        f"{sum(p.numel() for p in model.trainable_parameters()):,}"
+    )
+    cache = None
+    if enc is not None:
+        cache = FeatureCache(cache_dir or Path(train.output_dir) / "features", encoder_key(enc))
+        items = [load_media(p) for s in samples for m in s.media if (p := m.resolve(data.parent)) is not None]
+        log(f"feature cache: {cache.build(enc, items)}")
+    collate = Collator(model, cache=cache, base_dir=data.parent)
+    trainer = Trainer(TargetLoss(model, share_prefix=share_prefix), samples, collate, train, on_log=lambda r: None)
+    if resume is not None:
+        trainer.load_checkpoint(resume)
+        log(f"resumed at step {trainer.step}")
+    t1 = time.perf_counter()
+    history = trainer.train()
+    wall = time.perf_counter() - t1
+    out = model.save_pretrained(Path(output), tokenizer=save_tokenizer)
+    card = {
+        "data": str(data),
+        "samples": len(samples),
+        "train": asdict(train),
+        "model": config.to_dict(),
+        "wall_s": round(wall, 1),
+        "final_loss": history[-1]["loss"] if history else None,
+        "loss_first_10": [round(h["loss"], 4) for h in history[:10]],
+        "loss_last_10": [round(h["loss"], 4) for h in history[-10:]],
+    }
+    (out / "training.json").write_text(json.dumps(card, indent=1), encoding="utf-8")
+    log(f"saved {out} ({wall:.0f} s of training)")
+    return out
+
+
+def _media_items(sample: Sample, base_dir: Path) -> list[tuple[str, MediaItem]]:
+    """A sample's media; a placeholder (no file) becomes an empty item the blind model marks as present."""
+    out = []
+    for m in sample.media:
+        path = m.resolve(base_dir)
+        item = load_media(path) if path is not None else MediaItem(m.modality, "application/octet-stream", b"", m.id)
+        out.append((m.id, item))
+    return out
+
+
+def predict_fn(model: Any, base_dir: Path) -> Callable[[Sequence[Sample]], list[str]]:
+    """A batch predictor for :func:`~.evaluate.evaluate` using ``model.respond_batch``."""
+
+    def predict(batch: Sequence[Sample]) -> list[str]:
+        requests = []
+        for s in batch:
+            media = _media_items(s, base_dir)
+            requests.append(
+                LLMRequest(s.instruction, media, standard_schema([i for i, _ in media]), list(STANDARD_TASKS))
+            )
+        return model.respond_batch(requests)
+
+    return predict
+
+
+def evaluate_model(
+    model: Any, data: str | Path, *, limit: int | None = None, batch_size: int = 16, seed: int = 0
+) -> EvalReport:
+    """Evaluate ``model`` on a held-out JSONL (a seeded subset of ``limit`` samples if given)."""
+    data = Path(data)
+    samples = read_samples(data)
+    if limit is not None and limit < len(samples):
+        samples = random.Random(seed).sample(samples, limit)
+    return evaluate(samples, predict_fn(model, data.parent), batch_size=batch_size)

@@ -1,0 +1,149 @@
+"""``modaverse train`` and ``modaverse eval`` (added by the built-in training plugin)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+
+@click.command("train")
+@click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False), help="Training JSONL.")
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="ModaVerse dir to write.")
+@click.option("--llm", required=True, help="Base LLM: a local dir, a hub id, a .gguf path or modaverse:gemma-3-270m.")
+@click.option("--run-dir", type=click.Path(file_okay=False), help="Checkpoints and metrics (default: OUTPUT.run).")
+@click.option("--steps", default=200, show_default=True)
+@click.option("--batch-size", default=8, show_default=True)
+@click.option("--grad-accum", default=1, show_default=True)
+@click.option("--lr", default=2e-4, show_default=True)
+@click.option("--warmup", default=10, show_default=True, help="Warmup steps.")
+@click.option("--save-every", default=25, show_default=True, help="Checkpoint every N steps (0: only at the end).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--lora-r", default=16, show_default=True)
+@click.option("--lora-alpha", default=32, show_default=True)
+@click.option(
+    "--lora-targets",
+    default="q_proj,k_proj,v_proj,o_proj",
+    show_default=True,
+    help="Comma-separated module names LoRA adapts (add lm_head, MLPs for small or random bases).",
+)
+@click.option(
+    "--prompt-format", default="auto", show_default=True, type=click.Choice(["auto", "chat", "plain", "legacy"])
+)
+@click.option("--blind-media", is_flag=True, help="No encoder: mark media as present with zero features.")
+@click.option("--encoder", type=click.Path(exists=True), help="Local ImageBind weights (features are cached).")
+@click.option("--encoder-config", default="huge", show_default=True)
+@click.option("--mixed-precision", default="no", type=click.Choice(["no", "bf16", "fp16"]), show_default=True)
+@click.option("--resume", type=click.Path(exists=True, file_okay=False), help="A checkpoint-N dir to continue.")
+@click.option("--max-samples", type=int, help="Train on a seeded subset.")
+@click.option("--threads", type=int, help="torch threads (default: torch's choice).")
+@click.option("--no-tokenizer", is_flag=True, help="Don't save the tokenizer (rebuilt from the base LLM on load).")
+def train(
+    data: str,
+    output: str,
+    llm: str,
+    run_dir: str | None,
+    steps: int,
+    batch_size: int,
+    grad_accum: int,
+    lr: float,
+    warmup: int,
+    save_every: int,
+    seed: int,
+    lora_r: int,
+    lora_alpha: int,
+    lora_targets: str,
+    prompt_format: str,
+    blind_media: bool,
+    encoder: str | None,
+    encoder_config: str,
+    mixed_precision: str,
+    resume: str | None,
+    max_samples: int | None,
+    threads: int | None,
+    no_tokenizer: bool,
+) -> None:
+    """Train projectors + LoRA in one stage on instruction-invocation pairs (I/O alignment)."""
+    import torch
+
+    from modaverse_agent.errors import ModaVerseError
+
+    from .run import train_model
+    from .trainer import TrainConfig
+
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = TrainConfig(
+        output_dir=run_dir or f"{output}.run",
+        max_steps=steps,
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        lr=lr,
+        warmup_steps=min(warmup, steps),
+        save_every=save_every,
+        seed=seed,
+        mixed_precision=mixed_precision,
+    )
+    options = {
+        "lora_r": lora_r,
+        "lora_alpha": lora_alpha,
+        "prompt_format": prompt_format,
+        "blind_media": blind_media,
+        "lora_targets": [t.strip() for t in lora_targets.split(",") if t.strip()],
+    }
+    try:
+        train_model(
+            data,
+            output,
+            llm=llm,
+            train=cfg,
+            model_options=options,
+            encoder=encoder,
+            encoder_config=encoder_config,
+            resume=resume,
+            max_samples=max_samples,
+            save_tokenizer=not no_tokenizer,
+            log=lambda m: click.echo(m, err=True),
+        )
+    except (ModaVerseError, ValueError) as e:
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(2)
+
+
+@click.command("eval")
+@click.option("--model", "model_dir", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False), help="Held-out JSONL.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the report as JSON here.")
+@click.option("--limit", type=int, help="Evaluate a seeded subset of this many samples.")
+@click.option("--batch-size", default=16, show_default=True)
+@click.option("--constrained/--no-constrained", default=True, show_default=True)
+@click.option("--max-new-tokens", default=160, show_default=True)
+@click.option("--threads", type=int)
+def evaluate_command(
+    model_dir: str,
+    data: str,
+    output: str | None,
+    limit: int | None,
+    batch_size: int,
+    constrained: bool,
+    max_new_tokens: int,
+    threads: int | None,
+) -> None:
+    """Evaluate a ModaVerse dir on held-out samples: validity, task accuracy, prompt similarity."""
+    import torch
+
+    from modaverse_agent.model.modeling import ModaVerseModel
+
+    from .evaluate import write_report
+    from .run import evaluate_model
+
+    if threads:
+        torch.set_num_threads(threads)
+    model = ModaVerseModel.from_pretrained(model_dir, merge=True).eval()
+    model.options.constrained = constrained
+    model.options.max_new_tokens = max_new_tokens
+    report = evaluate_model(model, data, limit=limit, batch_size=batch_size)
+    click.echo(report.table())
+    if output:
+        click.echo(f"report: {write_report(report, Path(output))}")
