@@ -172,7 +172,12 @@ def _read_plan(value: str) -> str:
 @click.option("--media", "-m", multiple=True, help="Input image/audio/video file (repeatable).")
 @click.option("--output-dir", "-o", default="outputs", show_default=True, type=click.Path(file_okay=False))
 @click.option("--meta-response", "plan", help="Execute this meta-response JSON (or @file) instead of asking a model.")
-@click.option("--model", "model_dir", type=click.Path(file_okay=False), help="Ask this ModaVerse model directory.")
+@click.option(
+    "--model",
+    "model_dir",
+    type=click.Path(file_okay=False),
+    help="Ask this ModaVerse model directory (default: the built-in Gemma 3 270M model).",
+)
 @click.option(
     "--constrained/--no-constrained",
     default=True,
@@ -213,8 +218,6 @@ def run(
 
     if plan is not None and model_dir is not None:
         _fail("pass either --model or --meta-response, not both")
-    if plan is None and model_dir is None:
-        _fail("no model to ask: pass --meta-response JSON to execute a plan, or --model DIR to ask a ModaVerse model")
     if plan is not None:
         llm: Any = FixedPlanLLM(_read_plan(plan))
     else:
@@ -232,14 +235,20 @@ def run(
 
 
 def _load_model(directory: str | None, *, constrained: bool, max_new_tokens: int | None) -> Any:
-    """Load a ModaVerse model directory (imports torch only here)."""
+    """Load a ModaVerse model directory, or the built-in default model (imports torch only here)."""
     from transformers.utils import logging as hf_logging
 
     from .model.modeling import ModaVerseModel
 
     hf_logging.disable_progress_bar()
     try:
-        model = ModaVerseModel.from_pretrained(str(directory), merge=True)
+        if directory is None:
+            from .default_model import load_default_model
+
+            click.echo("using the built-in default model (Gemma 3 270M + the shipped LoRA adapter)", err=True)
+            model = load_default_model(log=lambda m: click.echo(m, err=True))
+        else:
+            model = ModaVerseModel.from_pretrained(str(directory), merge=True)
     except ModaVerseError as e:
         _fail(str(e))
     model.options.constrained = constrained

