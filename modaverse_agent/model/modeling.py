@@ -5,12 +5,19 @@
 ``respond`` makes the model a :class:`~modaverse_agent.agent.MetaResponder` for the agent. The media
 encoder is optional: without one the model still answers text-only requests, and a request with media
 raises :class:`~modaverse_agent.errors.ModelError` saying how to attach an encoder.
+
+Per request, ``request.params`` override :attr:`ModaVerseModel.options` (``max_new_tokens``; a
+``temperature`` above 0 samples, 0 decodes greedily; ``top_p``; ``seed``; ``stop`` strings cut the
+decoded text at their first occurrence). ``request.system`` and ``request.history`` are folded into
+the instruction text (see :func:`fold_conversation`); ``complete`` adds token accounting and
+``stream`` yields text pieces as they are decoded.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -28,7 +35,7 @@ from .prompting import Prompter, special_token_ids, stop_token_ids
 from .splice import splice_media
 
 if TYPE_CHECKING:
-    from ..agent import LLMRequest
+    from ..agent import Completion, LLMRequest
     from ..media import MediaItem
 
 logger = logging.getLogger(__name__)
@@ -46,6 +53,40 @@ class GenerationOptions:
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int | None = None
+
+
+def fold_conversation(request: LLMRequest) -> str:
+    """The instruction text with ``system`` and ``history`` folded in front of it.
+
+    The Prompter builds one user turn from instruction text, so earlier turns become a short
+    transcript preamble (empty parts are left out)::
+
+        {system}
+
+        Conversation so far:
+        user: {text}
+        assistant: {meta-response JSON}
+        tool: [{task}] {result}
+
+        {instruction}
+
+    A request without system text or history keeps its instruction unchanged.
+    """
+    parts = []
+    if request.system and request.system.strip():
+        parts.append(request.system.strip())
+    if request.history:
+        lines = [f"{t.role}: {t.text.strip()}" for t in request.history]
+        parts.append("Conversation so far:\n" + "\n".join(lines))
+    if not parts:
+        return request.instruction
+    return "\n\n".join([*parts, request.instruction]) if request.instruction.strip() else "\n\n".join(parts)
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """``text`` cut before the first occurrence of any of ``stop``, and whether a cut happened."""
+    hits = [i for i in (text.find(s) for s in stop if s) if i >= 0]
+    return (text[: min(hits)], True) if hits else (text, False)
 
 
 class ModaVerseModel(nn.Module):
@@ -76,6 +117,10 @@ class ModaVerseModel(nn.Module):
         self.frozen_rows: dict[str, torch.Tensor] = {}
         self.options = GenerationOptions()
         self.merged = False
+        #: (tokens generated, finish reason) per row of the last ``generate`` call.
+        self.last_stats: list[tuple[int, str]] = []
+        #: Token accounting of the last :meth:`stream` (read by ``ChatModaVerse``).
+        self.last_usage: Completion | None = None
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name == "encoder":  # an nn.Module encoder must not become a submodule (it is frozen, saved apart)
@@ -168,7 +213,11 @@ class ModaVerseModel(nn.Module):
     @property
     def prompter(self) -> Prompter:
         """Builds prompt ids; the prompt may use the context minus the current answer budget."""
-        budget = self.options.max_new_tokens or self.config.max_new_tokens
+        return self.prompter_for(None)
+
+    def prompter_for(self, max_new_tokens: int | None) -> Prompter:
+        """A Prompter whose prompt limit leaves room for ``max_new_tokens`` (None: the options' budget)."""
+        budget = max_new_tokens or self.options.max_new_tokens or self.config.max_new_tokens
         limit = min(self.config.max_prompt_tokens or self.context_length, self.context_length - budget)
         if limit < 1:
             raise ModelError(
@@ -348,7 +397,9 @@ class ModaVerseModel(nn.Module):
                 streamer=streamer,
                 **extra,
             )
-        texts = [self._decode(row) for row in out.tolist()]
+        rows_out = out.tolist()
+        texts = [self._decode(row) for row in rows_out]
+        self.last_stats = [self._row_stats(row, budget, i in processor.closed_rows) for i, row in enumerate(rows_out)]
         for i in sorted(processor.closed_rows):
             logger.warning(
                 "meta-response %d reached the token budget (%d) and was closed early; raise max_new_tokens "
@@ -360,40 +411,140 @@ class ModaVerseModel(nn.Module):
             logger.warning("meta-response %d is incomplete after %d tokens; raise max_new_tokens", i, budget)
         return texts
 
+    def _row_stats(self, row: Sequence[int], budget: int, closed: bool) -> tuple[int, str]:
+        """(tokens generated, finish reason) of one output row: "length" when the budget ran out."""
+        stops = set(self.stop_ids)
+        pad = self.tokenizer.pad_token_id
+        end = next((i for i, t in enumerate(row) if t in stops), None)
+        if end is not None:
+            return end + 1, "length" if closed else "stop"
+        n = len(row)
+        while n and row[n - 1] == pad and pad not in stops:
+            n -= 1
+        return n, "length"
+
     # -- the agent's interface ---------------------------------------------------------------------------
-    def prepare(self, request: LLMRequest) -> tuple[list[int], torch.Tensor | None, list[str]]:
-        """Prompt ids, encoder features and modalities of one request (ModelError on bad input)."""
+    def prepare(
+        self, request: LLMRequest, *, max_new_tokens: int | None = None
+    ) -> tuple[list[int], torch.Tensor | None, list[str]]:
+        """Prompt ids, encoder features and modalities of one request (ModelError on bad input).
+
+        ``system`` and ``history`` are folded into the instruction (:func:`fold_conversation`).
+        """
         ids = [mid for mid, _ in request.media]
-        prompt = self.prompter.ids(request.instruction, ids, request.tasks)
+        prompt = self.prompter_for(max_new_tokens).ids(fold_conversation(request), ids, request.tasks)
         feats, modalities = self.encode_media([item for _, item in request.media])
         return prompt, feats, modalities
 
+    def decoding(self, request: LLMRequest) -> dict[str, Any]:
+        """``generate`` keyword arguments for ``request``: its ``params`` over :attr:`options`."""
+        opts, p = self.options, request.params
+        sample = opts.do_sample if p.temperature is None else p.temperature > 0
+        temperature = p.temperature if p.temperature else opts.temperature
+        return {
+            "max_new_tokens": p.max_new_tokens or opts.max_new_tokens,
+            "do_sample": sample,
+            "temperature": temperature,
+            "top_p": opts.top_p if p.top_p is None else p.top_p,
+            "seed": opts.seed if p.seed is None else p.seed,
+        }
+
+    def complete_batch(self, requests: Sequence[LLMRequest], *, streamer: Any | None = None) -> list[Completion]:
+        """Raw meta-responses with token counts and finish reasons, decoded together.
+
+        Requests with the same decoding settings share one ``generate`` call; stop strings cut each
+        text after decoding (``finish_reason`` "stop"); a reply that hit its token budget is "length".
+        """
+        from ..agent import Completion
+
+        use_schema = self.options.constrained and self.config.output_format == "json"
+        groups: dict[tuple[Any, ...], list[int]] = {}
+        settings = [self.decoding(r) for r in requests]
+        for i, kw in enumerate(settings):
+            groups.setdefault(tuple(sorted(kw.items())), []).append(i)
+        out: list[Completion | None] = [None] * len(requests)
+        for members in groups.values():
+            kw = settings[members[0]]
+            prompts, feats, modalities = [], [], []
+            for i in members:
+                prompt, f, mods = self.prepare(requests[i], max_new_tokens=kw["max_new_tokens"])
+                prompts.append(prompt)
+                modalities += mods
+                if f is not None:
+                    feats.append(f.to(self.device))
+            texts = self.generate(
+                prompts,
+                torch.cat(feats) if feats else None,
+                modalities,
+                schemas=[requests[i].schema if use_schema else None for i in members],
+                streamer=streamer,
+                **kw,
+            )
+            for i, prompt, text, (n, reason) in zip(members, prompts, texts, self.last_stats, strict=True):
+                text, cut = cut_at_stop(text, requests[i].params.stop)
+                out[i] = Completion(text, len(prompt), n, "stop" if cut else reason, self.model_name)
+        return [c for c in out if c is not None]
+
     def respond_batch(self, requests: Sequence[LLMRequest]) -> list[str]:
         """Raw meta-responses for several requests, decoded together."""
-        prompts, feats, modalities = [], [], []
-        for r in requests:
-            prompt, f, mods = self.prepare(r)
-            prompts.append(prompt)
-            modalities += mods
-            if f is not None:
-                feats.append(f.to(self.device))
-        opts = self.options
-        use_schema = opts.constrained and self.config.output_format == "json"
-        return self.generate(
-            prompts,
-            torch.cat(feats) if feats else None,
-            modalities,
-            schemas=[r.schema if use_schema else None for r in requests],
-            max_new_tokens=opts.max_new_tokens,
-            do_sample=opts.do_sample,
-            temperature=opts.temperature,
-            top_p=opts.top_p,
-            seed=opts.seed,
-        )
+        return [c.text for c in self.complete_batch(requests)]
 
     def respond(self, request: LLMRequest) -> str:
         """The raw meta-response to one request (the :class:`MetaResponder` protocol)."""
         return self.respond_batch([request])[0]
+
+    def complete(self, request: LLMRequest) -> Completion:
+        """The raw meta-response with input/output token counts and ``finish_reason`` ("stop"/"length")."""
+        return self.complete_batch([request])[0]
+
+    def stream(self, request: LLMRequest) -> Iterator[str]:
+        """Yield the raw meta-response as decoded text pieces; afterwards :attr:`last_usage` holds the Completion.
+
+        Decoding runs in a thread feeding a transformers ``TextIteratorStreamer``; text that could be the
+        start of a stop string is held back until it is known not to be one, and nothing after a stop
+        string is yielded. An error in decoding is raised here once the stream ends.
+        """
+        from transformers import TextIteratorStreamer
+
+        streamer = TextIteratorStreamer(
+            self.tokenizer, skip_prompt=True, skip_special_tokens=True, clean_up_tokenization_spaces=False
+        )
+        result: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                result["completion"] = self.complete_batch([request], streamer=streamer)[0]
+            except BaseException as e:  # re-raised in the caller's thread
+                result["error"] = e
+                streamer.end()
+
+        thread = threading.Thread(target=work, name="modaverse-stream", daemon=True)
+        thread.start()
+        stops = [s for s in request.params.stop if s]
+        hold = max((len(s) for s in stops), default=1) - 1
+        text, sent, stopped = "", 0, False
+        try:
+            for piece in streamer:
+                if stopped:
+                    continue  # drain: decoding finishes in its thread
+                text += piece
+                cut, stopped = cut_at_stop(text, stops)
+                upto = len(cut) if stopped else max(sent, len(text) - hold)
+                if upto > sent:
+                    yield text[sent:upto]
+                    sent = upto
+            if not stopped and len(text) > sent:
+                yield text[sent:]
+        finally:
+            thread.join()
+        if "error" in result:
+            raise result["error"]
+        self.last_usage = result["completion"]
+
+    @property
+    def model_name(self) -> str:
+        """A name for responses: the base LLM's path or id."""
+        return str(self.config.llm)
 
     # -- inference conveniences ----------------------------------------------------------------------------
     def merge_and_unload(self) -> ModaVerseModel:
