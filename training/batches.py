@@ -110,6 +110,13 @@ def output_layer_and_decoder(llm: Any) -> tuple[nn.Module, nn.Module, float | No
     return causal.get_decoder(), causal.get_output_embeddings(), cap
 
 
+def _cache_kwarg(decoder: nn.Module) -> str:
+    """The name a decoder takes its KV cache under (``cache`` in transformers 5.2x, ``past_key_values`` before)."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
+
+
 def shared_prefix_length(input_ids: torch.Tensor, labels: torch.Tensor, placeholder_id: int) -> int:
     """How many leading tokens every row shares, stopping before any label or media placeholder."""
     if input_ids.shape[0] < 2:

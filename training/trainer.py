@@ -65,6 +65,17 @@ def lr_lambda(config: TrainConfig) -> Callable[[int], float]:
     return f
 
 
+def _tensorboard_writer(path: Path) -> Any:
+    """A TensorBoard writer when the ``tensorboard`` package is installed, else None (metrics.jsonl always)."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(path))
+
+
 def batch_order(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
     """The batches of one epoch: a seeded permutation cut into full and final partial batches."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
@@ -113,6 +124,7 @@ class Trainer:
         self.step = 0
         self.history: list[dict[str, Any]] = []
         self.out = Path(config.output_dir)
+        self._tensorboard = _tensorboard_writer(self.out / "tensorboard")
 
     # -- data order ------------------------------------------------------------------------------------
     def _micro_batches(self, start_micro: int) -> Any:
@@ -178,6 +190,9 @@ class Trainer:
         if self.step % self.config.log_every == 0 or self.step == self.config.max_steps:
             with (self.out / "metrics.jsonl").open("a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
+            if self._tensorboard is not None:
+                for key in ("loss", "lr", "grad_norm"):
+                    self._tensorboard.add_scalar(f"train/{key}", record[key], self.step)
             if self.on_log is not None:
                 self.on_log(record)
 
