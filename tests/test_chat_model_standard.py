@@ -1,0 +1,150 @@
+"""LangChain's standard chat-model test suites on ChatModaVerse over a tiny random-weight ModaVerse.
+
+The unit suite passes as is. In the integration suite, a test that asks for *meaningful* answers (say
+"3" to "what is 1+2", follow a tool-calling instruction, reproduce a structured record) cannot pass on
+random weights; each such test is overridden and marked xfail with the reason written out. Everything
+else (invoke, stream, batch, conversations, usage metadata, media inputs, tool-message histories)
+runs for real on the tiny model.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("xgrammar")
+
+from langchain_core.language_models import BaseChatModel  # noqa: E402
+from langchain_tests.integration_tests import ChatModelIntegrationTests  # noqa: E402
+from langchain_tests.unit_tests import ChatModelUnitTests  # noqa: E402
+
+from modaverse_agent.chat_model import ChatModaVerse  # noqa: E402
+from modaverse_agent.model.modeling import ModaVerseModel  # noqa: E402
+from modaverse_agent.model.tiny import HashEncoder, save_tiny_base, tiny_config  # noqa: E402
+from modaverse_agent.zoo import Zoo  # noqa: E402
+
+torch.set_num_threads(1)
+# The suite's async tests carry no marker (partner packages run pytest-asyncio in auto mode; this project
+# runs strict). Mark them in place: overriding them would trip the suite's own no-override check.
+for _name, _fn in inspect.getmembers(ChatModelIntegrationTests, inspect.iscoroutinefunction):
+    if _name.startswith("test_") and not any(m.name == "asyncio" for m in getattr(_fn, "pytestmark", [])):
+        _fn.pytestmark = [*getattr(_fn, "pytestmark", []), pytest.mark.asyncio.mark]  # type: ignore[attr-defined]
+_STATE: dict[str, Any] = {}
+
+RANDOM = "a random-weight tiny model cannot "
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One tiny ModaVerse (with a hash encoder) and an echo zoo for the whole module."""
+    import modaverse_echo
+
+    base = save_tiny_base(Path(tmp_path_factory.mktemp("std")) / "base")
+    torch.manual_seed(0)
+    # a long closing reserve: a forced call to a function tool must still fit once the free text stops
+    config = tiny_config(base, max_new_tokens=160, closing_reserve=100)
+    model = ModaVerseModel.from_config(config, encoder=HashEncoder(16), init_lora_weights=False).eval()
+    found: list[Any] = []
+    modaverse_echo.register_generators(found.append)
+    _STATE.update(backend=model, zoo=Zoo(found))
+    yield
+    _STATE.clear()
+
+
+class _Tiny:
+    @property
+    def chat_model_class(self) -> type[BaseChatModel]:
+        return ChatModaVerse
+
+    @property
+    def chat_model_params(self) -> dict[str, Any]:
+        return {"backend": _STATE["backend"], "zoo": _STATE["zoo"], "model_name": "modaverse-tiny"}
+
+    @property
+    def standard_chat_model_params(self) -> dict[str, Any]:
+        return {**super().standard_chat_model_params, "max_tokens": 160}  # type: ignore[misc]
+
+    @property
+    def has_tool_choice(self) -> bool:
+        return True
+
+    @property
+    def supports_image_inputs(self) -> bool:
+        return True
+
+    @property
+    def supports_audio_inputs(self) -> bool:
+        return True
+
+    @property
+    def supports_video_inputs(self) -> bool:
+        return True
+
+    @property
+    def supports_image_urls(self) -> bool:
+        return False  # http(s) URLs are refused unless a fetcher is configured (and tests are offline)
+
+    @property
+    def supports_image_tool_message(self) -> bool:
+        return False  # tool results are read as text
+
+    @property
+    def supports_json_mode(self) -> bool:
+        return False
+
+
+class TestChatModaVerseUnit(_Tiny, ChatModelUnitTests):
+    """The unit suite: construction, standard params, bind_tools, structured output wiring."""
+
+
+ARGS = (
+    RANDOM + "read 'call magic_function with 3' and write the argument 3: constrained decoding makes the "
+    "call well-formed and correctly named, but the value is whatever random weights pick"
+)
+OFFLINE = (
+    "the suite downloads its {} from wikimedia.org and the tests run offline (pytest-socket); local {} "
+    "blocks reaching the encoder are tested in tests/test_model_chat.py"
+)
+
+
+def _xfail(name: str, reason: str, *, run: bool = True) -> Callable[..., Any]:
+    """The suite's test ``name`` (same signature, same body) marked xfail with ``reason``."""
+    fn = getattr(ChatModelIntegrationTests, name)
+    mark = pytest.mark.xfail(reason=reason, run=run, strict=False)
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def run_async(*args: Any, **kwargs: Any) -> Any:
+            return await fn(*args, **kwargs)
+
+        return mark(run_async)
+
+    @functools.wraps(fn)
+    def run_sync(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    return mark(run_sync)
+
+
+class TestChatModaVerseIntegration(_Tiny, ChatModelIntegrationTests):
+    """The integration suite on the tiny model; xfails say why random weights cannot pass."""
+
+    test_tool_calling = _xfail("test_tool_calling", ARGS)
+    test_tool_calling_async = _xfail("test_tool_calling_async", ARGS)
+    test_agent_loop = _xfail(
+        "test_agent_loop",
+        RANDOM + "decide unprompted (tool_choice 'auto') to call get_weather exactly once for a weather question; "
+        "random weights call nothing or several tools",
+    )
+    test_unicode_tool_call_integration = _xfail(
+        "test_unicode_tool_call_integration",
+        RANDOM + "copy the Unicode customer name from the instruction into the tool arguments",
+    )
+    test_image_inputs = _xfail("test_image_inputs", OFFLINE.format("image", "image"), run=False)
+    test_audio_inputs = _xfail("test_audio_inputs", OFFLINE.format("audio", "audio/video"), run=False)
