@@ -48,10 +48,14 @@ def _tool_spec(tool: Any, zoo: Zoo | None) -> TaskSpec:
     return TaskSpec(fn["name"], (fn.get("description") or fn["name"]).splitlines()[0], "text", params, kind="function")
 
 
-def _invocation_args(spec_kind: str, inv: Any) -> dict[str, Any]:
-    if spec_kind == "function":
+def _invocation_args(spec: TaskSpec | None, inv: Any) -> dict[str, Any]:
+    """Tool-call arguments shaped like the tool's schema (``inputs`` only for tasks that take media)."""
+    if spec is not None and spec.kind == "function":
         return dict(inv.args)
-    return {"prompt": inv.prompt, "inputs": list(inv.inputs), "args": dict(inv.args)}
+    args: dict[str, Any] = {"prompt": inv.prompt, "args": dict(inv.args)}
+    if inv.inputs or spec is None or spec.input_modalities:
+        args["inputs"] = list(inv.inputs)
+    return args
 
 
 def _assistant_text(message: AIMessage) -> str:
@@ -172,11 +176,11 @@ class ChatModaVerse(BaseChatModel):
     # -- raw text -> AIMessage -----------------------------------------------------------------------
     def _message(self, request: LLMRequest, completion: Completion, chunk: bool = False) -> AIMessage:
         meta, errors = parse_output(completion.text, request.schema)
-        kinds = {s.task: s.kind for s in request.tasks}
+        specs = {s.task: s for s in request.tasks}
         calls = [
             tool_call(
                 name=inv.task,
-                args=_invocation_args(kinds.get(inv.task, "generator"), inv),
+                args=_invocation_args(specs.get(inv.task), inv),
                 id=f"call_{uuid.uuid4().hex[:24]}",
             )
             for inv in meta.invocations

@@ -29,7 +29,10 @@ def test_tool_calls_mirror_the_meta_response(chat: ChatModaVerse, llm: ScriptedL
     msg = chat.invoke("draw a green apple")
     assert msg.content == "Here it is."
     [call] = msg.tool_calls
-    assert call["name"] == "text-to-image" and call["args"] == {"prompt": "a green apple", "inputs": [], "args": {}}
+    assert call["name"] == "text-to-image" and call["args"] == {
+        "prompt": "a green apple",
+        "args": {},
+    }  # no `inputs`: the task takes no media
     assert call["id"].startswith("call_")
     assert msg.response_metadata["meta_response"] == json.loads(
         json.dumps(
@@ -179,3 +182,35 @@ def test_usage_comes_from_complete(echo_zoo: Zoo) -> None:
     msg = ChatModaVerse(backend=Counting(), zoo=echo_zoo).invoke("x")
     assert msg.usage_metadata == {"input_tokens": 11, "output_tokens": 5, "total_tokens": 16}
     assert msg.response_metadata["model_name"] == "tiny"
+
+
+def test_create_agent_loop_with_zoo_tools_ends_and_returns_artifacts(
+    chat: ChatModaVerse, llm: ScriptedLLM, echo_zoo: Zoo, tmp_path: Path
+) -> None:
+    from langchain.agents import create_agent
+
+    from modaverse_agent.artifacts import Artifact
+    from modaverse_agent.tools import zoo_tools
+
+    llm.enqueue(
+        {
+            "text": "Drawing it and making a sound.",
+            "invocations": [
+                {"task": "text-to-image", "prompt": "a red kite"},
+                {"task": "text-to-audio", "prompt": "wind", "args": {"duration": 0.5}},
+            ],
+        }
+    )
+    llm.enqueue({"text": "Here are your kite picture and the wind sound.", "invocations": []})
+    agent = create_agent(chat, zoo_tools(echo_zoo, output_dir=tmp_path))
+    result = agent.invoke({"messages": [HumanMessage("draw a red kite and make a wind sound")]})
+    messages = result["messages"]
+    tools = [m for m in messages if isinstance(m, ToolMessage)]
+    assert [t.name for t in tools] == ["text-to-image", "text-to-audio"] and all(t.status == "success" for t in tools)
+    artifacts = [a for t in tools for a in t.artifact]
+    assert all(isinstance(a, Artifact) and Path(a.path).is_file() for a in artifacts)
+    assert [a.modality for a in artifacts] == ["image", "audio"]
+    final = messages[-1]
+    assert isinstance(final, AIMessage) and final.tool_calls == []
+    assert final.content == "Here are your kite picture and the wind sound."
+    assert len(llm.history) == 2 and llm.history[1].tasks == []  # the second call may invoke nothing
