@@ -109,7 +109,7 @@ def generator_tool(
     """A LangChain tool running ``generator``; ``media`` maps ids (``image_1``) to the user's media."""
     call = GeneratorTool(generator, output_dir, media or {})
     return StructuredTool.from_function(
-        func=call,
+        func=call.__call__,  # a bound method: langgraph's ToolNode reads its type hints (an instance has none)
         name=generator.task,
         description=f"{generator.description} (generator: {generator.name})",
         args_schema=call.schema,
