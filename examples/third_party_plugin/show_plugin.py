@@ -1,0 +1,53 @@
+"""Show an installed third-party plugin in the zoo and in the system prompt, then ring it once.
+
+pip install -e examples/third_party_plugin
+python examples/third_party_plugin/show_plugin.py --output-dir out/chime
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from modaverse_agent import plugins
+from modaverse_agent.model.prompting import render_system_prompt
+from modaverse_agent.tools import zoo_tools
+from modaverse_agent.zoo import Zoo, ZooConfig
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output-dir", type=Path, default=Path("outputs/chime"))
+    args = parser.parse_args()
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+
+    zoo = Zoo.from_plugins(config=ZooConfig())  # loads every installed entry point of group modaverse_agent
+    if "text-to-chime" not in zoo.tasks():
+        failed = [f"{f.name}: {f.error}" for f in plugins.failures]
+        raise SystemExit(
+            f"text-to-chime is not in the zoo (tasks: {zoo.tasks()}, failed plugins: {failed or 'none'}); "
+            "install the plugin with `pip install -e examples/third_party_plugin`"
+        )
+    system = render_system_prompt(zoo.task_specs())
+    [chime] = zoo_tools(zoo, output_dir=args.output_dir, tasks=["text-to-chime"])
+    message = chime.invoke(
+        {"type": "tool_call", "id": "1", "name": "text-to-chime", "args": {"prompt": "a high, bright chime"}}
+    )
+    info = next(p for p in plugins.plugin_info() if p["name"] == "chime")
+    print(system)
+    print(
+        json.dumps(
+            {
+                "plugin": {"name": info["name"], "distribution": info["distribution"], "hooks": info["hooks"]},
+                "tasks": zoo.tasks(),
+                "generator": zoo.generator_for("text-to-chime").name,
+                "in_system_prompt": "text-to-chime" in system,
+                "files": [str(a.path) for a in message.artifact],
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
