@@ -47,6 +47,12 @@ _PROBES = frozenset({b"x", b"q", b"z", b"Q", b"X", b"Z"})
 _LITERAL_KEYS = frozenset({"enum", "const", "default", "examples"})  # values, not schemas
 
 
+#: JSON separators the grammar allows: json.dumps' defaults, which is also how training targets are written
+#: (training.dataset.Sample.target_json). A grammar that forces another spacing pushes the model off the
+#: token sequences it was trained on (measured: a trained model then stopped invoking tools at all).
+SEPARATORS = (", ", ": ")
+
+
 def _types(node: Mapping[str, Any]) -> set[str]:
     t = node.get("type")
     return {t} if isinstance(t, str) else set(t) if isinstance(t, list) else set()
@@ -103,7 +109,7 @@ class GrammarCache:
             return found
         try:
             grammar = self.compiler.compile_json_schema(
-                json.dumps(decoding_schema(schema)), any_whitespace=False, separators=(",", ":"), strict_mode=True
+                json.dumps(decoding_schema(schema)), any_whitespace=False, separators=SEPARATORS, strict_mode=True
             )
         except (RuntimeError, ValueError) as e:
             raise ModelError(f"xgrammar cannot compile the meta-response schema for constrained decoding: {e}") from e

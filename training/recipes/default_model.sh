@@ -4,7 +4,7 @@
 # Usage: bash training/recipes/default_model.sh [OUTPUT_DIR] [STEPS]
 set -euo pipefail
 out=${1:-modaverse_agent/weights/default}
-steps=${2:-125}
+steps=${2:-200}
 mkdir -p data
 modaverse data generate -o data/train.jsonl --heldout data/test.jsonl --seed 0
 modaverse train --data data/train.jsonl --llm modaverse:gemma-3-270m --blind-media --prompt-format plain \
