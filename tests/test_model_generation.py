@@ -109,8 +109,9 @@ def test_constrained_output_from_random_weights_always_parses(
                     parse_meta_response(raw, schema)  # raises on any invalid output
     assert "incomplete" not in caplog.text
     assert any(parse_meta_response(r, SCHEMAS["args+media ids"]).invocations for r in raws[::4])
-    # xgrammar's bounded strings admit raw control characters; the parser reads them (strict=False)
-    assert any(any(ord(c) < 32 for c in r) for r in raws)
+    # xgrammar's bounded strings admit raw control characters; whether random weights emit one depends on
+    # the sampled path, so the parser's side is proven directly in test_meta_response.py
+    # (test_raw_control_characters_inside_strings_are_accepted); every raw output above parsed.
 
 
 def test_closing_early_is_reported(model: ModaVerseModel, caplog: pytest.LogCaptureFixture) -> None:
