@@ -75,12 +75,7 @@ class GeneratorTool:
                 raise ToolException(
                     f"input {ref!r} is neither a given media id (given: {known}) nor a readable file: {e}"
                 ) from e
-        wrong = [m.name for m in items if m.modality not in self.generator.input_modalities]
-        if wrong:
-            raise ToolException(
-                f"{self.generator.task} accepts {list(self.generator.input_modalities)} inputs, not {wrong}"
-            )
-        return items
+        return items  # their modality is checked by Generator.check before any weights load
 
     def __call__(self, **kwargs: Any) -> tuple[str, list[Artifact]]:
         err = first_error(kwargs, self.schema)

@@ -107,3 +107,19 @@ def test_agent_runnable_invoke_batch_stream_async_and_lcel(echo_zoo: Zoo, tmp_pa
     )
     llm.enqueue(plan)
     assert chain.invoke("shout").__len__() == 1 and llm.history[-1].instruction == "SHOUT"
+
+
+def test_tool_refuses_media_of_the_wrong_modality(echo_zoo: Zoo, tmp_path: Path) -> None:
+    import wave
+
+    wav = tmp_path / "a.wav"
+    with wave.open(str(wav), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(b"\x00\x00" * 80)
+    edit = next(t for t in zoo_tools(echo_zoo, output_dir=tmp_path) if t.name == "image-editing")
+    out = edit.invoke(
+        ToolCall(name="image-editing", args={"prompt": "x", "inputs": [str(wav)]}, id="w", type="tool_call")
+    )
+    assert out.status == "error" and "accepts ['image'], not ['a.wav']" in out.content
