@@ -37,6 +37,8 @@ PROMPT_MAX_CHARS = 500
 MAX_INVOCATIONS = 4
 MAX_INPUTS = 4
 MEDIA_REF_PATTERN = r"^(image|audio|video)_[1-9][0-9]?$"
+#: Schema key listing the tasks left out for want of input media, each with the reason.
+UNAVAILABLE_KEY = "x-unavailable-tasks"
 EMPTY_ARGS: dict[str, Any] = {"type": "object", "properties": {}, "additionalProperties": False}
 
 
@@ -90,6 +92,10 @@ class MetaResponse:
         return tuple(i.task for i in self.invocations)
 
 
+def _media_modality(media_id: str) -> str:
+    return media_id.rsplit("_", 1)[0]
+
+
 def _invocation_schema(spec: TaskSpec, media_ids: Sequence[str] | None) -> dict[str, Any]:
     if spec.kind == "function":
         return {
@@ -98,12 +104,19 @@ def _invocation_schema(spec: TaskSpec, media_ids: Sequence[str] | None) -> dict[
             "required": ["task", "args"],
             "additionalProperties": False,
         }
+    required = ["task", "prompt"]
     ref: dict[str, Any] = {"type": "string", "pattern": MEDIA_REF_PATTERN}
-    if media_ids is not None:
-        ref = {"enum": list(media_ids)} if media_ids else {"type": "string", "pattern": MEDIA_REF_PATTERN}
     inputs: dict[str, Any] = {"type": "array", "items": ref, "maxItems": MAX_INPUTS}
-    if media_ids is not None and not media_ids:
-        inputs["maxItems"] = 0
+    if media_ids is not None:
+        usable = list(media_ids)
+        if spec.input_modalities:  # only media it can read, and at least one of them
+            usable = [m for m in media_ids if _media_modality(m) in spec.input_modalities]
+            inputs["minItems"] = 1
+            required.append("inputs")
+        if usable:
+            inputs["items"] = {"enum": usable}
+        else:
+            inputs["maxItems"] = 0
     return {
         "type": "object",
         "properties": {
@@ -112,9 +125,19 @@ def _invocation_schema(spec: TaskSpec, media_ids: Sequence[str] | None) -> dict[
             "inputs": inputs,
             "args": dict(spec.args_schema),
         },
-        "required": ["task", "prompt"],
+        "required": required,
         "additionalProperties": False,
     }
+
+
+def _unavailable(spec: TaskSpec, media_ids: Sequence[str] | None) -> str | None:
+    """Why ``spec`` can't be invoked on these media (None: it can)."""
+    if media_ids is None or spec.kind == "function" or not spec.input_modalities:
+        return None
+    if any(_media_modality(m) in spec.input_modalities for m in media_ids):
+        return None
+    wanted = " or ".join(spec.input_modalities)
+    return f"task {spec.task!r} needs an input {wanted} and none was given (attach one)"
 
 
 def build_schema(
@@ -123,10 +146,19 @@ def build_schema(
     """The JSON Schema of a meta-response for these tasks.
 
     ``media_ids`` (e.g. ``["image_1", "audio_1"]``) narrows input references to the media of one
-    request; None allows any well-formed reference. ``min_invocations`` forces tool use (LangChain's
+    request; None allows any well-formed reference. With ``media_ids`` given, a task that reads input
+    media (``input_modalities``) must reference one of its modality, and a task whose modality is
+    absent is left out (named with the reason under ``x-unavailable-tasks``, so the validator can
+    say why), so constrained decoding can't choose an edit with nothing to edit. ``min_invocations`` forces tool use (LangChain's
     ``tool_choice``).
     """
-    specs = sorted(tasks, key=lambda s: s.task)
+    specs, unavailable = [], {}
+    for spec in sorted(tasks, key=lambda s: s.task):
+        why = _unavailable(spec, media_ids)
+        if why is None:
+            specs.append(spec)
+        else:
+            unavailable[spec.task] = why
     invocation: dict[str, Any]
     if specs:
         invocation = {"anyOf": [_invocation_schema(s, media_ids) for s in specs]}
@@ -146,6 +178,7 @@ def build_schema(
         },
         "required": ["text", "invocations"],
         "additionalProperties": False,
+        **({UNAVAILABLE_KEY: unavailable} if unavailable else {}),
     }
 
 
@@ -202,8 +235,12 @@ def _check_envelope(obj: Any, schema: Mapping[str, Any], raw: str) -> list[MetaR
     return errors
 
 
-def _check_invocation(i: int, obj: Mapping[str, Any], by_task: Mapping[str, Any], raw: str) -> MetaResponseError | None:
+def _check_invocation(
+    i: int, obj: Mapping[str, Any], by_task: Mapping[str, Any], unavailable: Mapping[str, str], raw: str
+) -> MetaResponseError | None:
     task = obj.get("task")
+    if task not in by_task and task in unavailable:
+        return MetaResponseError(unavailable[task], path=f"invocations[{i}].task", raw=raw)
     if task not in by_task:
         served = sorted(by_task)
         if task is None:
@@ -251,7 +288,7 @@ def parse_lenient(raw: str, schema: Mapping[str, Any]) -> tuple[MetaResponse, li
             continue  # already reported by the envelope check
         if i >= MAX_INVOCATIONS:
             break  # reported as maxItems by the envelope check
-        err = _check_invocation(i, item, by_task, raw)
+        err = _check_invocation(i, item, by_task, schema.get(UNAVAILABLE_KEY, {}), raw)
         if err is None:
             invocations.append(_invocation_from(item))
         else:

@@ -186,6 +186,43 @@ def test_media_ids_none_accepts_any_well_formed_reference() -> None:
         parse_meta_response(json.dumps(obj), schema)
 
 
+def _served(schema: dict) -> list[str]:
+    return [s["properties"]["task"]["const"] for s in schema["properties"]["invocations"]["items"].get("anyOf", [])]
+
+
+@pytest.mark.parametrize(
+    ("media_ids", "served"),
+    [
+        ([], ["text-to-image"]),
+        (["audio_1"], ["text-to-image"]),
+        (["audio_1", "image_1"], ["image-editing", "text-to-image"]),
+        (None, ["image-editing", "text-to-image"]),
+    ],
+)
+def test_tasks_that_need_absent_input_media_are_left_out(media_ids: list[str] | None, served: list[str]) -> None:
+    schema = build_schema(SPECS, media_ids=media_ids)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    assert _served(schema) == served
+
+
+def test_an_edit_with_nothing_to_edit_is_refused_with_the_reason() -> None:
+    schema = build_schema(SPECS, media_ids=["audio_1"])
+    obj = {"text": "", "invocations": [{"task": "image-editing", "prompt": "greener", "inputs": ["audio_1"]}]}
+    with pytest.raises(MetaResponseError, match="'image-editing' needs an input image and none was given"):
+        parse_meta_response(json.dumps(obj), schema)
+
+
+def test_an_edit_must_reference_an_image_of_the_request() -> None:
+    schema = build_schema(SPECS, media_ids=["audio_1", "image_1"])
+    edit = {"task": "image-editing", "prompt": "greener", "inputs": ["image_1"]}
+    assert parse_meta_response(json.dumps({"text": "", "invocations": [edit]}), schema).invocations[0].inputs == (
+        "image_1",
+    )
+    for inputs in ([], ["audio_1"]):
+        with pytest.raises(MetaResponseError, match="inputs"):
+            parse_meta_response(json.dumps({"text": "", "invocations": [{**edit, "inputs": inputs}]}), schema)
+
+
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [

@@ -46,7 +46,8 @@ SPECS = [
 SCHEMAS = {
     "args+media ids": build_schema(SPECS, media_ids=["image_1", "audio_1"]),
     "any media ref": build_schema(SPECS),
-    "no media": build_schema(SPECS[:2], media_ids=[]),
+    "no media": build_schema(SPECS, media_ids=[]),  # the edit is left out
+    "audio only (the edit left out)": build_schema(SPECS, media_ids=["audio_1"]),
     "no tasks": build_schema([]),
 }
 
