@@ -149,8 +149,8 @@ def build_schema(
     request; None allows any well-formed reference. With ``media_ids`` given, a task that reads input
     media (``input_modalities``) must reference one of its modality, and a task whose modality is
     absent is left out (named with the reason under ``x-unavailable-tasks``, so the validator can
-    say why), so constrained decoding can't choose an edit with nothing to edit. ``min_invocations`` forces tool use (LangChain's
-    ``tool_choice``).
+    say why), so constrained decoding can't choose an edit with nothing to edit.
+    ``min_invocations`` forces tool use (LangChain's ``tool_choice``).
     """
     specs, unavailable = [], {}
     for spec in sorted(tasks, key=lambda s: s.task):

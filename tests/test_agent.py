@@ -99,7 +99,10 @@ def test_schema_breaking_json_keeps_the_text(agent: ModaVerseAgent, llm: Scripte
         ({"task": "text-to-smell", "prompt": "roses"}, "unknown task 'text-to-smell'"),
         ({"task": "text-to-image"}, "'prompt' is missing"),
         ({"task": "text-to-image", "prompt": "x" * 1_000_000}, "over the limit"),
-        ({"task": "image-editing", "prompt": "green", "inputs": ["image_1"]}, "needs an input image and none was given"),
+        (
+            {"task": "image-editing", "prompt": "green", "inputs": ["image_1"]},
+            "needs an input image and none was given",
+        ),
     ],
 )
 def test_bad_invocation_does_not_lose_the_good_one(

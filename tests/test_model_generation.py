@@ -130,6 +130,46 @@ def test_closing_early_is_reported(model: ModaVerseModel, caplog: pytest.LogCapt
     assert "closed early" in caplog.text
 
 
+WEATHER = TaskSpec(
+    "get_weather",
+    "Weather.",
+    "text",
+    {
+        "type": "object",
+        "properties": {
+            "city": {"type": "string", "maxLength": 40},
+            "unit": {"enum": ["celsius", "fahrenheit"]},
+            "days": {"type": "integer", "minimum": 1, "maximum": 10},
+        },
+        "required": ["city", "unit", "days"],
+        "additionalProperties": False,
+    },
+    kind="function",
+)
+
+
+def test_forced_tool_call_completes_within_any_budget(model: ModaVerseModel, caplog: pytest.LogCaptureFixture) -> None:
+    """A forced call (tool_choice) must still write a whole invocation when the budget runs out; with
+    the default reserve this used to cut the JSON. A budget below the shortest answer is raised to it."""
+    forced = [build_schema(SPECS, media_ids=[], min_invocations=1), build_schema([WEATHER], min_invocations=1)]
+    shortest = max(model.grammars.shortest(s) for s in forced)
+    assert shortest > model.config.closing_reserve  # the case the fixed reserve got wrong
+    with caplog.at_level(logging.WARNING):
+        for budget in (20, 70, 130):
+            for seed in (1, 2):
+                raws = model.generate(
+                    [[1, 5, 6, 7]] * 2,
+                    schemas=forced,
+                    max_new_tokens=budget,
+                    do_sample=True,
+                    temperature=2.0,
+                    seed=seed,
+                )
+                for raw, schema in zip(raws, forced, strict=True):
+                    assert len(parse_meta_response(raw, schema).invocations) >= 1
+    assert "below the shortest valid meta-response" in caplog.text and "incomplete" not in caplog.text
+
+
 def test_batched_left_padded_generation_equals_one_by_one(model: ModaVerseModel, image: Any) -> None:
     requests = [
         LLMRequest("draw a cat", [("image_1", image)], SCHEMAS["args+media ids"], SPECS),

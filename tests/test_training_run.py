@@ -135,3 +135,23 @@ def test_train_then_eval_through_the_cli(
     )
     assert res.exit_code == 0, res.output
     assert "task accuracy" in res.output and (tmp_path / "r.json").is_file()
+    # a second stage continues from the saved dir: its loss starts where the first one ended
+    res = CliRunner().invoke(
+        cli,
+        [
+            *("train", "--data", str(data[0]), "--output", str(tmp_path / "stage2"), "--init-from", str(out)),
+            *("--steps", "4", "--batch-size", "8", "--lr", "1e-3", "--warmup", "1", "--save-every", "0", "--seed", "1"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    card2 = json.loads((tmp_path / "stage2" / "training.json").read_text())
+    assert card2["init_from"] == str(out) and card2["model"] == card["model"]
+    assert sum(card2["loss_first_10"]) / len(card2["loss_first_10"]) < 0.7 * sum(first) / len(first)
+
+
+def test_train_needs_either_a_base_llm_or_a_model_to_continue(
+    base: Path, data: tuple[Path, Path], tmp_path: Path, training_cli: object
+) -> None:
+    for extra in ([], ["--llm", str(base), "--init-from", str(tmp_path)]):
+        res = CliRunner().invoke(cli, ["train", "--data", str(data[0]), "-o", str(tmp_path / "m"), *extra])
+        assert res.exit_code == 2 and "either --llm" in res.output

@@ -40,12 +40,17 @@ def train_model(
     encoder_config: str = "huge",
     cache_dir: str | Path | None = None,
     resume: str | Path | None = None,
+    init_from: str | Path | None = None,
     max_samples: int | None = None,
     share_prefix: bool = True,
     save_tokenizer: bool = True,
     log: Log = print,
 ) -> Path:
-    """Train projectors + LoRA (+ media token rows) on ``data``; returns the saved ModaVerse directory."""
+    """Train projectors + LoRA (+ media token rows) on ``data``; returns the saved ModaVerse directory.
+
+    ``init_from`` starts from a trained ModaVerse directory (its config and weights, a fresh optimizer
+    and schedule: a second stage); ``llm`` and ``model_options`` are then ignored.
+    """
     import torch
 
     from modaverse_agent.model.config import ModaVerseConfig
@@ -59,11 +64,16 @@ def train_model(
     if max_samples is not None and max_samples < len(samples):
         samples = random.Random(train.seed).sample(samples, max_samples)
     log(f"{len(samples)} training samples from {data}")
-    config = ModaVerseConfig(llm=llm, encoder=encoder, encoder_config=encoder_config, **(model_options or {}))
     torch.manual_seed(train.seed)
     t0 = time.perf_counter()
     enc = _load_encoder(encoder, encoder_config)
-    model = ModaVerseModel.from_config(config, encoder=enc)
+    if init_from is not None:
+        model = ModaVerseModel.from_pretrained(init_from, encoder=enc)
+        config = model.config
+        log(f"starting from {init_from} (base {config.llm})")
+    else:
+        config = ModaVerseConfig(llm=llm, encoder=encoder, encoder_config=encoder_config, **(model_options or {}))
+        model = ModaVerseModel.from_config(config, encoder=enc)
     log(
         f"model ready in {time.perf_counter() - t0:.0f} s; trainable parameters: "
         f"{sum(p.numel() for p in model.trainable_parameters()):,}"
@@ -85,6 +95,7 @@ def train_model(
     card = {
         "data": str(data),
         "samples": len(samples),
+        "init_from": None if init_from is None else str(init_from),
         "train": asdict(train),
         "model": config.to_dict(),
         "wall_s": round(wall, 1),

@@ -11,7 +11,12 @@ import click
 @click.command("train")
 @click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False), help="Training JSONL.")
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="ModaVerse dir to write.")
-@click.option("--llm", required=True, help="Base LLM: a local dir, a hub id, a .gguf path or modaverse:gemma-3-270m.")
+@click.option("--llm", help="Base LLM: a local dir, a hub id, a .gguf path or modaverse:gemma-3-270m.")
+@click.option(
+    "--init-from",
+    type=click.Path(exists=True, file_okay=False),
+    help="Continue from a trained ModaVerse dir (its config and weights; fresh optimizer and schedule).",
+)
 @click.option("--run-dir", type=click.Path(file_okay=False), help="Checkpoints and metrics (default: OUTPUT.run).")
 @click.option("--steps", default=200, show_default=True)
 @click.option("--batch-size", default=8, show_default=True)
@@ -42,7 +47,8 @@ import click
 def train(
     data: str,
     output: str,
-    llm: str,
+    llm: str | None,
+    init_from: str | None,
     run_dir: str | None,
     steps: int,
     batch_size: int,
@@ -72,6 +78,8 @@ def train(
     from .run import train_model
     from .trainer import TrainConfig
 
+    if (llm is None) == (init_from is None):
+        raise click.UsageError("give either --llm (a new model) or --init-from (continue a trained one)")
     if threads:
         torch.set_num_threads(threads)
     cfg = TrainConfig(
@@ -96,7 +104,8 @@ def train(
         train_model(
             data,
             output,
-            llm=llm,
+            llm=llm or "",
+            init_from=init_from,
             train=cfg,
             model_options=options,
             encoder=encoder,

@@ -15,7 +15,10 @@ Three guarantees, each tested on random weights:
    object is complete; inside a string, the token that ends it (``"``, possibly with ``]``/``}``);
    elsewhere ``]``/``}``, else the longest allowed token (finishing forced keys quickly), avoiding tokens
    that open ``{``/``[``. Rows closed this way are reported (``closed_rows``) so the caller can warn that
-   the answer was cut short.
+   the answer was cut short. The route's length is measured, not guessed (:func:`closing_length`
+   walks it on a fork of the matcher): the reserve grows by the length of the schema's shortest
+   document (a forced tool call must still write a whole invocation), a budget below that length is
+   raised to it, and a row that still ends unfinished is decoded again with a doubled reserve.
 
 Special tokens (media placeholders, BOS, chat markers) are masked in every row, constrained or not,
 except the stop tokens; the grammar could not account for them and they would decode to nothing.
@@ -99,6 +102,7 @@ class GrammarCache:
         self.compiler = xgr.GrammarCompiler(self.info, max_threads=1)
         self._grammars: OrderedDict[str, Any] = OrderedDict()
         self._closing: ClosingTables | None = None
+        self._shortest: dict[str, int] = {}
 
     def compile(self, schema: Mapping[str, Any]) -> Any:
         """The compiled grammar of ``schema`` (cached by its canonical JSON)."""
@@ -117,6 +121,20 @@ class GrammarCache:
         if len(self._grammars) > _CACHE_SIZE:
             self._grammars.popitem(last=False)
         return grammar
+
+    def shortest(self, schema: Mapping[str, Any]) -> int:
+        """Tokens in the shortest document of ``schema`` by the closing route, the stop token included."""
+        key = _schema_key(schema)
+        found = self._shortest.get(key)
+        if found is None:
+            import xgrammar as xgr
+
+            found = self._shortest[key] = closing_length(
+                xgr.GrammarMatcher(self.compile(schema)), self.closing, self.vocab_size
+            )
+            if len(self._shortest) > 4 * _CACHE_SIZE:
+                self._shortest.clear()
+        return found
 
     def __len__(self) -> int:
         return len(self._grammars)
@@ -179,6 +197,32 @@ class ClosingTables:
             rank = self.quote_rank
         n = allowed.shape[0]
         return int(torch.where(allowed, rank[:n].to(allowed.device), float("-inf")).argmax())
+
+
+_SHIFTS = torch.arange(32, dtype=torch.int32)
+
+
+def allowed_tokens(bitmask_row: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """An xgrammar bitmask row (packed int32) as a bool mask over the vocabulary."""
+    return ((bitmask_row.unsqueeze(-1) >> _SHIFTS) & 1).view(-1)[:vocab_size].bool()
+
+
+def closing_length(matcher: Any, tables: ClosingTables, vocab_size: int, *, limit: int = 4096) -> int:
+    """Tokens the closing route needs from ``matcher``'s state, the stop token included (walked on a fork)."""
+    import xgrammar as xgr
+
+    probe = matcher.fork()
+    mask = xgr.allocate_token_bitmask(1, vocab_size)
+    steps = 0
+    while not probe.is_terminated():
+        if steps >= limit:
+            raise ModelError(f"the meta-response grammar does not close within {limit} tokens; bound the schema")
+        probe.fill_next_token_bitmask(mask, 0)
+        token = tables.choose(allowed_tokens(mask[0], vocab_size))
+        if not probe.accept_token(token):
+            raise ModelError(f"closing route chose token {token}, which the grammar refuses")
+        steps += 1
+    return steps
 
 
 class MetaResponseLogitsProcessor(LogitsProcessor):

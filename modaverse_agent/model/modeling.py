@@ -89,6 +89,10 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     return (text[: min(hits)], True) if hits else (text, False)
 
 
+#: Decoding attempts when a constrained row ends unfinished (each doubles the closing reserve).
+_CLOSING_ATTEMPTS = 3
+
+
 class ModaVerseModel(nn.Module):
     """Projectors + LoRA LLM (+ an optional frozen media encoder), one trainable unit."""
 
@@ -365,14 +369,18 @@ class ModaVerseModel(nn.Module):
         embeds, _ = self.embed_inputs(input_ids, media_features, media_modalities)
         constrained = any(s is not None for s in per_row)
         grammars = [None if s is None else self.grammars.compile(s) for s in per_row]
-        processor = MetaResponseLogitsProcessor(
-            grammars,
-            banned_ids=self.banned_ids,
-            stop_ids=self.stop_ids,
-            budget=budget,
-            reserve=self.config.closing_reserve,
-            cache=self.grammars if constrained else None,
-        )
+        reserve = self.config.closing_reserve
+        if constrained:
+            shortest = max(self.grammars.shortest(s) for s in per_row if s is not None)
+            if budget < shortest:
+                logger.warning(
+                    "max_new_tokens=%d is below the shortest valid meta-response for this schema (%d tokens); using %d",
+                    budget,
+                    shortest,
+                    shortest,
+                )
+                budget = shortest
+            reserve += shortest  # room for the closing route, measured on the schema
         config = GenerationConfig(
             max_new_tokens=budget,
             min_new_tokens=min_new_tokens,
@@ -386,17 +394,30 @@ class ModaVerseModel(nn.Module):
             stop_strings=list(self.config.stop_strings) or None,
         )
         extra = {"tokenizer": self.tokenizer} if self.config.stop_strings else {}
-        with torch.random.fork_rng(devices=[] if self.device.type == "cpu" else [self.device]):
-            if seed is not None:
-                torch.manual_seed(seed)
-            out = self.llm.generate(
-                inputs_embeds=embeds,
-                attention_mask=attention_mask,
-                generation_config=config,
-                logits_processor=LogitsProcessorList([processor]),
-                streamer=streamer,
-                **extra,
+        for attempt in range(_CLOSING_ATTEMPTS):
+            processor = MetaResponseLogitsProcessor(
+                grammars,
+                banned_ids=self.banned_ids,
+                stop_ids=self.stop_ids,
+                budget=budget,
+                reserve=reserve,
+                cache=self.grammars if constrained else None,
             )
+            with torch.random.fork_rng(devices=[] if self.device.type == "cpu" else [self.device]):
+                if seed is not None:
+                    torch.manual_seed(seed)
+                out = self.llm.generate(
+                    inputs_embeds=embeds,
+                    attention_mask=attention_mask,
+                    generation_config=config,
+                    logits_processor=LogitsProcessorList([processor]),
+                    streamer=streamer,
+                    **extra,
+                )
+            if not processor.unfinished_rows() or streamer is not None or attempt == _CLOSING_ATTEMPTS - 1:
+                break
+            reserve = min(budget, 2 * reserve)  # the closing route from where it stood was longer: start sooner
+            logger.info("meta-response unfinished within %d tokens; decoding again with reserve %d", budget, reserve)
         rows_out = out.tolist()
         texts = [self._decode(row) for row in rows_out]
         self.last_stats = [self._row_stats(row, budget, i in processor.closed_rows) for i, row in enumerate(rows_out)]
