@@ -205,6 +205,22 @@ def test_import_official_release_matches_its_forward(base: Path, image: Any, tmp
     assert isinstance(raw, str)
 
 
+def test_import_official_command(base: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from modaverse_agent.cli import cli
+
+    ckpt = tmp_path / "pytorch_model.pt"
+    torch.save(_official_state(base), ckpt)
+    args = ["import-official", str(ckpt), "--base-llm", str(base), "--dtype", "float32"]
+    res = CliRunner().invoke(cli, [*args, "-o", str(tmp_path / "imported")])
+    assert res.exit_code == 0, res.output
+    assert "--model" in res.output and ModaVerseModel.from_pretrained(tmp_path / "imported").config.lora_r == 4
+    torch.save({"x": torch.ones(2)}, tmp_path / "other.pt")
+    res = CliRunner().invoke(cli, ["import-official", str(tmp_path / "other.pt"), "--base-llm", str(base), "-o", "x"])
+    assert res.exit_code == 2 and "reads the ModaVerse-7b-v0 release" in res.output
+
+
 class _Evil:
     def __reduce__(self) -> tuple[Any, ...]:
         return (print, ("pwned",))
