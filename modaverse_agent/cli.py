@@ -186,6 +186,14 @@ def _read_plan(value: str) -> str:
 )
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=None, help="Token budget of the model's answer.")
 @click.option(
+    "--precision",
+    type=click.Choice(["auto", "float32", "bfloat16", "int8"]),
+    default="auto",
+    show_default=True,
+    help="Weights of the model while it answers. auto: int8 on a CPU (dynamic int8 linear layers, about "
+    "2x faster decoding than float32), else the model's own dtype.",
+)
+@click.option(
     "--temperature",
     type=click.FloatRange(min=0),
     default=0.0,
@@ -205,6 +213,7 @@ def run(
     model_dir: str | None,
     constrained: bool,
     max_new_tokens: int | None,
+    precision: str,
     temperature: float,
     use: tuple[str, ...],
     timeout: float,
@@ -221,7 +230,7 @@ def run(
     if plan is not None:
         llm: Any = FixedPlanLLM(_read_plan(plan))
     else:
-        llm = _load_model(model_dir, constrained=constrained, max_new_tokens=max_new_tokens)
+        llm = _load_model(model_dir, constrained=constrained, max_new_tokens=max_new_tokens, precision=precision)
         llm.options.do_sample, llm.options.temperature, llm.options.seed = temperature > 0, temperature or 1.0, seed
     agent = ModaVerseAgent(llm, _load_zoo(zoo_config, use), output_dir=output_dir, timeout=timeout, seed=seed)
     with _progress(enabled=not as_json) as on_progress:
@@ -234,7 +243,9 @@ def run(
     sys.exit(0 if response.ok else EXIT_PARTIAL)
 
 
-def _load_model(directory: str | None, *, constrained: bool, max_new_tokens: int | None) -> Any:
+def _load_model(
+    directory: str | None, *, constrained: bool, max_new_tokens: int | None, precision: str = "auto"
+) -> Any:
     """Load a ModaVerse model directory, or the built-in default model (imports torch only here)."""
     from transformers.utils import logging as hf_logging
 
@@ -249,6 +260,13 @@ def _load_model(directory: str | None, *, constrained: bool, max_new_tokens: int
             model = load_default_model(log=lambda m: click.echo(m, err=True))
         else:
             model = ModaVerseModel.from_pretrained(str(directory), merge=True)
+        if precision == "auto":
+            precision = "int8" if model.device.type == "cpu" else "keep"
+        if precision == "int8":
+            model.quantize_int8()
+            click.echo("decoding with int8 weights on the CPU (--precision float32 keeps them as trained)", err=True)
+        elif precision != "keep":
+            model.to_dtype(precision)
     except ModaVerseError as e:
         _fail(str(e))
     model.options.constrained = constrained
