@@ -2,10 +2,9 @@
 
 Prints, measured in this run:
 * cold `modaverse run` (a fresh process: load + answer + generate files) and warm (model already loaded);
-* decode tokens/s of a constrained meta-response, fp32, bf16 and int8 (``quantize_int8``: dynamic int8
-  linear layers), against the memory-bandwidth bound (bandwidth measured here with torch.mv; bytes read
-  per token = every weight, since Gemma's output layer reads the whole tied 262k-row embedding table;
-  for int8, the int8 weights of every linear layer, the output layer included);
+* decode tokens/s of a constrained meta-response, fp32 and bf16, against the memory-bandwidth bound
+  (bandwidth measured here with torch.mv; bytes read per token = every weight, since Gemma's output
+  layer reads the whole tied 262k-row embedding table);
 * the ratio to llama.cpp's 45.8 tok/s on the same model (Q4_K_M, 2 threads; ../shared/FACTS.md — llama.cpp
   is not rebuilt here, so that figure is quoted, not re-measured).
 
@@ -84,20 +83,12 @@ def main() -> None:
     big = torch.randn(4096, 8192)
     bw = bandwidth(big, torch.randn(8192))
     rows = []
-    answers = {}
-    for dtype in ("float32", "bfloat16", "int8"):
-        if dtype == "int8":  # last: quantizing is one-way
-            model.to_dtype("float32").quantize_int8()
-            from torch.ao.nn.quantized.dynamic import Linear as QLinear
-
-            weight_bytes = sum(m.weight().numel() for m in model.llm.modules() if isinstance(m, QLinear))
-        else:
-            model.to_dtype(dtype)
-            weight_bytes = params * (4 if dtype == "float32" else 2)
+    for dtype in ("float32", "bfloat16"):
+        model.to_dtype(dtype)
         clock = _Clock()
-        answers[dtype] = model.generate([prompt], schemas=request.schema, max_new_tokens=a.tokens, streamer=clock)[0]
+        model.generate([prompt], schemas=request.schema, max_new_tokens=a.tokens, streamer=clock)
         tok_s = 1 / clock.per_token()
-        bound = bw / weight_bytes
+        bound = bw / (params * (4 if dtype == "float32" else 2))
         rows.append(
             {
                 "dtype": dtype,
@@ -113,8 +104,6 @@ def main() -> None:
             f"decode {r['dtype']:<9} {r['tok_s']:6.2f} tok/s = {r['of_bound']:.0%} of its bound "
             f"({r['bound_tok_s']:.1f} tok/s), {r['of_llama_cpp']:.0%} of llama.cpp Q4_K_M ({LLAMA_CPP_TOK_S} tok/s)"
         )
-    for dtype, text in answers.items():
-        print(f"  {dtype:<9} answer: {text}")
     print(json.dumps(rows))
 
 

@@ -187,11 +187,11 @@ def _read_plan(value: str) -> str:
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=None, help="Token budget of the model's answer.")
 @click.option(
     "--precision",
-    type=click.Choice(["auto", "float32", "bfloat16", "int8"]),
+    type=click.Choice(["auto", "float32", "bfloat16"]),
     default="auto",
     show_default=True,
-    help="Weights of the model while it answers. auto: int8 on a CPU (dynamic int8 linear layers, about "
-    "2x faster decoding than float32), else the model's own dtype.",
+    help="Weights of the model while it answers (auto: as trained). bfloat16 decodes faster on a CPU, "
+    "but its prompt processing is slower on CPUs without bf16 instructions.",
 )
 @click.option(
     "--temperature",
@@ -260,12 +260,7 @@ def _load_model(
             model = load_default_model(log=lambda m: click.echo(m, err=True))
         else:
             model = ModaVerseModel.from_pretrained(str(directory), merge=True)
-        if precision == "auto":
-            precision = "int8" if model.device.type == "cpu" else "keep"
-        if precision == "int8":
-            model.quantize_int8()
-            click.echo("decoding with int8 weights on the CPU (--precision float32 keeps them as trained)", err=True)
-        elif precision != "keep":
+        if precision != "auto":
             model.to_dtype(precision)
     except ModaVerseError as e:
         _fail(str(e))

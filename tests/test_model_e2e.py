@@ -109,7 +109,6 @@ def test_cli_run_with_model_prints_meta_response_and_writes_files(
     agent = ModaVerseAgent(model, Zoo.from_plugins(), output_dir=tmp_path, timeout=30)  # echo, via `runner`
     seed, _ = _run_until_dispatch(agent, model, png_file, tmp_path / "probe")
     args = ["run", "invert the colours of this picture", "-m", str(png_file), "--model", str(model_dir)]
-    args += ["--precision", "float32"]  # the probe above ran float32; the CLI's auto would pick int8 on a CPU
     code, data = _cli_json(
         runner, [*args, "-o", str(tmp_path / "o"), "--temperature", "1", "--seed", str(seed), "--json"]
     )
@@ -129,8 +128,8 @@ def test_cli_model_flag_errors(runner: CliRunner, tmp_path: Path) -> None:
 
 
 def test_cli_unconstrained_and_budget_flags(runner: CliRunner, model_dir: Path, tmp_path: Path) -> None:
-    # --precision auto: int8 on this CPU
     args = ["run", "hello", "--model", str(model_dir), "--no-constrained", "--max-new-tokens", "6", "--json"]
+    args += ["--precision", "bfloat16"]
     code, data = _cli_json(runner, [*args, "-o", str(tmp_path)])
     assert code in (0, 1) and isinstance(data["raw"], str)
     if code == 1:  # random weights rarely write JSON unconstrained: the error says so, nothing crashes

@@ -121,7 +121,6 @@ class ModaVerseModel(nn.Module):
         self.frozen_rows: dict[str, torch.Tensor] = {}
         self.options = GenerationOptions()
         self.merged = False
-        self.quantized = False
         #: (tokens generated, finish reason) per row of the last ``generate`` call.
         self.last_stats: list[tuple[int, str]] = []
         #: Token accounting of the last :meth:`stream` (read by ``ChatModaVerse``).
@@ -580,29 +579,6 @@ class ModaVerseModel(nn.Module):
             base.set_input_embeddings(embed.materialize())
         self.llm = base
         self.merged = True
-        return self
-
-    def quantize_int8(self) -> ModaVerseModel:
-        """Int8 weights for CPU decoding: every linear layer of the merged LLM, the output layer included,
-        becomes a dynamically quantized one (per-channel int8 weights, fp32 activations).
-
-        Decoding reads a quarter of the fp32 bytes per token. Merges LoRA first; the model can then not
-        be trained or saved. The input embedding table stays as it is (it is indexed, not multiplied).
-        """
-        if self.device.type != "cpu":
-            raise ModelError("int8 quantization is for CPU decoding; on a GPU use bfloat16 (to_dtype)")
-        if self.quantized:
-            return self
-        import warnings
-
-        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-        self.merge_and_unload()
-        self.to(torch.float32)
-        with warnings.catch_warnings():  # torch marks its quantized tensors deprecated in favour of torchao
-            warnings.simplefilter("ignore", UserWarning)
-            quantize_dynamic(self.llm, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True)
-        self.quantized = True
         return self
 
     def to_dtype(self, name: str) -> ModaVerseModel:
