@@ -92,8 +92,11 @@ class MetaResponse:
         return tuple(i.task for i in self.invocations)
 
 
-def _media_modality(media_id: str) -> str:
-    return media_id.rsplit("_", 1)[0]
+def _readable_media(spec: TaskSpec, media_ids: Sequence[str]) -> list[str]:
+    """The media ids ``spec`` can take as inputs: all of them, or those of its ``input_modalities``."""
+    if not spec.input_modalities:
+        return list(media_ids)
+    return [m for m in media_ids if m.rsplit("_", 1)[0] in spec.input_modalities]
 
 
 def _invocation_schema(spec: TaskSpec, media_ids: Sequence[str] | None) -> dict[str, Any]:
@@ -108,9 +111,8 @@ def _invocation_schema(spec: TaskSpec, media_ids: Sequence[str] | None) -> dict[
     ref: dict[str, Any] = {"type": "string", "pattern": MEDIA_REF_PATTERN}
     inputs: dict[str, Any] = {"type": "array", "items": ref, "maxItems": MAX_INPUTS}
     if media_ids is not None:
-        usable = list(media_ids)
-        if spec.input_modalities:  # only media it can read, and at least one of them
-            usable = [m for m in media_ids if _media_modality(m) in spec.input_modalities]
+        usable = _readable_media(spec, media_ids)
+        if spec.input_modalities:  # at least one of the media it can read
             inputs["minItems"] = 1
             required.append("inputs")
         if usable:
@@ -134,7 +136,7 @@ def _unavailable(spec: TaskSpec, media_ids: Sequence[str] | None) -> str | None:
     """Why ``spec`` can't be invoked on these media (None: it can)."""
     if media_ids is None or spec.kind == "function" or not spec.input_modalities:
         return None
-    if any(_media_modality(m) in spec.input_modalities for m in media_ids):
+    if _readable_media(spec, media_ids):
         return None
     wanted = " or ".join(spec.input_modalities)
     return f"task {spec.task!r} needs an input {wanted} and none was given (attach one)"

@@ -33,7 +33,7 @@ def train_model(
     data: str | Path,
     output: str | Path,
     *,
-    llm: str,
+    llm: str | None = None,
     train: TrainConfig,
     model_options: dict[str, Any] | None = None,
     encoder: str | None = None,
@@ -59,6 +59,8 @@ def train_model(
     from .batches import Collator, TargetLoss
     from .feature_cache import FeatureCache, encoder_key
 
+    if (llm is None) == (init_from is None):
+        raise ValueError("give either `llm` (a new model) or `init_from` (continue a trained one)")
     data = Path(data)
     samples = read_samples(data)
     if max_samples is not None and max_samples < len(samples):

@@ -104,7 +104,7 @@ def train(
         train_model(
             data,
             output,
-            llm=llm or "",
+            llm=llm,
             init_from=init_from,
             train=cfg,
             model_options=options,

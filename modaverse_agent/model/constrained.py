@@ -119,7 +119,8 @@ class GrammarCache:
             raise ModelError(f"xgrammar cannot compile the meta-response schema for constrained decoding: {e}") from e
         self._grammars[key] = grammar
         if len(self._grammars) > _CACHE_SIZE:
-            self._grammars.popitem(last=False)
+            evicted, _ = self._grammars.popitem(last=False)
+            self._shortest.pop(evicted, None)
         return grammar
 
     def shortest(self, schema: Mapping[str, Any]) -> int:
@@ -129,11 +130,8 @@ class GrammarCache:
         if found is None:
             import xgrammar as xgr
 
-            found = self._shortest[key] = closing_length(
-                xgr.GrammarMatcher(self.compile(schema)), self.closing, self.vocab_size
-            )
-            if len(self._shortest) > 4 * _CACHE_SIZE:
-                self._shortest.clear()
+            matcher = xgr.GrammarMatcher(self.compile(schema))  # cached with the grammar, evicted with it
+            found = self._shortest[key] = closing_length(matcher, self.closing, self.vocab_size)
         return found
 
     def __len__(self) -> int:
