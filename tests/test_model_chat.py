@@ -18,7 +18,8 @@ from modaverse_agent.chat_model import ChatModaVerse  # noqa: E402
 from modaverse_agent.errors import ModelError  # noqa: E402
 from modaverse_agent.media import MediaItem  # noqa: E402
 from modaverse_agent.meta_response import build_schema  # noqa: E402
-from modaverse_agent.model.modeling import ModaVerseModel, cut_at_stop, fold_conversation  # noqa: E402
+from modaverse_agent.model.modeling import ModaVerseModel  # noqa: E402
+from modaverse_agent.model.responder import cut_at_stop, fold_conversation  # noqa: E402
 from modaverse_agent.model.tiny import HashEncoder, save_tiny_base, tiny_config  # noqa: E402
 from modaverse_agent.zoo import Zoo  # noqa: E402
 

@@ -36,6 +36,11 @@ import click
 @click.option(
     "--prompt-format", default="auto", show_default=True, type=click.Choice(["auto", "chat", "plain", "legacy"])
 )
+@click.option(
+    "--train-embeddings",
+    is_flag=True,
+    help="Also train the whole embedding table and output layer (saved in full; for small or random bases).",
+)
 @click.option("--blind-media", is_flag=True, help="No encoder: mark media as present with zero features.")
 @click.option("--encoder", type=click.Path(exists=True), help="Local ImageBind weights (features are cached).")
 @click.option("--encoder-config", default="huge", show_default=True)
@@ -61,6 +66,7 @@ def train(
     lora_alpha: int,
     lora_targets: str,
     prompt_format: str,
+    train_embeddings: bool,
     blind_media: bool,
     encoder: str | None,
     encoder_config: str,
@@ -98,6 +104,7 @@ def train(
         "lora_alpha": lora_alpha,
         "prompt_format": prompt_format,
         "blind_media": blind_media,
+        "train_embeddings": train_embeddings,
         "lora_targets": [t.strip() for t in lora_targets.split(",") if t.strip()],
     }
     try:

@@ -12,7 +12,7 @@ from .config import ModaVerseConfig
 
 _LAZY = {
     "ModaVerseModel": ".modeling",
-    "GenerationOptions": ".modeling",
+    "GenerationOptions": ".responder",
     "MediaProjector": ".projector",
     "splice_media": ".splice",
     "import_official": ".checkpoint",

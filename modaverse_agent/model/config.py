@@ -78,6 +78,14 @@ class ModaVerseConfig:
     lora_targets: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"], metadata=_h("Module names LoRA adapts.")
     )
+    train_embeddings: bool = field(
+        default=False,
+        metadata=_h(
+            "Also train the whole input embedding table and (if untied) the output layer, as the official release "
+            "did; both are then saved in full with the model (large for a big vocabulary). Helps small or random "
+            "bases; LoRA alone suits a pretrained one."
+        ),
+    )
     prompt_format: str = field(
         default="auto", metadata=_h("auto (chat template if the tokenizer has one, else plain), chat, plain or legacy.")
     )

@@ -296,6 +296,18 @@ class MetaResponseLogitsProcessor(LogitsProcessor):
             scores[i, choice] = 0.0
             self.closed_rows.add(i)
 
+    def for_row(self, i: int) -> MetaResponseLogitsProcessor:
+        """A processor over row ``i`` alone, sharing its grammar matcher (for engines that decode rows one
+        at a time); the caller reports a closed row back into :attr:`closed_rows`."""
+        sub = copy.copy(self)
+        sub.matchers = [self.matchers[i]]
+        sub.constrained = self.matchers[i] is not None
+        if self.cache is not None:
+            sub.bitmask = self._xgr.allocate_token_bitmask(1, self.cache.vocab_size)
+        sub.step = 0
+        sub.closed_rows = set()
+        return sub
+
     def unfinished_rows(self) -> list[int]:
         """Constrained rows whose document is not complete (generation ran out of tokens)."""
         return [i for i, m in enumerate(self.matchers) if m is not None and not (m.is_terminated() or m.is_completed())]

@@ -1,24 +1,17 @@
 """ModaVerseModel: encoder features -> projector -> spliced into the LoRA LLM -> meta-response text.
 
-``forward`` trains on precomputed encoder features (the trainer caches them; raw media are not needed),
-``generate`` decodes batches (left padding, greedy or sampling, constrained by a JSON Schema or not) and
-``respond`` makes the model a :class:`~modaverse_agent.agent.MetaResponder` for the agent. The media
-encoder is optional: without one the model still answers text-only requests, and a request with media
-raises :class:`~modaverse_agent.errors.ModelError` saying how to attach an encoder.
-
-Per request, ``request.params`` override :attr:`ModaVerseModel.options` (``max_new_tokens``; a
-``temperature`` above 0 samples, 0 decodes greedily; ``top_p``; ``seed``; ``stop`` strings cut the
-decoded text at their first occurrence). ``request.system`` and ``request.history`` are folded into
-the instruction text (see :func:`fold_conversation`); ``complete`` adds token accounting and
-``stream`` yields text pieces as they are decoded.
+``forward`` trains on precomputed encoder features (the trainer caches them; raw media are not needed);
+``generate`` decodes left-padded batches with transformers (greedy or sampling, constrained by a JSON
+Schema or not) and the agent's interface (``respond``, ``complete``, ``stream``) comes from
+:class:`~.responder.MetaResponseEngine`. The media encoder is optional: without one the model still
+answers text-only requests, and a request with media raises :class:`~modaverse_agent.errors.ModelError`
+saying how to attach an encoder (or, with ``blind_media``, marks them as present).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,70 +24,24 @@ from .config import ModaVerseConfig
 from .constrained import GrammarCache, MetaResponseLogitsProcessor
 from .llm import TrainedRowsEmbedding, add_media_tokens, apply_lora, load_llm, prepare_tokenizer, torch_dtype
 from .projector import MediaProjector
-from .prompting import Prompter, special_token_ids, stop_token_ids
+from .prompting import special_token_ids, stop_token_ids
+from .responder import (
+    GenerationOptions,
+    MetaResponseEngine,
+    Sampling,
+)
 from .splice import splice_media
 
 if TYPE_CHECKING:
-    from ..agent import Completion, LLMRequest
-    from ..media import MediaItem
+    from ..agent import Completion
 
 logger = logging.getLogger(__name__)
 
 Schema = Mapping[str, Any] | None
 
 
-@dataclass
-class GenerationOptions:
-    """How :meth:`ModaVerseModel.respond` decodes (``generate`` takes the same as arguments)."""
-
-    constrained: bool = True
-    max_new_tokens: int | None = None
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_p: float = 1.0
-    seed: int | None = None
-
-
-def fold_conversation(request: LLMRequest) -> str:
-    """The instruction text with ``system`` and ``history`` folded in front of it.
-
-    The Prompter builds one user turn from instruction text, so earlier turns become a short
-    transcript preamble (empty parts are left out)::
-
-        {system}
-
-        Conversation so far:
-        user: {text}
-        assistant: {meta-response JSON}
-        tool: [{task}] {result}
-
-        {instruction}
-
-    A request without system text or history keeps its instruction unchanged.
-    """
-    parts = []
-    if request.system and request.system.strip():
-        parts.append(request.system.strip())
-    if request.history:
-        lines = [f"{t.role}: {t.text.strip()}" for t in request.history]
-        parts.append("Conversation so far:\n" + "\n".join(lines))
-    if not parts:
-        return request.instruction
-    return "\n\n".join([*parts, request.instruction]) if request.instruction.strip() else "\n\n".join(parts)
-
-
-def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
-    """``text`` cut before the first occurrence of any of ``stop``, and whether a cut happened."""
-    hits = [i for i in (text.find(s) for s in stop if s) if i >= 0]
-    return (text[: min(hits)], True) if hits else (text, False)
-
-
-#: Decoding attempts when a constrained row ends unfinished (each doubles the closing reserve).
-_CLOSING_ATTEMPTS = 3
-
-
-class ModaVerseModel(nn.Module):
-    """Projectors + LoRA LLM (+ an optional frozen media encoder), one trainable unit."""
+class ModaVerseModel(MetaResponseEngine, nn.Module):
+    """Projectors + LoRA LLM (+ an optional frozen media encoder), one trainable unit; the torch engine."""
 
     def __init__(
         self,
@@ -117,7 +64,8 @@ class ModaVerseModel(nn.Module):
         self.stop_ids = stop_token_ids(tokenizer, getattr(llm, "generation_config", None))
         media = (config.media_start_token, config.media_end_token, config.media_placeholder_token)
         self.banned_ids = sorted(set(special_token_ids(tokenizer)) | {self.token_ids[t] for t in media})
-        #: Rows written into the frozen tables on load (an imported release), re-saved by save_pretrained.
+        #: Table rows saved in full beside the trained media rows: an imported release's, or every row when
+        #: ``config.train_embeddings`` (re-saved by save_pretrained).
         self.frozen_rows: dict[str, torch.Tensor] = {}
         self.options = GenerationOptions()
         self.merged = False
@@ -169,7 +117,19 @@ class ModaVerseModel(nn.Module):
             shared=config.shared_projector,
             bias=config.projector_bias,
         ).to(device=ref.device, dtype=ref.dtype)
-        return cls(config, peft_llm, tokenizer, projector, encoder=encoder)
+        model = cls(config, peft_llm, tokenizer, projector, encoder=encoder)
+        if config.train_embeddings:
+            model._train_tables()
+        return model
+
+    def _train_tables(self) -> None:
+        """Make the input table and an untied output layer trainable; save_pretrained then writes them whole."""
+        embed, head = self.llm.get_input_embeddings(), self.llm.get_output_embeddings()
+        embed.weight.requires_grad_(True)
+        self.frozen_rows["embed"] = torch.arange(embed.weight.shape[0])
+        if head is not None and head.weight.data_ptr() != embed.weight.data_ptr():
+            head.weight.requires_grad_(True)
+            self.frozen_rows["lm_head"] = torch.arange(head.weight.shape[0])
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, **kwargs: Any) -> ModaVerseModel:
@@ -214,22 +174,6 @@ class ModaVerseModel(nn.Module):
         """The LLM's maximum sequence length."""
         return int(self.llm.config.get_text_config().max_position_embeddings)
 
-    @property
-    def prompter(self) -> Prompter:
-        """Builds prompt ids; the prompt may use the context minus the current answer budget."""
-        return self.prompter_for(None)
-
-    def prompter_for(self, max_new_tokens: int | None) -> Prompter:
-        """A Prompter whose prompt limit leaves room for ``max_new_tokens`` (None: the options' budget)."""
-        budget = max_new_tokens or self.options.max_new_tokens or self.config.max_new_tokens
-        limit = min(self.config.max_prompt_tokens or self.context_length, self.context_length - budget)
-        if limit < 1:
-            raise ModelError(
-                f"`max_new_tokens` ({budget}) leaves no room for a prompt in the LLM's "
-                f"context of {self.context_length} tokens"
-            )
-        return Prompter(self.tokenizer, self.config, limit, self.stop_ids)
-
     @cached_property
     def grammars(self) -> GrammarCache:
         """xgrammar state for this tokenizer (compiled grammars cached per schema)."""
@@ -238,47 +182,8 @@ class ModaVerseModel(nn.Module):
         return GrammarCache(self.tokenizer, vocab, self.stop_ids)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        """What training updates: projectors, LoRA and the media tokens' rows."""
+        """What training updates: projectors, LoRA and the media tokens' rows (all rows with ``train_embeddings``)."""
         return [p for p in self.parameters() if p.requires_grad]
-
-    # -- media ---------------------------------------------------------------------------------------
-    def encode_media(self, items: Sequence[MediaItem]) -> tuple[torch.Tensor | None, list[str]]:
-        """Encoder features ``(len(items), encoder_dim)`` in item order, and each item's modality."""
-        if not items:
-            return None, []
-        if self.encoder is None and self.config.blind_media:
-            return self.blind_features(len(items)), [str(m.modality) for m in items]
-        if self.encoder is None:
-            raise ModelError(
-                f"this model has no media encoder, so it cannot read the {len(items)} media item(s) given; "
-                "load one with the model (`encoder=` or `encoder` in modaverse_config.json) or ask without media"
-            )
-        modalities: list[str] = [str(m.modality) for m in items]
-        unsupported = sorted(set(modalities) - set(self.config.modalities))
-        if unsupported:
-            raise ModelError(f"this model reads {list(self.config.modalities)}, not {unsupported}")
-        out: torch.Tensor | None = None
-        for modality in dict.fromkeys(modalities):
-            rows = [i for i, m in enumerate(modalities) if m == modality]
-            feats = self.encoder.encode(modality, [items[i] for i in rows])
-            if tuple(feats.shape) != (len(rows), self.config.encoder_dim):
-                raise ModelError(
-                    f"the encoder returned {tuple(feats.shape)} for {len(rows)} {modality} item(s); "
-                    f"expected ({len(rows)}, {self.config.encoder_dim})"
-                )
-            if out is None:
-                out = feats.new_empty((len(items), feats.shape[1]))
-            out[rows] = feats
-        return out, modalities
-
-    def blind_features(self, n: int) -> torch.Tensor:
-        """Zero encoder features for ``n`` items whose content is unknown (``blind_media``)."""
-        return torch.zeros(n, self.config.encoder_dim, device=self.device, dtype=self.dtype)
-
-    @property
-    def sees_media(self) -> bool:
-        """Whether media content reaches the model (False: no encoder; media are only marked as present)."""
-        return self.encoder is not None
 
     def embed_inputs(
         self,
@@ -319,8 +224,6 @@ class ModaVerseModel(nn.Module):
 
     # -- generation ------------------------------------------------------------------------------------
     def _batch(self, prompts: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        if not prompts or any(len(p) == 0 for p in prompts):
-            raise ValueError("every prompt needs at least one token")
         width = max(len(p) for p in prompts)
         pad = self.tokenizer.pad_token_id
         ids = torch.full((len(prompts), width), pad, dtype=torch.long)
@@ -330,243 +233,45 @@ class ModaVerseModel(nn.Module):
             mask[i, width - len(p) :] = 1
         return ids.to(self.device), mask.to(self.device)
 
-    def _decode(self, row: Sequence[int]) -> str:
-        stops = set(self.stop_ids)
-        tokens = list(row)
-        for i, t in enumerate(tokens):
-            if t in stops:
-                tokens = tokens[:i]
-                break
-        return self.tokenizer.decode(tokens, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-
-    @torch.inference_mode()
-    def generate(
+    def _decode_rows(
         self,
         prompts: Sequence[Sequence[int]],
-        media_features: torch.Tensor | None = None,
-        media_modalities: Sequence[str] | None = None,
-        *,
-        schemas: Sequence[Schema] | Schema = None,
-        max_new_tokens: int | None = None,
-        do_sample: bool = False,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        seed: int | None = None,
-        min_new_tokens: int | None = None,
-        streamer: Any | None = None,
-    ) -> list[str]:
-        """Decode one answer per prompt (left-padded batch). ``schemas`` (one per prompt, or one for all;
-        None = unconstrained) constrain the answers with xgrammar. ``media_features`` are encoder
-        features of every placeholder group, in reading order. ``streamer`` (a transformers streamer)
-        receives each new token as it is chosen."""
+        media_features: torch.Tensor | None,
+        media_modalities: Sequence[str] | None,
+        processor: MetaResponseLogitsProcessor,
+        sampling: Sampling,
+        streamer: Any | None,
+    ) -> list[list[int]]:
+        """transformers' ``generate`` on the spliced embeddings of a left-padded batch."""
         from transformers import GenerationConfig, LogitsProcessorList
 
-        rows = len(prompts)
-        per_row = list(schemas) if isinstance(schemas, Sequence) else [schemas] * rows
-        if len(per_row) != rows:
-            raise ValueError(f"{len(per_row)} schemas for {rows} prompts")
-        budget = max_new_tokens or self.options.max_new_tokens or self.config.max_new_tokens
         input_ids, attention_mask = self._batch(prompts)
         embeds, _ = self.embed_inputs(input_ids, media_features, media_modalities)
-        constrained = any(s is not None for s in per_row)
-        grammars = [None if s is None else self.grammars.compile(s) for s in per_row]
-        reserve = self.config.closing_reserve
-        if constrained:
-            shortest = max(self.grammars.shortest(s) for s in per_row if s is not None)
-            if budget < shortest:
-                logger.warning(
-                    "max_new_tokens=%d is below the shortest valid meta-response for this schema (%d tokens); using %d",
-                    budget,
-                    shortest,
-                    shortest,
-                )
-                budget = shortest
-            reserve += shortest  # room for the closing route, measured on the schema
         config = GenerationConfig(
-            max_new_tokens=budget,
-            min_new_tokens=min_new_tokens,
-            do_sample=do_sample,
-            temperature=temperature if do_sample else None,
-            top_p=top_p if do_sample else None,
-            top_k=0 if do_sample else None,
+            max_new_tokens=sampling.max_new_tokens,
+            min_new_tokens=sampling.min_new_tokens,
+            do_sample=sampling.do_sample,
+            temperature=sampling.temperature if sampling.do_sample else None,
+            top_p=sampling.top_p if sampling.do_sample else None,
+            top_k=0 if sampling.do_sample else None,
             eos_token_id=self.stop_ids,
             pad_token_id=self.tokenizer.pad_token_id,
             bos_token_id=self.tokenizer.bos_token_id,
             stop_strings=list(self.config.stop_strings) or None,
         )
         extra = {"tokenizer": self.tokenizer} if self.config.stop_strings else {}
-        for attempt in range(_CLOSING_ATTEMPTS):
-            processor = MetaResponseLogitsProcessor(
-                grammars,
-                banned_ids=self.banned_ids,
-                stop_ids=self.stop_ids,
-                budget=budget,
-                reserve=reserve,
-                cache=self.grammars if constrained else None,
-            )
-            with torch.random.fork_rng(devices=[] if self.device.type == "cpu" else [self.device]):
-                if seed is not None:
-                    torch.manual_seed(seed)
-                out = self.llm.generate(
-                    inputs_embeds=embeds,
-                    attention_mask=attention_mask,
-                    generation_config=config,
-                    logits_processor=LogitsProcessorList([processor]),
-                    streamer=streamer,
-                    **extra,
-                )
-            if not processor.unfinished_rows() or streamer is not None or attempt == _CLOSING_ATTEMPTS - 1:
-                break
-            reserve = min(budget, 2 * reserve)  # the closing route from where it stood was longer: start sooner
-            logger.info("meta-response unfinished within %d tokens; decoding again with reserve %d", budget, reserve)
-        rows_out = out.tolist()
-        texts = [self._decode(row) for row in rows_out]
-        self.last_stats = [self._row_stats(row, budget, i in processor.closed_rows) for i, row in enumerate(rows_out)]
-        for i in sorted(processor.closed_rows):
-            logger.warning(
-                "meta-response %d reached the token budget (%d) and was closed early; raise max_new_tokens "
-                "for a longer answer",
-                i,
-                budget,
-            )
-        for i in processor.unfinished_rows():
-            logger.warning("meta-response %d is incomplete after %d tokens; raise max_new_tokens", i, budget)
-        return texts
-
-    def _row_stats(self, row: Sequence[int], budget: int, closed: bool) -> tuple[int, str]:
-        """(tokens generated, finish reason) of one output row: "length" when the budget ran out."""
-        stops = set(self.stop_ids)
-        pad = self.tokenizer.pad_token_id
-        end = next((i for i, t in enumerate(row) if t in stops), None)
-        if end is not None:
-            return end + 1, "length" if closed else "stop"
-        n = len(row)
-        while n and row[n - 1] == pad and pad not in stops:
-            n -= 1
-        return n, "length"
-
-    # -- the agent's interface ---------------------------------------------------------------------------
-    def prepare(
-        self, request: LLMRequest, *, max_new_tokens: int | None = None
-    ) -> tuple[list[int], torch.Tensor | None, list[str]]:
-        """Prompt ids, encoder features and modalities of one request (ModelError on bad input).
-
-        ``system`` and ``history`` are folded into the instruction (:func:`fold_conversation`).
-        """
-        ids = [mid for mid, _ in request.media]
-        prompt = self.prompter_for(max_new_tokens).ids(fold_conversation(request), ids, request.tasks)
-        feats, modalities = self.encode_media([item for _, item in request.media])
-        return prompt, feats, modalities
-
-    def decoding(self, request: LLMRequest) -> dict[str, Any]:
-        """``generate`` keyword arguments for ``request``: its ``params`` over :attr:`options`."""
-        opts, p = self.options, request.params
-        sample = opts.do_sample if p.temperature is None else p.temperature > 0
-        temperature = p.temperature if p.temperature else opts.temperature
-        return {
-            "max_new_tokens": p.max_new_tokens or opts.max_new_tokens,
-            "do_sample": sample,
-            "temperature": temperature,
-            "top_p": opts.top_p if p.top_p is None else p.top_p,
-            "seed": opts.seed if p.seed is None else p.seed,
-        }
-
-    def complete_batch(self, requests: Sequence[LLMRequest], *, streamer: Any | None = None) -> list[Completion]:
-        """Raw meta-responses with token counts and finish reasons, decoded together.
-
-        Requests with the same decoding settings share one ``generate`` call; stop strings cut each
-        text after decoding (``finish_reason`` "stop"); a reply that hit its token budget is "length".
-        """
-        from ..agent import Completion
-
-        use_schema = self.options.constrained and self.config.output_format == "json"
-        groups: dict[tuple[Any, ...], list[int]] = {}
-        settings = [self.decoding(r) for r in requests]
-        for i, kw in enumerate(settings):
-            groups.setdefault(tuple(sorted(kw.items())), []).append(i)
-        out: list[Completion | None] = [None] * len(requests)
-        for members in groups.values():
-            kw = settings[members[0]]
-            prompts, feats, modalities = [], [], []
-            for i in members:
-                prompt, f, mods = self.prepare(requests[i], max_new_tokens=kw["max_new_tokens"])
-                prompts.append(prompt)
-                modalities += mods
-                if f is not None:
-                    feats.append(f.to(self.device))
-            texts = self.generate(
-                prompts,
-                torch.cat(feats) if feats else None,
-                modalities,
-                schemas=[requests[i].schema if use_schema else None for i in members],
+        with torch.random.fork_rng(devices=[] if self.device.type == "cpu" else [self.device]):
+            if sampling.seed is not None:
+                torch.manual_seed(sampling.seed)
+            out = self.llm.generate(
+                inputs_embeds=embeds,
+                attention_mask=attention_mask,
+                generation_config=config,
+                logits_processor=LogitsProcessorList([processor]),
                 streamer=streamer,
-                **kw,
+                **extra,
             )
-            for i, prompt, text, (n, reason) in zip(members, prompts, texts, self.last_stats, strict=True):
-                text, cut = cut_at_stop(text, requests[i].params.stop)
-                out[i] = Completion(text, len(prompt), n, "stop" if cut else reason, self.model_name)
-        return [c for c in out if c is not None]
-
-    def respond_batch(self, requests: Sequence[LLMRequest]) -> list[str]:
-        """Raw meta-responses for several requests, decoded together."""
-        return [c.text for c in self.complete_batch(requests)]
-
-    def respond(self, request: LLMRequest) -> str:
-        """The raw meta-response to one request (the :class:`MetaResponder` protocol)."""
-        return self.respond_batch([request])[0]
-
-    def complete(self, request: LLMRequest) -> Completion:
-        """The raw meta-response with input/output token counts and ``finish_reason`` ("stop"/"length")."""
-        return self.complete_batch([request])[0]
-
-    def stream(self, request: LLMRequest) -> Iterator[str]:
-        """Yield the raw meta-response as decoded text pieces; afterwards :attr:`last_usage` holds the Completion.
-
-        Decoding runs in a thread feeding a transformers ``TextIteratorStreamer``; text that could be the
-        start of a stop string is held back until it is known not to be one, and nothing after a stop
-        string is yielded. An error in decoding is raised here once the stream ends.
-        """
-        from transformers import TextIteratorStreamer
-
-        streamer = TextIteratorStreamer(
-            self.tokenizer, skip_prompt=True, skip_special_tokens=True, clean_up_tokenization_spaces=False
-        )
-        result: dict[str, Any] = {}
-
-        def work() -> None:
-            try:
-                result["completion"] = self.complete_batch([request], streamer=streamer)[0]
-            except BaseException as e:  # re-raised in the caller's thread
-                result["error"] = e
-                streamer.end()
-
-        thread = threading.Thread(target=work, name="modaverse-stream", daemon=True)
-        thread.start()
-        stops = [s for s in request.params.stop if s]
-        hold = max((len(s) for s in stops), default=1) - 1
-        text, sent, stopped = "", 0, False
-        try:
-            for piece in streamer:
-                if stopped:
-                    continue  # drain: decoding finishes in its thread
-                text += piece
-                cut, stopped = cut_at_stop(text, stops)
-                upto = len(cut) if stopped else max(sent, len(text) - hold)
-                if upto > sent:
-                    yield text[sent:upto]
-                    sent = upto
-            if not stopped and len(text) > sent:
-                yield text[sent:]
-        finally:
-            thread.join()
-        if "error" in result:
-            raise result["error"]
-        self.last_usage = result["completion"]
-
-    @property
-    def model_name(self) -> str:
-        """A name for responses: the base LLM's path or id."""
-        return str(self.config.llm)
+        return out.tolist()
 
     # -- inference conveniences ----------------------------------------------------------------------------
     def merge_and_unload(self) -> ModaVerseModel:

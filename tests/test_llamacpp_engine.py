@@ -1,0 +1,182 @@
+"""The llama.cpp engine on a tiny random Llama written as an F32 GGUF: same answers as the torch engine."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("xgrammar")
+pytest.importorskip("llama_cpp")
+
+from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+
+from modaverse_agent.agent import LLMRequest  # noqa: E402
+from modaverse_agent.errors import ModelError  # noqa: E402
+from modaverse_agent.media import load_media  # noqa: E402
+from modaverse_agent.meta_response import parse_meta_response  # noqa: E402
+from modaverse_agent.model.gguf_export import gguf_metadata, lora_tensors, write_llama_gguf  # noqa: E402
+from modaverse_agent.model.llamacpp import LlamaCppModel, load_engine  # noqa: E402
+from modaverse_agent.model.modeling import ModaVerseModel  # noqa: E402
+from modaverse_agent.model.tiny import save_tiny_base, tiny_config  # noqa: E402
+from modaverse_agent.zoo import Zoo  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A saved tiny ModaVerse (non-zero LoRA on every linear layer, trained-looking projector) and its base GGUF."""
+    root = tmp_path_factory.mktemp("lcpp")
+    base = save_tiny_base(root / "base", hidden=64)
+    write_llama_gguf(
+        AutoModelForCausalLM.from_pretrained(str(base)), AutoTokenizer.from_pretrained(str(base)), root / "base.gguf"
+    )
+    torch.manual_seed(0)
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    config = tiny_config(base, blind_media=True, lora_targets=targets, lora_alpha=16)
+    model = ModaVerseModel.from_config(config, init_lora_weights=False)
+    with torch.no_grad():
+        for p in model.projector.parameters():
+            p.normal_(0, 0.5)  # media must move the answer, or the splice test proves nothing
+        model.llm.get_input_embeddings().rows.normal_(0, 0.5)
+    model.save_pretrained(root / "model")
+    return root / "model", root / "base.gguf"
+
+
+@pytest.fixture(scope="module")
+def engines(dirs: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[ModaVerseModel, LlamaCppModel]:
+    model_dir, gguf = dirs
+    cache = tmp_path_factory.mktemp("cache")
+    return ModaVerseModel.from_pretrained(model_dir), LlamaCppModel.from_pretrained(model_dir, gguf=gguf, cache=cache)
+
+
+def _prompts(model: ModaVerseModel, texts: list[str], media: list[list[str]]) -> list[list[int]]:
+    tasks = Zoo.from_plugins().task_specs()
+    return [model.prompter.ids(t, m, tasks) for t, m in zip(texts, media, strict=True)]
+
+
+def test_gguf_base_matches_the_transformers_model(dirs: tuple[Path, Path]) -> None:
+    meta = gguf_metadata(dirs[1])
+    assert meta["arch"] == "llama" and meta["n_embd"] == 64 and meta["n_blocks"] == 2 and meta["type"] == "model"
+
+
+def test_greedy_answers_equal_the_torch_engine(engines: tuple[ModaVerseModel, LlamaCppModel]) -> None:
+    torch_model, lc = engines
+    texts = ["draw me a picture of a cat", "what is in this image? describe it", "make a short song"]
+    prompts = _prompts(torch_model, texts, [[], [], []])
+    want = torch_model.generate(prompts, max_new_tokens=24)
+    got = lc.generate(prompts, max_new_tokens=24)
+    assert got == want and len(set(got)) > 1  # different prompts, different answers
+    assert lc.last_stats == torch_model.last_stats
+
+
+def test_media_go_in_as_embeddings_and_move_the_answer(engines: tuple[ModaVerseModel, LlamaCppModel]) -> None:
+    torch_model, lc = engines
+    prompts = _prompts(torch_model, ["turn this photo into a painting"] * 2, [["image_1"], ["image_1", "audio_1"]])
+    feats = torch.randn(3, 16) * 3
+    mods = ["image", "image", "audio"]
+    want = torch_model.generate(prompts, feats, mods, max_new_tokens=20)
+    assert lc.generate(prompts, feats, mods, max_new_tokens=20) == want
+    # the next-token logits after the prompt: equal to torch's, and moved by the features
+    ids = torch.tensor([prompts[0]])
+    seen = []
+    for f in (feats[:1], -feats[:1]):
+        with torch.no_grad():
+            ref = torch_model(input_ids=ids, media_features=f, media_modalities=["image"]).logits[0, -1, : lc.n_vocab]
+        lc._prefill(prompts[0], lc._media_rows(f, ["image"]))
+        got = lc._logits(lc.grammars.vocab_size)[0, : lc.n_vocab]
+        assert torch.allclose(got, ref, atol=1e-3, rtol=1e-3)
+        seen.append(got)
+    assert (seen[0] - seen[1]).abs().max() > 0.01
+    with pytest.raises(ValueError, match="placeholders"):
+        lc.generate(prompts[:1], feats[:2], mods[:2], max_new_tokens=4)
+
+
+def test_constrained_answers_are_valid_and_equal_torch(
+    engines: tuple[ModaVerseModel, LlamaCppModel], echo_zoo: Zoo, png_file: Path
+) -> None:
+    torch_model, lc = engines
+    schema = echo_zoo.schema(media_ids=["image_1"])
+    request = LLMRequest(
+        "invert the colours of this picture", [("image_1", load_media(png_file))], schema, echo_zoo.task_specs()
+    )
+    for engine in engines:
+        engine.options.max_new_tokens = 60
+    want, got = torch_model.respond(request), lc.respond(request)
+    assert got == want
+    parse_meta_response(got, schema)  # valid for the zoo's schema
+    # a tight budget still closes the JSON (the shared closing route)
+    lc.options.max_new_tokens = 30
+    parse_meta_response(lc.respond(request), schema)
+    completion = lc.complete(request)
+    assert completion.output_tokens <= max(30, lc.grammars.shortest(schema)) and completion.finish_reason in (
+        "stop",
+        "length",
+    )
+
+
+def test_prefix_cache_gives_the_same_answers(engines: tuple[ModaVerseModel, LlamaCppModel]) -> None:
+    torch_model, lc = engines
+    prompts = _prompts(torch_model, ["draw me a picture of a cat", "draw me a picture of a dog"], [[], []])
+    first = [lc.generate([p], max_new_tokens=16)[0] for p in prompts]
+    assert len(lc._cached) > 20  # the shared system prompt stays in llama.cpp's memory
+    again = lc.generate(prompts, max_new_tokens=16)
+    assert again == first == torch_model.generate(prompts, max_new_tokens=16)
+
+
+def test_sampling_is_seeded(engines: tuple[ModaVerseModel, LlamaCppModel]) -> None:
+    _, lc = engines
+    prompt = _prompts(engines[0], ["make a short song about the sea"], [[]])
+    runs = [lc.generate(prompt, max_new_tokens=16, do_sample=True, temperature=1.5, seed=s)[0] for s in (1, 1, 2)]
+    assert runs[0] == runs[1] and runs[0] != runs[2]
+
+
+def test_streaming_yields_the_answer(engines: tuple[ModaVerseModel, LlamaCppModel]) -> None:
+    _, lc = engines
+    request = LLMRequest("draw me a picture of a cat", [], {}, [])
+    lc.options.max_new_tokens, lc.options.constrained = 12, False
+    try:
+        pieces = list(lc.stream(request))
+        assert "".join(pieces) == lc.respond(request) and lc.last_usage is not None
+    finally:
+        lc.options.constrained = True
+
+
+def test_load_engine_picks_and_refuses(dirs: tuple[Path, Path], tmp_path: Path) -> None:
+    model_dir, gguf = dirs
+    assert isinstance(load_engine(model_dir, "llama.cpp", gguf=gguf), LlamaCppModel)
+    assert isinstance(load_engine(model_dir, "auto"), ModaVerseModel)  # an HF base and no GGUF given
+    with pytest.raises(ModelError, match="GGUF"):
+        LlamaCppModel.from_pretrained(model_dir)
+    config = json.loads((model_dir / "modaverse_config.json").read_text())
+    moved = tmp_path / "m"
+    moved.mkdir()
+    for f in model_dir.rglob("*"):
+        if f.is_file():
+            (moved / f.relative_to(model_dir)).parent.mkdir(parents=True, exist_ok=True)
+            (moved / f.relative_to(model_dir)).write_bytes(f.read_bytes())
+    (moved / "modaverse_config.json").write_text(json.dumps({**config, "train_embeddings": True}))
+    with pytest.raises(ModelError, match="whole embedding table"):
+        LlamaCppModel.from_pretrained(moved, gguf=gguf)
+    other = save_tiny_base(tmp_path / "other", hidden=32)
+    small = AutoModelForCausalLM.from_pretrained(str(other))
+    small.resize_token_embeddings(300)
+    write_llama_gguf(small, AutoTokenizer.from_pretrained(str(other)), tmp_path / "other.gguf")
+    with pytest.raises(ModelError, match="not this model's base"):
+        LlamaCppModel.from_pretrained(model_dir, gguf=tmp_path / "other.gguf")
+
+
+def test_lora_names_follow_llama_cpp() -> None:
+    adapter = {
+        "base_model.model.model.layers.1.self_attn.q_proj.lora_A.weight": torch.ones(4, 8),
+        "base_model.model.model.layers.1.self_attn.q_proj.lora_B.weight": torch.arange(32.0).reshape(8, 4),
+        "base_model.model.model.layers.0.mlp.down_proj.lora_B.weight": torch.zeros(8, 4),
+    }
+    out = lora_tensors(adapter, "llama", 2, heads=(2, 2))
+    assert set(out) == {"blk.1.attn_q.weight.lora_a", "blk.1.attn_q.weight.lora_b", "blk.0.ffn_down.weight.lora_b"}
+    assert out["blk.1.attn_q.weight.lora_b"][1, 0] == 8.0  # rows permuted to llama.cpp's rotary layout
+    with pytest.raises(ModelError, match="not a LoRA"):
+        lora_tensors({"base_model.model.lm_head.weight": torch.ones(2, 2)}, "llama", 2)
