@@ -75,6 +75,23 @@ def _registered() -> list[Any]:
     return found
 
 
+def engine_options(command: Any) -> Any:
+    """``--engine`` and ``--gguf``: which inference engine runs a ModaVerse model."""
+    command = click.option(
+        "--gguf",
+        type=click.Path(exists=True, dir_okay=False),
+        help="The base LLM as a GGUF file, for --engine llama.cpp when the model's config names none.",
+    )(command)
+    return click.option(
+        "--engine",
+        type=click.Choice(["auto", "torch", "llama.cpp"]),
+        default="auto",
+        show_default=True,
+        help="Who runs the model: llama.cpp (fast on a CPU; needs llama-cpp-python and a GGUF base) or torch. "
+        "auto: llama.cpp when it is installed and the model can run on it, else torch.",
+    )(command)
+
+
 zoo_config_option = click.option(
     "--zoo-config", envvar="MODAVERSE_ZOO_CONFIG", type=click.Path(dir_okay=False), help="Zoo config TOML."
 )
@@ -200,6 +217,7 @@ def _read_plan(value: str) -> str:
     show_default=True,
     help="Sample the model's answer at this temperature (0: greedy); --seed seeds it.",
 )
+@engine_options
 @click.option("--use", multiple=True, help="TASK=GENERATOR for this run only (repeatable).")
 @click.option("--timeout", default=600.0, show_default=True, help="Seconds each invocation may take.")
 @click.option("--seed", type=int, default=None, help="Base seed (invocation i uses seed + i).")
@@ -215,6 +233,8 @@ def run(
     max_new_tokens: int | None,
     precision: str,
     temperature: float,
+    engine: str,
+    gguf: str | None,
     use: tuple[str, ...],
     timeout: float,
     seed: int | None,
@@ -230,7 +250,14 @@ def run(
     if plan is not None:
         llm: Any = FixedPlanLLM(_read_plan(plan))
     else:
-        llm = _load_model(model_dir, constrained=constrained, max_new_tokens=max_new_tokens, precision=precision)
+        llm = _load_model(
+            model_dir,
+            constrained=constrained,
+            max_new_tokens=max_new_tokens,
+            precision=precision,
+            engine=engine,
+            gguf=gguf,
+        )
         llm.options.do_sample, llm.options.temperature, llm.options.seed = temperature > 0, temperature or 1.0, seed
     agent = ModaVerseAgent(llm, _load_zoo(zoo_config, use), output_dir=output_dir, timeout=timeout, seed=seed)
     with _progress(enabled=not as_json) as on_progress:
@@ -244,22 +271,33 @@ def run(
 
 
 def _load_model(
-    directory: str | None, *, constrained: bool, max_new_tokens: int | None, precision: str = "auto"
+    directory: str | None,
+    *,
+    constrained: bool,
+    max_new_tokens: int | None,
+    precision: str = "auto",
+    engine: str = "auto",
+    gguf: str | None = None,
 ) -> Any:
-    """Load a ModaVerse model directory, or the built-in default model (imports torch only here)."""
+    """Load a ModaVerse model directory, or the built-in default model, on the chosen engine."""
     from transformers.utils import logging as hf_logging
 
-    from .model.modeling import ModaVerseModel
+    from .model.llamacpp import load_engine
 
     hf_logging.disable_progress_bar()
+    if precision != "auto":
+        if engine == "llama.cpp":
+            _fail("--precision applies to the torch engine; llama.cpp runs the GGUF's own quantisation")
+        engine = "torch"
+    say = lambda m: click.echo(m, err=True)  # noqa: E731
     try:
         if directory is None:
             from .default_model import load_default_model
 
-            click.echo("using the built-in default model (Gemma 3 270M + the shipped LoRA adapter)", err=True)
-            model = load_default_model(log=lambda m: click.echo(m, err=True))
+            say("using the built-in default model (Gemma 3 270M + the shipped LoRA adapter)")
+            model = load_default_model(say, engine=engine)
         else:
-            model = ModaVerseModel.from_pretrained(str(directory), merge=True)
+            model = load_engine(directory, engine, gguf=gguf, log=say, merge=True)
         if precision != "auto":
             model.to_dtype(precision)
     except ModaVerseError as e:

@@ -101,10 +101,11 @@ def default_model_dir() -> Path:
     return path
 
 
-def load_default_model(log: Callable[[str], None] | None = None, *, merge: bool = True) -> Any:
-    """The built-in default model: Gemma 3 270M (prepared on first use) + the shipped adapter."""
-    from .model.modeling import ModaVerseModel
+def load_default_model(log: Callable[[str], None] | None = None, *, merge: bool = True, engine: str = "torch") -> Any:
+    """The built-in default model: Gemma 3 270M (prepared on first use) + the shipped adapter, on
+    ``engine`` (torch, llama.cpp or auto; see :func:`~.model.llamacpp.load_engine`)."""
+    from .model.llamacpp import load_engine
 
     directory = default_model_dir()
     ensure_base_llm(log)
-    return ModaVerseModel.from_pretrained(directory, merge=merge)
+    return load_engine(directory, engine, log=log, merge=merge)

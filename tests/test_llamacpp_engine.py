@@ -18,7 +18,7 @@ from modaverse_agent.errors import ModelError  # noqa: E402
 from modaverse_agent.media import load_media  # noqa: E402
 from modaverse_agent.meta_response import parse_meta_response  # noqa: E402
 from modaverse_agent.model.gguf_export import gguf_metadata, lora_tensors, write_llama_gguf  # noqa: E402
-from modaverse_agent.model.llamacpp import LlamaCppModel, load_engine  # noqa: E402
+from modaverse_agent.model.llamacpp import LlamaCppModel, adapter_gguf, load_engine  # noqa: E402
 from modaverse_agent.model.modeling import ModaVerseModel  # noqa: E402
 from modaverse_agent.model.tiny import save_tiny_base, tiny_config  # noqa: E402
 from modaverse_agent.zoo import Zoo  # noqa: E402
@@ -167,6 +167,13 @@ def test_load_engine_picks_and_refuses(dirs: tuple[Path, Path], tmp_path: Path) 
     write_llama_gguf(small, AutoTokenizer.from_pretrained(str(other)), tmp_path / "other.gguf")
     with pytest.raises(ModelError, match="not this model's base"):
         LlamaCppModel.from_pretrained(model_dir, gguf=tmp_path / "other.gguf")
+    (tmp_path / "bad.gguf").write_bytes(b"not a gguf at all")
+    with pytest.raises(ModelError, match="not a readable GGUF"):
+        LlamaCppModel.from_pretrained(model_dir, gguf=tmp_path / "bad.gguf")
+    adapter = adapter_gguf(model_dir, "llama", gguf_metadata(gguf), tmp_path / "cache")
+    assert gguf_metadata(adapter)["type"] == "adapter"
+    with pytest.raises(ModelError, match="GGUF adapter, not a model"):
+        LlamaCppModel.from_pretrained(model_dir, gguf=adapter)
 
 
 def test_lora_names_follow_llama_cpp() -> None:
@@ -180,3 +187,28 @@ def test_lora_names_follow_llama_cpp() -> None:
     assert out["blk.1.attn_q.weight.lora_b"][1, 0] == 8.0  # rows permuted to llama.cpp's rotary layout
     with pytest.raises(ModelError, match="not a LoRA"):
         lora_tensors({"base_model.model.lm_head.weight": torch.ones(2, 2)}, "llama", 2)
+
+
+def test_cli_runs_and_evaluates_on_llama_cpp(dirs: tuple[Path, Path], png_file: Path, tmp_path: Path) -> None:
+    import modaverse_echo
+    from click.testing import CliRunner
+
+    from modaverse_agent import plugins
+    from modaverse_agent.cli import cli
+
+    model_dir, gguf = dirs
+    plugins.load_plugins()
+    plugins.pm.register(modaverse_echo, name="echo")
+    runner = CliRunner()
+    args = ["run", "invert the colours of this picture", "-m", str(png_file), "--model", str(model_dir), "--json"]
+    res = runner.invoke(cli, [*args, "--engine", "llama.cpp", "--gguf", str(gguf), "-o", str(tmp_path / "a")])
+    assert res.exit_code in (0, 1), res.output  # random weights: invocations may fail, the answer is valid JSON
+    assert "engine: llama.cpp" in res.output
+    data = json.loads(res.output[res.output.index("{") :])
+    assert data["meta_response"] is not None
+    torch_run = runner.invoke(cli, [*args, "--engine", "torch", "-o", str(tmp_path / "b")])
+    assert json.loads(torch_run.output[torch_run.output.index("{") :])["raw"] == data["raw"]
+    res = runner.invoke(cli, [*args, "--engine", "llama.cpp", "--precision", "bfloat16"])
+    assert res.exit_code == 2 and "--precision applies to the torch engine" in res.output
+    res = runner.invoke(cli, [*args, "--engine", "llama.cpp"])
+    assert res.exit_code == 2 and "needs the base LLM as a GGUF file" in res.output

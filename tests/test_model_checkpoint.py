@@ -76,6 +76,22 @@ def test_save_load_round_trip_is_exact(trained: ModaVerseModel, saved: Path, ima
     assert loaded.token_ids == trained.token_ids
 
 
+def test_trained_tables_are_trainable_saved_whole_and_reloaded(base: Path, image: Any, tmp_path: Path) -> None:
+    torch.manual_seed(4)
+    config = tiny_config(base, train_embeddings=True)
+    m = ModaVerseModel.from_config(config, encoder=HashEncoder(16), init_lora_weights=False).eval()
+    embed, head = m.llm.get_input_embeddings(), m.llm.get_output_embeddings()
+    trainable = {id(p) for p in m.trainable_parameters()}
+    assert id(embed.weight) in trainable and id(head.weight) in trainable  # the tiny Llama's head is untied
+    with torch.no_grad():
+        embed.weight.add_(torch.randn_like(embed.weight))
+        head.weight.add_(torch.randn_like(head.weight))
+    loaded = ModaVerseModel.from_pretrained(m.save_pretrained(tmp_path / "m"), encoder=HashEncoder(16))
+    assert torch.equal(_logits(loaded, image), _logits(m, image))
+    plain = ModaVerseModel.from_config(tiny_config(base), encoder=HashEncoder(16))
+    assert id(plain.llm.get_input_embeddings().weight) not in {id(p) for p in plain.trainable_parameters()}
+
+
 def _copy(saved: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(saved, tmp_path / "copy"))
 

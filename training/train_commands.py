@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from modaverse_agent.cli import engine_options
+
 
 @click.command("train")
 @click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False), help="Training JSONL.")
@@ -136,6 +138,7 @@ def train(
 @click.option("--constrained/--no-constrained", default=True, show_default=True)
 @click.option("--max-new-tokens", default=160, show_default=True)
 @click.option("--threads", type=int)
+@engine_options
 def evaluate_command(
     model_dir: str,
     data: str,
@@ -145,18 +148,27 @@ def evaluate_command(
     constrained: bool,
     max_new_tokens: int,
     threads: int | None,
+    engine: str,
+    gguf: str | None,
 ) -> None:
     """Evaluate a ModaVerse dir on held-out samples: validity, task accuracy, prompt similarity."""
     import torch
 
-    from modaverse_agent.model.modeling import ModaVerseModel
+    from modaverse_agent.errors import ModaVerseError
+    from modaverse_agent.model.llamacpp import load_engine
 
     from .evaluate import write_report
     from .run import evaluate_model
 
     if threads:
         torch.set_num_threads(threads)
-    model = ModaVerseModel.from_pretrained(model_dir, merge=True).eval()
+    try:
+        model = load_engine(
+            model_dir, engine, gguf=gguf, n_threads=threads, log=lambda m: click.echo(m, err=True), merge=True
+        )
+    except ModaVerseError as e:
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(2)
     model.options.constrained = constrained
     model.options.max_new_tokens = max_new_tokens
     report = evaluate_model(model, data, limit=limit, batch_size=batch_size)

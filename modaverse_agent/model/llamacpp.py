@@ -497,24 +497,30 @@ def _stop_ids(config: ModaVerseConfig, root: Path, tokenizer: Any) -> list[int]:
 
 def load_engine(
     directory: str | Path,
-    engine: str,
+    engine: str = "auto",
     *,
     gguf: str | Path | None = None,
+    n_threads: int | None = None,
     log: Callable[[str], None] | None = None,
-    **kwargs: Any,
+    **torch_kwargs: Any,
 ) -> Any:
-    """``engine`` "torch", "llama.cpp", or "auto" (llama.cpp when installed and the model suits it)."""
+    """Load a ModaVerse directory on ``engine``: "torch", "llama.cpp", or "auto" (llama.cpp when
+    llama-cpp-python is installed and the model can run on it, else torch). ``torch_kwargs`` go to
+    :meth:`ModaVerseModel.from_pretrained` (``merge``, ``dtype``, ...)."""
     from .modeling import ModaVerseModel
 
     if engine not in ("auto", "torch", "llama.cpp"):
         raise ValueError(f"engine must be auto, torch or llama.cpp, got {engine!r}")
     if engine == "llama.cpp" or (engine == "auto" and llama_cpp_available() and _suits_llama_cpp(directory, gguf)):
+        model = LlamaCppModel.from_pretrained(
+            directory, gguf=gguf, encoder=torch_kwargs.get("encoder"), n_threads=n_threads
+        )
         if log:
-            log("engine: llama.cpp")
-        return LlamaCppModel.from_pretrained(directory, gguf=gguf, encoder=kwargs.get("encoder"))
+            log(f"engine: llama.cpp on {model.gguf_path}")
+        return model
     if log:
         log("engine: torch")
-    return ModaVerseModel.from_pretrained(directory, **kwargs)
+    return ModaVerseModel.from_pretrained(directory, **torch_kwargs)
 
 
 def _suits_llama_cpp(directory: str | Path, gguf: str | Path | None) -> bool:
