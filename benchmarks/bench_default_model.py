@@ -3,10 +3,12 @@
 Prints, measured in this run:
 * cold `modaverse run` (a fresh process: load + answer + generate files) and warm (model already loaded);
 * decode tokens/s of a constrained meta-response, fp32 and bf16, against the memory-bandwidth bound
-  (bandwidth measured here with torch.mv; bytes read per token = every weight, since Gemma's output
-  layer reads the whole tied 262k-row embedding table);
-* the ratio to llama.cpp's 45.8 tok/s on the same model (Q4_K_M, 2 threads; ../shared/FACTS.md — llama.cpp
-  is not rebuilt here, so that figure is quoted, not re-measured).
+  (bandwidth measured here: the better of torch.mv and torch.sum; bytes read per token = every weight,
+  since Gemma's output layer reads the whole tied 262k-row embedding table);
+* with llama-cpp-python installed: the same for our llama.cpp engine (the base Q4_K_M GGUF + the adapter as
+  a GGUF LoRA, constrained by the same xgrammar processor), and plain llama.cpp on the same GGUF (no
+  adapter, no grammar, greedy) as the reference, measured in this run; ratios to it. Without
+  llama-cpp-python the reference is FACTS.md's 45.8 tok/s (quoted, not re-measured).
 
     python benchmarks/bench_default_model.py [--threads 2]
 """
@@ -22,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -37,12 +40,12 @@ INSTRUCTIONS = [
 ]
 
 
-def cold_run(threads: int) -> float:
+def cold_run(threads: int, engine: str) -> float:
     out = tempfile.mkdtemp()
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     t0 = time.perf_counter()
     res = subprocess.run(
-        [sys.executable, "-m", "modaverse_agent.cli", "run", INSTRUCTIONS[0], "-o", out, "--json"],
+        [sys.executable, "-m", "modaverse_agent.cli", "run", INSTRUCTIONS[0], "-o", out, "--json", "--engine", engine],
         capture_output=True,
         text=True,
         env=env,
@@ -53,20 +56,26 @@ def cold_run(threads: int) -> float:
     return wall
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--tokens", type=int, default=48)
-    a = ap.parse_args()
-    torch.set_num_threads(a.threads)
-    from modaverse_agent.agent import LLMRequest, ModaVerseAgent
-    from modaverse_agent.default_model import load_default_model
+def llama_cpp_reference(gguf: Path, prompt: list[int], tokens: int, threads: int) -> float:
+    """Plain llama.cpp on ``gguf`` (no adapter, no grammar): greedy decode tok/s after the first token."""
+    from llama_cpp import Llama
+
+    from modaverse_agent.model.llamacpp import _captured_stderr
+
+    with _captured_stderr():
+        llm = Llama(model_path=str(gguf), n_ctx=4096, n_threads=threads, verbose=False)
+    stamps = []
+    for _ in llm.generate(prompt, top_k=1, temp=0.0, reset=True):
+        stamps.append(time.perf_counter())
+        if len(stamps) >= tokens:
+            break
+    return 1 / statistics.median(b - a for a, b in zip(stamps[1:], stamps[2:], strict=False))  # noqa: RUF007
+
+
+def warm_runs(model: Any) -> float:
+    from modaverse_agent.agent import ModaVerseAgent
     from modaverse_agent.zoo import Zoo
 
-    print(f"cold `modaverse run` (new process, model load included): {cold_run(a.threads):.1f} s")
-    t0 = time.perf_counter()
-    model = load_default_model(log=lambda m: None)
-    print(f"model load in-process: {time.perf_counter() - t0:.1f} s")
     agent = ModaVerseAgent(model, Zoo.from_plugins(), output_dir=tempfile.mkdtemp())
     warm = []
     for text in INSTRUCTIONS:
@@ -74,37 +83,83 @@ def main() -> None:
         r = agent.run(text)
         warm.append(time.perf_counter() - t0)
         print(f"  warm run {warm[-1]:.1f} s: {text!r} -> {r.meta_response.to_json() if r.meta_response else r.errors}")
-    print(f"warm `modaverse run` median: {statistics.median(warm):.1f} s (includes the generators)")
+    return statistics.median(warm)
 
-    zoo = agent.zoo
+
+def decode_tok_s(model: Any, prompt: list[int], schema: dict[str, Any], tokens: int) -> float:
+    clock = _Clock()
+    model.generate([prompt], schemas=schema, max_new_tokens=tokens, streamer=clock)
+    return 1 / clock.per_token()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--tokens", type=int, default=48)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    from modaverse_agent.agent import LLMRequest
+    from modaverse_agent.default_model import ensure_gguf, load_default_model
+    from modaverse_agent.model.llamacpp import llama_cpp_available
+    from modaverse_agent.zoo import Zoo
+
+    engines = ["torch", "llama.cpp"] if llama_cpp_available() else ["torch"]
+    for engine in engines:
+        print(
+            f"cold `modaverse run --engine {engine}` (new process, model load included): "
+            f"{cold_run(a.threads, engine):.1f} s"
+        )
+    zoo = Zoo.from_plugins()
     request = LLMRequest(INSTRUCTIONS[0], [], zoo.schema(), zoo.task_specs())
-    prompt = model.prompter.ids(request.instruction, [], request.tasks)
-    params = sum(p.numel() for p in model.llm.parameters())
     big = torch.randn(4096, 8192)
     bw = bandwidth(big, torch.randn(8192))
-    rows = []
-    for dtype in ("float32", "bfloat16"):
-        model.to_dtype(dtype)
-        clock = _Clock()
-        model.generate([prompt], schemas=request.schema, max_new_tokens=a.tokens, streamer=clock)
-        tok_s = 1 / clock.per_token()
-        bound = bw / (params * (4 if dtype == "float32" else 2))
-        rows.append(
+    rows, reference = [], None
+    for engine in engines:
+        t0 = time.perf_counter()
+        model = load_default_model(log=lambda m: None, engine=engine)
+        print(f"[{engine}] model load in-process: {time.perf_counter() - t0:.1f} s")
+        print(f"[{engine}] warm `modaverse run` median: {warm_runs(model):.1f} s (includes the generators)")
+        prompt = model.prompter.ids(request.instruction, [], request.tasks)
+        if engine == "torch":
+            params = sum(p.numel() for p in model.llm.parameters())
+            for dtype in ("float32", "bfloat16"):
+                model.to_dtype(dtype)
+                rows.append(
+                    (
+                        "torch " + dtype,
+                        decode_tok_s(model, prompt, request.schema, a.tokens),
+                        params * (4 if dtype == "float32" else 2),
+                    )
+                )
+        else:
+            gguf = ensure_gguf()
+            size = gguf.stat().st_size
+            rows.append(("llama.cpp engine", decode_tok_s(model, prompt, request.schema, a.tokens), size))
+            reference = llama_cpp_reference(gguf, prompt, a.tokens, a.threads)
+            rows.append(("plain llama.cpp", reference, size))
+        del model
+    ref = reference or LLAMA_CPP_TOK_S
+    source = "measured in this run" if reference else "quoted from FACTS.md"
+    print(
+        f"bandwidth (torch.mv/sum fp32, {a.threads} threads): {bw / 1e9:.1f} GB/s; "
+        f"reference llama.cpp {ref:.1f} tok/s ({source})"
+    )
+    out = []
+    for name, tok_s, nbytes in rows:
+        bound = bw / nbytes
+        out.append(
             {
-                "dtype": dtype,
+                "engine": name,
                 "tok_s": round(tok_s, 2),
-                "bound_tok_s": round(bound, 2),
                 "of_bound": round(tok_s / bound, 3),
-                "of_llama_cpp": round(tok_s / LLAMA_CPP_TOK_S, 3),
+                "of_llama_cpp": round(tok_s / ref, 3),
             }
         )
-    print(f"bandwidth (torch.mv fp32, {a.threads} threads): {bw / 1e9:.1f} GB/s; LLM parameters: {params:,}")
-    for r in rows:
         print(
-            f"decode {r['dtype']:<9} {r['tok_s']:6.2f} tok/s = {r['of_bound']:.0%} of its bound "
-            f"({r['bound_tok_s']:.1f} tok/s), {r['of_llama_cpp']:.0%} of llama.cpp Q4_K_M ({LLAMA_CPP_TOK_S} tok/s)"
+            f"decode {name:<17} {tok_s:6.2f} tok/s = {tok_s / bound:.0%} of its bound ({bound:.1f} tok/s), "
+            f"{tok_s / ref:.0%} of plain llama.cpp"
         )
-    print(json.dumps(rows))
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

@@ -118,6 +118,29 @@ def test_constrained_answers_are_valid_and_equal_torch(
     )
 
 
+def test_a_padded_vocabulary_keeps_media_tokens_as_embeddings(tmp_path: Path) -> None:
+    """Media tokens inside the GGUF's vocabulary (its table is padded past the tokenizer, as Qwen's is)."""
+    base = save_tiny_base(tmp_path / "base", hidden=32)
+    hf = AutoModelForCausalLM.from_pretrained(str(base))
+    hf.resize_token_embeddings(400)
+    hf.save_pretrained(str(base))
+    write_llama_gguf(hf, AutoTokenizer.from_pretrained(str(base)), tmp_path / "base.gguf")
+    torch.manual_seed(1)
+    model = ModaVerseModel.from_config(tiny_config(base, blind_media=True), init_lora_weights=False)
+    with torch.no_grad():
+        for p in model.projector.parameters():
+            p.normal_(0, 0.5)
+    assert model.placeholder_id < 400  # inside the padded table
+    lc = LlamaCppModel.from_pretrained(
+        model.save_pretrained(tmp_path / "m"), gguf=tmp_path / "base.gguf", cache=tmp_path / "c"
+    )
+    prompts = _prompts(model, ["turn this photo into a painting"], [["image_1"]])
+    feats = torch.randn(1, 16) * 3
+    assert lc.generate(prompts, feats, ["image"], max_new_tokens=12) == model.generate(
+        prompts, feats, ["image"], max_new_tokens=12
+    )
+
+
 def test_prefix_cache_gives_the_same_answers(engines: tuple[ModaVerseModel, LlamaCppModel]) -> None:
     torch_model, lc = engines
     prompts = _prompts(torch_model, ["draw me a picture of a cat", "draw me a picture of a dog"], [[], []])

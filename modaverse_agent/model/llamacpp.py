@@ -195,7 +195,7 @@ class LlamaCppModel(MetaResponseEngine):
         if meta["type"] != "model":
             raise ModelError(f"{path} is a GGUF {meta['type']}, not a model")
         tokenizer = _tokenizer(config, root, path)
-        if len(tokenizer) - len(config.added_tokens) != meta["n_vocab"]:
+        if len(tokenizer) - len(config.added_tokens) > meta["n_vocab"]:
             raise ModelError(
                 f"{path} has {meta['n_vocab']} tokens but the model's tokenizer has "
                 f"{len(tokenizer) - len(config.added_tokens)} before its media tokens; it is not this model's base"
@@ -205,7 +205,8 @@ class LlamaCppModel(MetaResponseEngine):
             raise ModelError(f"{ROWS_FILE}: only the media tokens' rows can go to llama.cpp; use the torch engine")
         scale = math.sqrt(meta["n_embd"]) if meta["arch"] in _SCALED_EMBEDDINGS else 1.0
         indices, weight = tensors["embed.indices"].tolist(), tensors["embed.weight"].float()
-        if any(i < meta["n_vocab"] for i in indices):
+        added = {tokenizer.convert_tokens_to_ids(t) for t in config.added_tokens}
+        if set(indices) - added:
             raise ModelError(f"{ROWS_FILE} changes rows of the base vocabulary; use the torch engine")
         if weight.shape[1] != meta["n_embd"]:
             raise ModelError(f"{ROWS_FILE}: rows are {weight.shape[1]} wide, {path} is {meta['n_embd']} wide")
@@ -276,7 +277,7 @@ class LlamaCppModel(MetaResponseEngine):
         out: list[tuple[list[int], torch.Tensor | None]] = []
         used = 0
         for t in prompt:
-            if t < self.n_vocab and t not in self.rows:
+            if t < self.n_vocab and t not in self.rows and t != self.placeholder_id:
                 if not out or out[-1][1] is not None:
                     out.append(([], None))
                 out[-1][0].append(int(t))
