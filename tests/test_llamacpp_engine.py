@@ -235,3 +235,20 @@ def test_cli_runs_and_evaluates_on_llama_cpp(dirs: tuple[Path, Path], png_file: 
     assert res.exit_code == 2 and "--precision applies to the torch engine" in res.output
     res = runner.invoke(cli, [*args, "--engine", "llama.cpp"])
     assert res.exit_code == 2 and "needs the base LLM as a GGUF file" in res.output
+    plugins.load_plugins().hook.register_commands(cli=cli)  # modaverse data / train / eval
+    try:
+        data = tmp_path / "d.jsonl"
+        res = runner.invoke(cli, ["data", "generate", "-o", str(data), "--size", "20"])
+        assert res.exit_code == 0, res.output
+        res = runner.invoke(
+            cli,
+            [
+                *("eval", "--model", str(model_dir), "--data", str(data), "--limit", "4"),
+                *("--max-new-tokens", "40", "--engine", "llama.cpp", "--gguf", str(gguf)),
+            ],
+        )
+        assert res.exit_code == 0, res.output
+        assert "engine: llama.cpp" in res.output and "task accuracy" in res.output
+    finally:
+        for name in ("data", "train", "eval"):
+            cli.commands.pop(name, None)
