@@ -40,7 +40,7 @@ from .gguf_export import adapter_fingerprint, gguf_metadata, write_lora_gguf
 from .llm import add_tokens, prepare_tokenizer
 from .projector import MediaProjector
 from .prompting import special_token_ids, stop_token_ids
-from .responder import GenerationOptions, MetaResponseEngine, Sampling
+from .responder import GenerationOptions, MetaResponseEngine, Sampling, check_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +145,7 @@ class LlamaCppModel(MetaResponseEngine):
         self.rows = rows
         self.llama = llama
         self.gguf_path = gguf_path
+        check_encoder(config, encoder)
         self.encoder = encoder
         self.token_ids = {t: tokenizer.convert_tokens_to_ids(t) for t in config.added_tokens}
         self.placeholder_id = self.token_ids[config.media_placeholder_token]
@@ -236,7 +237,7 @@ class LlamaCppModel(MetaResponseEngine):
                 )
             except (ValueError, RuntimeError) as e:
                 raise ModelError(f"llama.cpp could not load {path} with adapter {lora}: {e}\n{said()}") from e
-        model = cls(
+        return cls(
             config,
             tokenizer,
             projector,
@@ -246,7 +247,6 @@ class LlamaCppModel(MetaResponseEngine):
             stop_ids=_stop_ids(config, root, tokenizer),
             gguf_path=path,
         )
-        return model
 
     # -- engine attributes ---------------------------------------------------------------------------------
     @property
@@ -526,8 +526,9 @@ def load_engine(
 
 def _suits_llama_cpp(directory: str | Path, gguf: str | Path | None) -> bool:
     """Whether the model can run on llama.cpp: plain LoRA, media rows only, and a GGUF base to be had."""
-    from .checkpoint import BUILTIN_LLM_PREFIX
+    from .checkpoint import BUILTIN_LLM_PREFIX, _check_files
 
+    _check_files(Path(directory))  # the same errors as loading it
     config = ModaVerseConfig.load(directory)
     has_gguf = gguf is not None or bool(config.gguf_file) or config.llm.startswith(BUILTIN_LLM_PREFIX)
     return has_gguf and not config.train_embeddings

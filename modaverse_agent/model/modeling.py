@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ..errors import ModelError
 from .config import ModaVerseConfig
 from .constrained import GrammarCache, MetaResponseLogitsProcessor
 from .llm import TrainedRowsEmbedding, add_media_tokens, apply_lora, load_llm, prepare_tokenizer, torch_dtype
@@ -29,6 +28,7 @@ from .responder import (
     GenerationOptions,
     MetaResponseEngine,
     Sampling,
+    check_encoder,
 )
 from .splice import splice_media
 
@@ -152,11 +152,7 @@ class ModaVerseModel(MetaResponseEngine, nn.Module):
 
     @encoder.setter
     def encoder(self, encoder: Any | None) -> None:
-        if encoder is not None and encoder.embed_dim != self.config.encoder_dim:
-            raise ModelError(
-                f"the encoder's embeddings are {encoder.embed_dim} wide but this model's projectors take "
-                f"{self.config.encoder_dim} (`encoder_dim`); use the encoder the model was trained with"
-            )
+        check_encoder(self.config, encoder)
         object.__setattr__(self, "_encoder", encoder)
 
     @property

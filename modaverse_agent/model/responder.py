@@ -87,6 +87,15 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
 _CLOSING_ATTEMPTS = 3
 
 
+def check_encoder(config: ModaVerseConfig, encoder: Any | None) -> None:
+    """Refuse an encoder whose embedding width is not the projectors' input width."""
+    if encoder is not None and encoder.embed_dim != config.encoder_dim:
+        raise ModelError(
+            f"the encoder's embeddings are {encoder.embed_dim} wide but this model's projectors take "
+            f"{config.encoder_dim} (`encoder_dim`); use the encoder the model was trained with"
+        )
+
+
 @dataclass(frozen=True)
 class Sampling:
     """One ``generate`` call's decoding settings, as an engine receives them."""
