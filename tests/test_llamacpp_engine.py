@@ -252,3 +252,14 @@ def test_cli_runs_and_evaluates_on_llama_cpp(dirs: tuple[Path, Path], png_file: 
     finally:
         for name in ("data", "train", "eval"):
             cli.commands.pop(name, None)
+
+
+def test_langchain_chat_model_runs_on_llama_cpp(engines: tuple[ModaVerseModel, LlamaCppModel], echo_zoo: Zoo) -> None:
+    from modaverse_agent.chat_model import ChatModaVerse
+
+    _, lc = engines
+    chat = ChatModaVerse(backend=lc, zoo=echo_zoo, max_tokens=40)
+    message = chat.invoke("draw me a picture of a cat")
+    assert message.usage_metadata and message.usage_metadata["output_tokens"] > 0
+    streamed = "".join(str(chunk.content) for chunk in chat.stream("draw me a picture of a cat"))
+    assert streamed == message.content
