@@ -24,4 +24,6 @@ modaverse train --data data/train3.jsonl --init-from runs/default-model-stage2 \
   --steps 60 --batch-size 8 --lr 1e-4 --warmup 3 --save-every 20 --seed 2 --no-tokenizer \
   --output "$out" --run-dir runs/default-model-stage3
 # the held-out split of stage 1 (seed 0): phrasings from template pools the training never used
-modaverse eval --model "$out" --data data/test.jsonl --limit 200 --batch-size 16 -o "$out/eval.json"
+modaverse eval --model "$out" --data data/test.jsonl --limit 200 --batch-size 16 --engine torch -o "$out/eval.json"
+# the same on the llama.cpp engine (needs llama-cpp-python; rows are decoded one at a time)
+modaverse eval --model "$out" --data data/test.jsonl --limit 200 --engine llama.cpp -o "$out/eval-llamacpp.json"
