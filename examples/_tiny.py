@@ -19,7 +19,7 @@ def tiny_model(workdir: Path) -> ModaVerseModel:
     torch.manual_seed(0)
     base = save_tiny_base(workdir / "tiny-base")
     # a long closing reserve lets a forced tool call finish even after long free text
-    config = tiny_config(base, max_new_tokens=160, closing_reserve=100)
+    config = tiny_config(base, max_new_tokens=160)
     return ModaVerseModel.from_config(config, encoder=HashEncoder(16)).eval()
 
 

@@ -48,7 +48,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     base = save_tiny_base(Path(tmp_path_factory.mktemp("std")) / "base")
     torch.manual_seed(0)
     # a long closing reserve: a forced call to a function tool must still fit once the free text stops
-    config = tiny_config(base, max_new_tokens=160, closing_reserve=100)
+    config = tiny_config(base, max_new_tokens=160)
     model = ModaVerseModel.from_config(config, encoder=HashEncoder(16), init_lora_weights=False).eval()
     found: list[Any] = []
     modaverse_echo.register_generators(found.append)

@@ -18,7 +18,7 @@ from modaverse_agent.errors import ModelError  # noqa: E402
 from modaverse_agent.media import load_media  # noqa: E402
 from modaverse_agent.meta_response import parse_meta_response  # noqa: E402
 from modaverse_agent.model.gguf_export import gguf_metadata, lora_tensors, write_llama_gguf  # noqa: E402
-from modaverse_agent.model.llamacpp import LlamaCppModel, adapter_gguf, load_engine  # noqa: E402
+from modaverse_agent.model.llamacpp import LlamaCppModel, _suits_llama_cpp, adapter_gguf, load_engine  # noqa: E402
 from modaverse_agent.model.modeling import ModaVerseModel  # noqa: E402
 from modaverse_agent.model.tiny import save_tiny_base, tiny_config  # noqa: E402
 from modaverse_agent.zoo import Zoo  # noqa: E402
@@ -172,6 +172,7 @@ def test_load_engine_picks_and_refuses(dirs: tuple[Path, Path], tmp_path: Path) 
     model_dir, gguf = dirs
     assert isinstance(load_engine(model_dir, "llama.cpp", gguf=gguf), LlamaCppModel)
     assert isinstance(load_engine(model_dir, "auto"), ModaVerseModel)  # an HF base and no GGUF given
+    assert isinstance(load_engine(model_dir, "auto", gguf=gguf), LlamaCppModel)
     with pytest.raises(ModelError, match="GGUF"):
         LlamaCppModel.from_pretrained(model_dir)
     config = json.loads((model_dir / "modaverse_config.json").read_text())
@@ -181,7 +182,10 @@ def test_load_engine_picks_and_refuses(dirs: tuple[Path, Path], tmp_path: Path) 
         if f.is_file():
             (moved / f.relative_to(model_dir)).parent.mkdir(parents=True, exist_ok=True)
             (moved / f.relative_to(model_dir)).write_bytes(f.read_bytes())
+    (moved / "modaverse_config.json").write_text(json.dumps({**config, "lora_targets": ["q_proj", "lm_head"]}))
+    assert not _suits_llama_cpp(moved, gguf)  # auto leaves LoRA on the output layer to torch
     (moved / "modaverse_config.json").write_text(json.dumps({**config, "train_embeddings": True}))
+    assert not _suits_llama_cpp(moved, gguf) and _suits_llama_cpp(model_dir, gguf)
     with pytest.raises(ModelError, match="whole embedding table"):
         LlamaCppModel.from_pretrained(moved, gguf=gguf)
     other = save_tiny_base(tmp_path / "other", hidden=32)
@@ -210,6 +214,11 @@ def test_lora_names_follow_llama_cpp() -> None:
     assert out["blk.1.attn_q.weight.lora_b"][1, 0] == 8.0  # rows permuted to llama.cpp's rotary layout
     with pytest.raises(ModelError, match="not a LoRA"):
         lora_tensors({"base_model.model.lm_head.weight": torch.ones(2, 2)}, "llama", 2)
+    from modaverse_agent.model.llamacpp import _not_plain_lora
+
+    assert _not_plain_lora({"r": 8}) is None
+    assert "DoRA" in str(_not_plain_lora({"use_dora": True}))
+    assert "one LoRA rank" in str(_not_plain_lora({"rank_pattern": {"q_proj": 4}}))
 
 
 def test_cli_runs_and_evaluates_on_llama_cpp(dirs: tuple[Path, Path], png_file: Path, tmp_path: Path) -> None:

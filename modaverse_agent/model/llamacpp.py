@@ -90,6 +90,15 @@ def base_gguf(config: ModaVerseConfig, root: Path, gguf: str | Path | None = Non
     return path
 
 
+def _not_plain_lora(peft_config: dict[str, Any]) -> str | None:
+    """Why a peft LoRA config cannot become a llama.cpp adapter (None: it can)."""
+    if peft_config.get("use_dora") or peft_config.get("use_rslora"):
+        return "llama.cpp applies plain LoRA only and this adapter uses DoRA/rsLoRA"
+    if peft_config.get("rank_pattern") or peft_config.get("alpha_pattern"):
+        return "llama.cpp takes one LoRA rank and alpha per adapter"
+    return None
+
+
 def adapter_gguf(root: Path, arch: str, meta: dict[str, Any], cache: Path | None = None) -> Path:
     """The model's LoRA as a llama.cpp adapter GGUF, converted once into the cache."""
     import json
@@ -100,10 +109,9 @@ def adapter_gguf(root: Path, arch: str, meta: dict[str, Any], cache: Path | None
 
     files = [root / ADAPTER_CONFIG, root / ADAPTER_WEIGHTS]
     peft_config = json.loads(files[0].read_text(encoding="utf-8"))
-    if peft_config.get("use_dora") or peft_config.get("use_rslora"):
-        raise ModelError("llama.cpp applies plain LoRA only; this adapter uses DoRA/rsLoRA (use the torch engine)")
-    if peft_config.get("rank_pattern") or peft_config.get("alpha_pattern"):
-        raise ModelError("llama.cpp takes one LoRA rank and alpha per adapter; use the torch engine")
+    why = _not_plain_lora(peft_config)
+    if why:
+        raise ModelError(f"{why}; use the torch engine")
     if cache is None:
         from ..default_model import cache_dir
 
@@ -524,11 +532,25 @@ def load_engine(
     return ModaVerseModel.from_pretrained(directory, **torch_kwargs)
 
 
-def _suits_llama_cpp(directory: str | Path, gguf: str | Path | None) -> bool:
-    """Whether the model can run on llama.cpp: plain LoRA, media rows only, and a GGUF base to be had."""
-    from .checkpoint import BUILTIN_LLM_PREFIX, _check_files
+#: LoRA targets a llama.cpp adapter carries on every architecture (the output layer of a tied model has no
+#: tensor of its own in the GGUF, so ``lm_head`` is left to an explicit ``--engine llama.cpp``).
+_LINEAR_TARGETS = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
 
-    _check_files(Path(directory))  # the same errors as loading it
-    config = ModaVerseConfig.load(directory)
+
+def _suits_llama_cpp(directory: str | Path, gguf: str | Path | None) -> bool:
+    """Whether ``auto`` should pick llama.cpp: a GGUF base to be had, plain LoRA on the linear layers, media
+    rows only (no whole trained tables)."""
+    import json
+
+    from .checkpoint import ADAPTER_CONFIG, BUILTIN_LLM_PREFIX, _check_files
+
+    root = Path(directory)
+    _check_files(root)  # the same errors as loading it
+    config = ModaVerseConfig.load(root)
     has_gguf = gguf is not None or bool(config.gguf_file) or config.llm.startswith(BUILTIN_LLM_PREFIX)
-    return has_gguf and not config.train_embeddings
+    peft = json.loads((root / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    plain = not (
+        peft.get("use_dora") or peft.get("use_rslora") or peft.get("rank_pattern") or peft.get("alpha_pattern")
+    )
+    linear = set(config.lora_targets) <= _LINEAR_TARGETS
+    return has_gguf and plain and linear and not config.train_embeddings
