@@ -197,7 +197,7 @@ def test_load_engine_picks_and_refuses(dirs: tuple[Path, Path], tmp_path: Path) 
     (tmp_path / "bad.gguf").write_bytes(b"not a gguf at all")
     with pytest.raises(ModelError, match="not a readable GGUF"):
         LlamaCppModel.from_pretrained(model_dir, gguf=tmp_path / "bad.gguf")
-    adapter = adapter_gguf(model_dir, "llama", gguf_metadata(gguf), tmp_path / "cache")
+    adapter = adapter_gguf(model_dir, gguf_metadata(gguf), tmp_path / "cache")
     assert gguf_metadata(adapter)["type"] == "adapter"
     with pytest.raises(ModelError, match="GGUF adapter, not a model"):
         LlamaCppModel.from_pretrained(model_dir, gguf=adapter)

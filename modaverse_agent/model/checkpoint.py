@@ -164,13 +164,18 @@ def load_pretrained(
     model = ModaVerseModel.from_config(config, llm=base, tokenizer=tokenizer)
     _load_rows(model, _read(root / ROWS_FILE, root), ROWS_FILE)
     _load_adapter(model, _read(root / ADAPTER_WEIGHTS, root))
-    projector = _read(root / PROJECTOR_FILE, root)
-    _check_tensors(projector, model.projector.state_dict(), PROJECTOR_FILE)
-    model.projector.load_state_dict(projector)
+    load_projector(model.projector, root)
     model.encoder = encoder if encoder is not None else _load_encoder(config, root)
     if merge:
         model.merge_and_unload()
     return model.eval()
+
+
+def load_projector(projector: Any, root: Path) -> None:
+    """Load ``projector.safetensors`` of the ModaVerse directory ``root`` into ``projector`` (shapes checked)."""
+    state = _read(root / PROJECTOR_FILE, root)
+    _check_tensors(state, projector.state_dict(), PROJECTOR_FILE)
+    projector.load_state_dict(state)
 
 
 def _resolve_llm(name: str, root: Path) -> str:

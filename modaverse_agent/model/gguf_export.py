@@ -37,6 +37,15 @@ def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
+def _rotary_rows(module: str, rows: np.ndarray, heads: tuple[int, int]) -> np.ndarray:
+    """``rows`` (output rows of ``module``) in llama.cpp's order: q/k permuted per (n_head, n_head_kv)."""
+    if module.endswith("q_proj"):
+        return _permute(rows, heads[0])
+    if module.endswith("k_proj"):
+        return _permute(rows, heads[1])
+    return rows
+
+
 def lora_tensors(
     adapter: Mapping[str, torch.Tensor], arch: str, n_blocks: int, heads: tuple[int, int] | None = None
 ) -> dict[str, np.ndarray]:
@@ -59,10 +68,7 @@ def lora_tensors(
             raise ModelError(f"adapter tensor `{key}`: llama.cpp has no tensor for module `{module}` ({arch})")
         array = tensor.detach().float().cpu().numpy()
         if m["which"] == "B" and arch in _PERMUTED and heads is not None:
-            if module.endswith("q_proj"):
-                array = _permute(array, heads[0])
-            elif module.endswith("k_proj"):
-                array = _permute(array, heads[1])
+            array = _rotary_rows(module, array, heads)
         out[f"{name}.weight.lora_{m['which'].lower()}"] = np.ascontiguousarray(array)
     return out
 
@@ -214,11 +220,7 @@ def write_llama_gguf(model: Any, tokenizer: Any, path: str | Path) -> Path:
         name = names.get_name(module)
         if name is None:
             raise ModelError(f"no GGUF name for `{key}`")
-        array = tensor.detach().float().cpu().numpy()
-        if module.endswith("q_proj"):
-            array = _permute(array, n_head)
-        elif module.endswith("k_proj"):
-            array = _permute(array, n_kv)
+        array = _rotary_rows(module, tensor.detach().float().cpu().numpy(), (n_head, n_kv))
         writer.add_tensor(f"{name}.weight", np.ascontiguousarray(array))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()

@@ -39,8 +39,8 @@ from .constrained import GrammarCache, MetaResponseLogitsProcessor
 from .gguf_export import adapter_fingerprint, gguf_metadata, write_lora_gguf
 from .llm import add_tokens, prepare_tokenizer
 from .projector import MediaProjector
-from .prompting import special_token_ids, stop_token_ids
-from .responder import GenerationOptions, MetaResponseEngine, Sampling, check_encoder
+from .prompting import stop_token_ids
+from .responder import MetaResponseEngine, Sampling, check_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -99,8 +99,9 @@ def _not_plain_lora(peft_config: dict[str, Any]) -> str | None:
     return None
 
 
-def adapter_gguf(root: Path, arch: str, meta: dict[str, Any], cache: Path | None = None) -> Path:
-    """The model's LoRA as a llama.cpp adapter GGUF, converted once into the cache."""
+def adapter_gguf(root: Path, meta: dict[str, Any], cache: Path | None = None) -> Path:
+    """The model's LoRA as a llama.cpp adapter GGUF for a base described by ``meta`` (:func:`gguf_metadata`),
+    converted once into the cache."""
     import json
 
     from safetensors.torch import load_file
@@ -116,7 +117,7 @@ def adapter_gguf(root: Path, arch: str, meta: dict[str, Any], cache: Path | None
         from ..default_model import cache_dir
 
         cache = cache_dir() / "llamacpp"
-    heads = (int(meta["n_head"]), int(meta["n_head_kv"]))
+    arch, heads = meta["arch"], (int(meta["n_head"]), int(meta["n_head_kv"]))
     out = cache / f"adapter-{adapter_fingerprint(files, {'arch': arch, 'heads': heads, 'v': 1})}.gguf"
     if not out.is_file():
         logger.info("converting the LoRA adapter to GGUF: %s", out)
@@ -155,14 +156,7 @@ class LlamaCppModel(MetaResponseEngine):
         self.gguf_path = gguf_path
         check_encoder(config, encoder)
         self.encoder = encoder
-        self.token_ids = {t: tokenizer.convert_tokens_to_ids(t) for t in config.added_tokens}
-        self.placeholder_id = self.token_ids[config.media_placeholder_token]
-        self.stop_ids = list(stop_ids) if stop_ids is not None else stop_token_ids(tokenizer)
-        media = (config.media_start_token, config.media_end_token, config.media_placeholder_token)
-        self.banned_ids = sorted(set(special_token_ids(tokenizer)) | {self.token_ids[t] for t in media})
-        self.options = GenerationOptions()
-        self.last_stats: list[tuple[int, str]] = []
-        self.last_usage = None
+        self._init_engine(config, tokenizer, stop_ids if stop_ids is not None else stop_token_ids(tokenizer))
         vocab = self._lc.llama_model_get_vocab(llama.model)
         self.n_vocab = int(self._lc.llama_vocab_n_tokens(vocab))
         self.n_embd = int(self._lc.llama_model_n_embd(llama.model))
@@ -186,9 +180,7 @@ class LlamaCppModel(MetaResponseEngine):
     ) -> LlamaCppModel:
         """Load a ModaVerse directory onto llama.cpp (``gguf``: the base LLM's GGUF when the config does
         not name one); the adapter GGUF is written to ``cache`` on first use."""
-        from safetensors.torch import load_file
-
-        from .checkpoint import PROJECTOR_FILE, ROWS_FILE, _check_files, _check_tensors, _load_encoder
+        from .checkpoint import ROWS_FILE, _check_files, _load_encoder, _read, load_projector
 
         lc = _require_llama_cpp()
         root = Path(directory)
@@ -209,7 +201,7 @@ class LlamaCppModel(MetaResponseEngine):
                 f"{path} has {meta['n_vocab']} tokens but the model's tokenizer has "
                 f"{len(tokenizer) - len(config.added_tokens)} before its media tokens; it is not this model's base"
             )
-        tensors = load_file(str(root / ROWS_FILE))
+        tensors = _read(root / ROWS_FILE, root)
         if set(tensors) != {"embed.indices", "embed.weight"}:
             raise ModelError(f"{ROWS_FILE}: only the media tokens' rows can go to llama.cpp; use the torch engine")
         scale = math.sqrt(meta["n_embd"]) if meta["arch"] in _SCALED_EMBEDDINGS else 1.0
@@ -220,18 +212,9 @@ class LlamaCppModel(MetaResponseEngine):
         if weight.shape[1] != meta["n_embd"]:
             raise ModelError(f"{ROWS_FILE}: rows are {weight.shape[1]} wide, {path} is {meta['n_embd']} wide")
         rows = {int(i): weight[k] * scale for k, i in enumerate(indices)}
-        projector = MediaProjector(
-            config.encoder_dim,
-            int(meta["n_embd"]),
-            config.modalities,
-            num_tokens=config.num_media_tokens,
-            shared=config.shared_projector,
-            bias=config.projector_bias,
-        )
-        state = load_file(str(root / PROJECTOR_FILE))
-        _check_tensors(state, projector.state_dict(), PROJECTOR_FILE)
-        projector.load_state_dict(state)
-        lora = adapter_gguf(root, meta["arch"], meta, cache)
+        projector = MediaProjector.for_config(config, int(meta["n_embd"]))
+        load_projector(projector, root)
+        lora = adapter_gguf(root, meta, cache)
         with _captured_stderr() as said:
             try:
                 llama = lc.Llama(
@@ -416,16 +399,16 @@ class LlamaCppModel(MetaResponseEngine):
         if streamer is not None:
             streamer.put(torch.tensor([list(prompt)]))
         vocab, stops = self.grammars.vocab_size, set(self.stop_ids)
-        history = torch.tensor([list(prompt)], dtype=torch.long)
+        last = torch.tensor([[prompt[-1]]], dtype=torch.long)  # the processor reads only the newest token
         new: list[int] = []
         stop_strings = [s for s in self.config.stop_strings if s]
         for step in range(sampling.max_new_tokens):
-            scores = processor(history, self._logits(vocab))
+            scores = processor(last, self._logits(vocab))
             if sampling.min_new_tokens and step < sampling.min_new_tokens:
                 scores[0, list(stops)] = float("-inf")
             token = _choose(scores[0], sampling, generator)
             new.append(token)
-            history = torch.cat([history, torch.tensor([[token]])], dim=1)
+            last = torch.tensor([[token]], dtype=torch.long)
             if streamer is not None:
                 streamer.put(torch.tensor([token]))
             if token in stops:

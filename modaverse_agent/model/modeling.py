@@ -23,9 +23,8 @@ from .config import ModaVerseConfig
 from .constrained import GrammarCache, MetaResponseLogitsProcessor
 from .llm import TrainedRowsEmbedding, add_media_tokens, apply_lora, load_llm, prepare_tokenizer, torch_dtype
 from .projector import MediaProjector
-from .prompting import special_token_ids, stop_token_ids
+from .prompting import stop_token_ids
 from .responder import (
-    GenerationOptions,
     MetaResponseEngine,
     Sampling,
     check_encoder,
@@ -33,7 +32,7 @@ from .responder import (
 from .splice import splice_media
 
 if TYPE_CHECKING:
-    from ..agent import Completion
+    pass
 
 logger = logging.getLogger(__name__)
 
@@ -59,20 +58,11 @@ class ModaVerseModel(MetaResponseEngine, nn.Module):
         self.tokenizer = tokenizer
         object.__setattr__(self, "_encoder", None)  # kept out of the module tree: it is frozen and saved apart
         self.encoder = encoder
-        self.token_ids = {t: tokenizer.convert_tokens_to_ids(t) for t in config.added_tokens}
-        self.placeholder_id = self.token_ids[config.media_placeholder_token]
-        self.stop_ids = stop_token_ids(tokenizer, getattr(llm, "generation_config", None))
-        media = (config.media_start_token, config.media_end_token, config.media_placeholder_token)
-        self.banned_ids = sorted(set(special_token_ids(tokenizer)) | {self.token_ids[t] for t in media})
+        self._init_engine(config, tokenizer, stop_token_ids(tokenizer, getattr(llm, "generation_config", None)))
         #: Table rows saved in full beside the trained media rows: an imported release's, or every row when
         #: ``config.train_embeddings`` (re-saved by save_pretrained).
         self.frozen_rows: dict[str, torch.Tensor] = {}
-        self.options = GenerationOptions()
         self.merged = False
-        #: (tokens generated, finish reason) per row of the last ``generate`` call.
-        self.last_stats: list[tuple[int, str]] = []
-        #: Token accounting of the last :meth:`stream` (read by ``ChatModaVerse``).
-        self.last_usage: Completion | None = None
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name == "encoder":  # an nn.Module encoder must not become a submodule (it is frozen, saved apart)
@@ -109,14 +99,7 @@ class ModaVerseModel(MetaResponseEngine, nn.Module):
         peft_llm = apply_lora(llm, config, init_lora_weights=init_lora_weights)
         ref = llm.get_input_embeddings().weight
         hidden = llm.config.get_text_config().hidden_size
-        projector = MediaProjector(
-            config.encoder_dim,
-            hidden,
-            config.modalities,
-            num_tokens=config.num_media_tokens,
-            shared=config.shared_projector,
-            bias=config.projector_bias,
-        ).to(device=ref.device, dtype=ref.dtype)
+        projector = MediaProjector.for_config(config, hidden).to(device=ref.device, dtype=ref.dtype)
         model = cls(config, peft_llm, tokenizer, projector, encoder=encoder)
         if config.train_embeddings:
             model._train_tables()

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from .config import ModaVerseConfig
 
 SHARED = "shared"
 
@@ -33,6 +37,18 @@ class MediaProjector(nn.Module):
         self.modalities = tuple(modalities)
         names = (SHARED,) if shared else self.modalities
         self.proj = nn.ModuleDict({n: nn.Linear(in_dim, out_dim * num_tokens, bias=bias) for n in names})
+
+    @classmethod
+    def for_config(cls, config: ModaVerseConfig, out_dim: int) -> MediaProjector:
+        """The projectors ``config`` describes, into an LLM ``out_dim`` wide (fresh weights)."""
+        return cls(
+            config.encoder_dim,
+            out_dim,
+            config.modalities,
+            num_tokens=config.num_media_tokens,
+            shared=config.shared_projector,
+            bias=config.projector_bias,
+        )
 
     def layer(self, modality: str) -> nn.Linear:
         """The linear layer serving ``modality``."""

@@ -25,7 +25,7 @@ import torch
 
 from ..errors import ModelError
 from .constrained import GrammarCache, MetaResponseLogitsProcessor
-from .prompting import Prompter
+from .prompting import Prompter, special_token_ids
 
 if TYPE_CHECKING:
     from ..agent import Completion, LLMRequest
@@ -111,8 +111,8 @@ class Sampling:
 class MetaResponseEngine:
     """Mixin: the agent's interface (``respond``, ``complete``, ``stream``, batches) over ``_decode_rows``.
 
-    The host class sets ``config`` (:class:`~.config.ModaVerseConfig`), ``tokenizer``, ``encoder``,
-    ``projector``, ``options``, ``stop_ids``, ``banned_ids``, ``last_stats``, ``last_usage`` and provides
+    The host class sets ``config`` (:class:`~.config.ModaVerseConfig`), ``tokenizer``, ``encoder`` and
+    ``projector``, calls :meth:`_init_engine` (token ids, stop/banned ids, options, stats) and provides
     ``device``, ``dtype``, ``context_length``, ``grammars`` (:class:`~.constrained.GrammarCache`) and
     ``_decode_rows``.
     """
@@ -122,6 +122,8 @@ class MetaResponseEngine:
     encoder: Any | None
     options: GenerationOptions
     projector: Any
+    token_ids: dict[str, int]
+    placeholder_id: int
     stop_ids: list[int]
     banned_ids: list[int]
     last_stats: list[tuple[int, str]]
@@ -129,6 +131,19 @@ class MetaResponseEngine:
     device: torch.device
     dtype: torch.dtype
     grammars: GrammarCache
+
+    def _init_engine(self, config: ModaVerseConfig, tokenizer: Any, stop_ids: Sequence[int]) -> None:
+        """The state every engine keeps: media token ids, stop and banned ids, options, last stats."""
+        self.token_ids = {t: tokenizer.convert_tokens_to_ids(t) for t in config.added_tokens}
+        self.placeholder_id = self.token_ids[config.media_placeholder_token]
+        self.stop_ids = list(stop_ids)
+        media = (config.media_start_token, config.media_end_token, config.media_placeholder_token)
+        self.banned_ids = sorted(set(special_token_ids(tokenizer)) | {self.token_ids[t] for t in media})
+        self.options = GenerationOptions()
+        #: (tokens generated, finish reason) per row of the last ``generate`` call.
+        self.last_stats = []
+        #: Token accounting of the last :meth:`stream` (read by ``ChatModaVerse``).
+        self.last_usage = None
 
     @property
     def context_length(self) -> int:
