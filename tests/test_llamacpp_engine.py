@@ -18,7 +18,13 @@ from modaverse_agent.errors import ModelError  # noqa: E402
 from modaverse_agent.media import load_media  # noqa: E402
 from modaverse_agent.meta_response import parse_meta_response  # noqa: E402
 from modaverse_agent.model.gguf_export import gguf_metadata, lora_tensors, write_llama_gguf  # noqa: E402
-from modaverse_agent.model.llamacpp import LlamaCppModel, _suits_llama_cpp, adapter_gguf, load_engine  # noqa: E402
+from modaverse_agent.model.llamacpp import (  # noqa: E402
+    LlamaCppModel,
+    _suits_llama_cpp,
+    adapter_gguf,
+    load_engine,
+    resolve_engine,
+)
 from modaverse_agent.model.modeling import ModaVerseModel  # noqa: E402
 from modaverse_agent.model.tiny import save_tiny_base, tiny_config  # noqa: E402
 from modaverse_agent.zoo import Zoo  # noqa: E402
@@ -201,6 +207,49 @@ def test_load_engine_picks_and_refuses(dirs: tuple[Path, Path], tmp_path: Path) 
     assert gguf_metadata(adapter)["type"] == "adapter"
     with pytest.raises(ModelError, match="GGUF adapter, not a model"):
         LlamaCppModel.from_pretrained(model_dir, gguf=adapter)
+
+
+def test_a_builtin_base_on_llama_cpp_caches_only_its_tokenizer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``modaverse:gemma-3-270m`` on llama.cpp runs the GGUF as it is: the first load caches the tokenizer and
+    generation config only (read from the GGUF), and never converts the weights to a safetensors folder."""
+    from modaverse_agent import default_model
+
+    # transformers reads a GPT-2-style GGUF tokenizer with "<|endoftext|>" added unless the vocabulary has it
+    base = save_tiny_base(tmp_path / "base", hidden=32, extra_specials=["<|endoftext|>"])
+    gguf = write_llama_gguf(
+        AutoModelForCausalLM.from_pretrained(str(base)), AutoTokenizer.from_pretrained(str(base)), tmp_path / "b.gguf"
+    )
+    torch.manual_seed(0)
+    model = ModaVerseModel.from_config(tiny_config(base, blind_media=True), init_lora_weights=False)
+    model.save_pretrained(tmp_path / "model", tokenizer=False)
+    reference = LlamaCppModel.from_pretrained(tmp_path / "model", gguf=gguf, cache=tmp_path / "adapters")
+
+    monkeypatch.setenv("MODAVERSE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(default_model, "ensure_gguf", lambda log=None: gguf)
+
+    def no_conversion(log: object = None) -> Path:
+        raise AssertionError("the llama.cpp engine converted the base LLM")
+
+    whole, tokenizer_only = default_model.BUILTIN_LLMS["gemma-3-270m"]
+    monkeypatch.setitem(default_model.BUILTIN_LLMS, "gemma-3-270m", (no_conversion, tokenizer_only))
+    config = json.loads((tmp_path / "model" / "modaverse_config.json").read_text())
+    (tmp_path / "model" / "modaverse_config.json").write_text(json.dumps({**config, "llm": "modaverse:gemma-3-270m"}))
+
+    builtin = tmp_path / "model"
+    assert resolve_engine(builtin, "auto") == "llama.cpp" and resolve_engine(builtin, "torch") == "torch"
+    with pytest.raises(ValueError, match="engine must be"):
+        resolve_engine(builtin, "vllm")
+    lc = load_engine(builtin, "auto")
+    assert isinstance(lc, LlamaCppModel) and lc.gguf_path == gguf
+    folder = tmp_path / "cache" / "gemma-3-270m-tokenizer"
+    assert (folder / "tokenizer_config.json").is_file() and not list(folder.glob("*.safetensors"))
+    generation = json.loads((folder / "generation_config.json").read_text())
+    assert generation["eos_token_id"] == lc.tokenizer.eos_token_id == reference.tokenizer.eos_token_id
+    tasks = Zoo.from_plugins().task_specs()
+    texts = ["draw me a picture of a cat", "make a short song"]
+    prompts = [reference.prompter.ids(t, [], tasks) for t in texts]
+    assert [lc.prompter.ids(t, [], tasks) for t in texts] == prompts
+    assert lc.generate(prompts, max_new_tokens=16) == reference.generate(prompts, max_new_tokens=16)
 
 
 def test_lora_names_follow_llama_cpp() -> None:

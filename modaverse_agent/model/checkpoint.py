@@ -178,15 +178,16 @@ def load_projector(projector: Any, root: Path) -> None:
     projector.load_state_dict(state)
 
 
-def _resolve_llm(name: str, root: Path) -> str:
+def _resolve_llm(name: str, root: Path, *, tokenizer_only: bool = False) -> str:
     """A path relative to the model directory if it exists there, else as given (a hub id stays one).
 
-    ``modaverse:gemma-3-270m`` names the built-in base LLM, converted into the cache on first use.
+    ``modaverse:gemma-3-270m`` names the built-in base LLM, converted into the cache on first use (with
+    ``tokenizer_only``, a folder that may hold only its tokenizer and generation config).
     """
     if name.startswith(BUILTIN_LLM_PREFIX):
         from ..default_model import ensure_builtin_llm
 
-        return str(ensure_builtin_llm(name[len(BUILTIN_LLM_PREFIX) :]))
+        return str(ensure_builtin_llm(name[len(BUILTIN_LLM_PREFIX) :], tokenizer_only=tokenizer_only))
     path = Path(name).expanduser()
     if not path.is_absolute() and (root / path).exists():
         return str(root / path)

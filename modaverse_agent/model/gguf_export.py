@@ -252,4 +252,5 @@ def _add_bpe_vocab(writer: Any, tokenizer: Any, vocab_size: int) -> None:
         token_id = getattr(tokenizer, f"{kind}_token_id", None)
         if token_id is not None:
             getattr(writer, f"add_{kind}_token_id")(int(token_id))
-    writer.add_add_bos_token(False)
+    ids = tokenizer("a")["input_ids"]
+    writer.add_add_bos_token(bool(ids) and ids[0] == tokenizer.bos_token_id)  # as the tokenizer does

@@ -464,7 +464,7 @@ def _tokenizer(config: ModaVerseConfig, root: Path, gguf: Path) -> Any:
     saved = root / TOKENIZER_DIR
     if (saved / "tokenizer_config.json").is_file():
         return AutoTokenizer.from_pretrained(str(saved))
-    source = Path(_resolve_llm(config.llm, root))
+    source = Path(_resolve_llm(config.llm, root, tokenizer_only=True))
     if source.is_dir() and (source / "tokenizer_config.json").is_file():
         tokenizer = AutoTokenizer.from_pretrained(str(source))
     else:
@@ -480,7 +480,7 @@ def _stop_ids(config: ModaVerseConfig, root: Path, tokenizer: Any) -> list[int]:
 
     from .checkpoint import _resolve_llm
 
-    source = Path(_resolve_llm(config.llm, root))
+    source = Path(_resolve_llm(config.llm, root, tokenizer_only=True))
     generation = None
     if (source / "generation_config.json").is_file():
         generation = GenerationConfig.from_pretrained(str(source))
@@ -501,9 +501,7 @@ def load_engine(
     :meth:`ModaVerseModel.from_pretrained` (``merge``, ``dtype``, ...)."""
     from .modeling import ModaVerseModel
 
-    if engine not in ("auto", "torch", "llama.cpp"):
-        raise ValueError(f"engine must be auto, torch or llama.cpp, got {engine!r}")
-    if engine == "llama.cpp" or (engine == "auto" and llama_cpp_available() and _suits_llama_cpp(directory, gguf)):
+    if resolve_engine(directory, engine, gguf) == "llama.cpp":
         model = LlamaCppModel.from_pretrained(
             directory, gguf=gguf, encoder=torch_kwargs.get("encoder"), n_threads=n_threads
         )
@@ -513,6 +511,15 @@ def load_engine(
     if log:
         log("engine: torch")
     return ModaVerseModel.from_pretrained(directory, **torch_kwargs)
+
+
+def resolve_engine(directory: str | Path, engine: str = "auto", gguf: str | Path | None = None) -> str:
+    """The engine ``engine`` means for the ModaVerse directory ``directory``: "torch" or "llama.cpp"."""
+    if engine not in ("auto", "torch", "llama.cpp"):
+        raise ValueError(f"engine must be auto, torch or llama.cpp, got {engine!r}")
+    if engine == "auto":
+        return "llama.cpp" if llama_cpp_available() and _suits_llama_cpp(directory, gguf) else "torch"
+    return engine
 
 
 #: LoRA targets a llama.cpp adapter carries on every architecture (the output layer of a tied model has no

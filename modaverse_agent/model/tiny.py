@@ -41,8 +41,9 @@ _CORPUS = [
 ]
 
 
-def tiny_tokenizer(*, chat_template: bool = False, vocab_size: int = 384) -> Any:
-    """A byte-level BPE ``PreTrainedTokenizerFast`` trained in memory; adds ``<s>`` like Llama's, ends with ``</s>``."""
+def tiny_tokenizer(*, chat_template: bool = False, vocab_size: int = 384, extra_specials: Sequence[str] = ()) -> Any:
+    """A byte-level BPE ``PreTrainedTokenizerFast`` trained in memory; adds ``<s>`` like Llama's, ends with ``</s>``
+    (``extra_specials`` follow ``<pad> <s> </s>`` as special tokens)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -51,7 +52,7 @@ def tiny_tokenizer(*, chat_template: bool = False, vocab_size: int = 384) -> Any
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=["<pad>", "<s>", "</s>"],
+        special_tokens=["<pad>", "<s>", "</s>", *extra_specials],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -110,10 +111,17 @@ def tiny_gemma3(tokenizer: Any, *, hidden: int = 32, seed: int = 0, context: int
     return Gemma3ForCausalLM(config).eval()
 
 
-def save_tiny_base(directory: str | Path, *, chat_template: bool = False, arch: str = "llama", **kwargs: Any) -> Path:
+def save_tiny_base(
+    directory: str | Path,
+    *,
+    chat_template: bool = False,
+    arch: str = "llama",
+    extra_specials: Sequence[str] = (),
+    **kwargs: Any,
+) -> Path:
     """Write a tiny base LLM + tokenizer directory (what ``ModaVerseConfig.llm`` points to)."""
     out = Path(directory)
-    tokenizer = tiny_tokenizer(chat_template=chat_template)
+    tokenizer = tiny_tokenizer(chat_template=chat_template, extra_specials=extra_specials)
     model = (tiny_gemma3 if arch == "gemma3" else tiny_llama)(tokenizer, **kwargs)
     model.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
