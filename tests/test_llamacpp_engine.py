@@ -230,7 +230,7 @@ def test_a_builtin_base_on_llama_cpp_caches_only_its_tokenizer(tmp_path: Path, m
     def no_conversion(log: object = None) -> Path:
         raise AssertionError("the llama.cpp engine converted the base LLM")
 
-    whole, tokenizer_only = default_model.BUILTIN_LLMS["gemma-3-270m"]
+    _whole, tokenizer_only = default_model.BUILTIN_LLMS["gemma-3-270m"]
     monkeypatch.setitem(default_model.BUILTIN_LLMS, "gemma-3-270m", (no_conversion, tokenizer_only))
     config = json.loads((tmp_path / "model" / "modaverse_config.json").read_text())
     (tmp_path / "model" / "modaverse_config.json").write_text(json.dumps({**config, "llm": "modaverse:gemma-3-270m"}))
