@@ -50,6 +50,7 @@ def test_perfect_predictions_score_perfectly() -> None:
     report = evaluate(SAMPLES, lambda batch: [preds[s.id] for s in batch], batch_size=2, progress=False)
     assert (report.validity, report.task_accuracy, report.tool_decision, report.text_only_accuracy) == (1, 1, 1, 1)
     assert report.bleu4 == pytest.approx(100) and report.chrf == pytest.approx(100)
+    assert (report.prompt_exact, report.prompt_additions) == (1, 0)
 
 
 def test_errors_are_counted_where_they_belong(tmp_path: Path) -> None:
@@ -68,6 +69,24 @@ def test_errors_are_counted_where_they_belong(tmp_path: Path) -> None:
     assert "no JSON object" in (report.results[0].error or "")
     data = json.loads(write_report(report, tmp_path / "r.json").read_text())
     assert data["n"] == 5 and "task accuracy" in report.table()
+
+
+def test_prompt_additions_are_told_apart_from_rewordings() -> None:
+    speech = [
+        sample("s1", "output-alignment", [("text-to-speech", "Good morning to everyone.")]),
+        sample("s2", "output-alignment", [("text-to-speech", "See you soon.")]),
+        sample("s3", "output-alignment", [("text-to-speech", "Hello there.")]),
+        sample("s4", "output-alignment", [("text-to-speech", "Welcome home.")]),
+    ]
+    preds = {
+        "s1": out(("text-to-speech", "Good morning to everyone. Here's the recording.")),  # a sentence added
+        "s2": out(("text-to-speech", "see you soon")),  # the same words
+        "s3": out(("text-to-speech", "Hi there.")),  # reworded, nothing added
+        "s4": out(("text-to-audio", "Welcome home. And more.")),  # wrong task: not paired, not counted
+    }
+    report = evaluate(speech, lambda batch: [preds[s.id] for s in batch], progress=False)
+    assert report.prompt_exact == pytest.approx(1 / 3) and report.prompt_additions == pytest.approx(1 / 3)
+    assert "prompt additions  " in report.table()
 
 
 def test_invalid_media_reference_is_invalid() -> None:

@@ -8,7 +8,11 @@ Metrics (each over the samples named):
 * ``text_only_accuracy``: no tool called when none is wanted (samples whose reference calls none);
 * ``bleu4`` / ``chrf``: corpus BLEU-4 and chrF (sacrebleu) of predicted vs reference prompts, pairing
   invocations of the same task in order (only samples with the right task set, so routing errors are
-  not counted twice).
+  not counted twice);
+* ``prompt_exact``: share of those paired prompts equal to the reference (case, spacing and end
+  punctuation ignored);
+* ``prompt_additions``: share of them that hold the whole reference and add words to it (a spoken line
+  with a sentence nobody asked for, which BLEU and chrF barely notice).
 """
 
 from __future__ import annotations
@@ -53,6 +57,8 @@ class EvalReport:
     text_only_accuracy: float | None
     bleu4: float | None
     chrf: float | None
+    prompt_exact: float | None
+    prompt_additions: float | None
     per_kind: dict[str, dict[str, float]]
     seconds: float
     results: list[SampleResult]
@@ -73,6 +79,8 @@ class EvalReport:
             rows.append(("text-only accuracy", f"{self.text_only_accuracy:.1%}"))
         if self.bleu4 is not None:
             rows += [("prompt BLEU-4", f"{self.bleu4:.1f}"), ("prompt chrF", f"{self.chrf:.1f}")]
+        if self.prompt_exact is not None:
+            rows += [("prompt exact", f"{self.prompt_exact:.1%}"), ("prompt additions", f"{self.prompt_additions:.1%}")]
         rows += [
             (f"  {k}: task accuracy", f"{v['task_accuracy']:.1%} of {int(v['n'])}")
             for k, v in sorted(self.per_kind.items())
@@ -102,6 +110,17 @@ def judge(sample: Sample, raw: str, schema: dict[str, Any] | None = None) -> Sam
     return SampleResult(sample.id, sample.kind, True, match, reference, tasks, pairs=pairs)
 
 
+def _words(prompt: str) -> str:
+    """A prompt compared loosely: lower case, single spaces, no punctuation at either end."""
+    return " ".join(prompt.lower().split()).strip(" .!?,;:\"'")
+
+
+def _adds_to(hyp: str, ref: str) -> bool:
+    """Whether ``hyp`` holds all of ``ref`` and more."""
+    h, r = _words(hyp), _words(ref)
+    return bool(r) and h != r and r in h
+
+
 def summarize(results: Sequence[SampleResult], seconds: float = 0.0) -> EvalReport:
     """Aggregate per-sample results into the report."""
     import sacrebleu
@@ -110,8 +129,9 @@ def summarize(results: Sequence[SampleResult], seconds: float = 0.0) -> EvalRepo
     if n == 0:
         raise ValueError("no samples to evaluate")
     text_only = [r for r in results if not r.reference_tasks]
-    hyps = [h for r in results for h, _ in r.pairs]
-    refs = [ref for r in results for _, ref in r.pairs]
+    pairs = [pair for r in results for pair in r.pairs]
+    hyps = [h for h, _ in pairs]
+    refs = [ref for _, ref in pairs]
     per_kind: dict[str, dict[str, float]] = {}
     for kind in sorted({r.kind for r in results}):
         group = [r for r in results if r.kind == kind]
@@ -130,6 +150,8 @@ def summarize(results: Sequence[SampleResult], seconds: float = 0.0) -> EvalRepo
         ),
         bleu4=sacrebleu.corpus_bleu(hyps, [refs]).score if hyps else None,
         chrf=sacrebleu.corpus_chrf(hyps, [refs]).score if hyps else None,
+        prompt_exact=sum(_words(h) == _words(r) for h, r in pairs) / len(pairs) if pairs else None,
+        prompt_additions=sum(_adds_to(h, r) for h, r in pairs) / len(pairs) if pairs else None,
         per_kind=per_kind,
         seconds=round(seconds, 3),
         results=list(results),
