@@ -203,6 +203,15 @@ def test_load_engine_picks_and_refuses(dirs: tuple[Path, Path], tmp_path: Path) 
     (tmp_path / "bad.gguf").write_bytes(b"not a gguf at all")
     with pytest.raises(ModelError, match="not a readable GGUF"):
         LlamaCppModel.from_pretrained(model_dir, gguf=tmp_path / "bad.gguf")
+    no_tokenizer = tmp_path / "no_tokenizer"  # the tokenizer then comes from the GGUF, which lacks "<|endoftext|>"
+    for f in model_dir.rglob("*"):
+        if f.is_file() and "tokenizer" not in f.relative_to(model_dir).parts:
+            (no_tokenizer / f.relative_to(model_dir)).parent.mkdir(parents=True, exist_ok=True)
+            (no_tokenizer / f.relative_to(model_dir)).write_bytes(f.read_bytes())
+    config_path = no_tokenizer / "modaverse_config.json"
+    config_path.write_text(json.dumps({**config, "llm": str(tmp_path / "nowhere")}))
+    with pytest.raises(ModelError, match=r"added \['<\|endoftext\|>'\].*keep the tokenizer beside the model"):
+        LlamaCppModel.from_pretrained(no_tokenizer, gguf=gguf)
     adapter = adapter_gguf(model_dir, gguf_metadata(gguf), tmp_path / "cache")
     assert gguf_metadata(adapter)["type"] == "adapter"
     with pytest.raises(ModelError, match="GGUF adapter, not a model"):

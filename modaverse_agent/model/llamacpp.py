@@ -469,9 +469,25 @@ def _tokenizer(config: ModaVerseConfig, root: Path, gguf: Path) -> Any:
         tokenizer = AutoTokenizer.from_pretrained(str(source))
     else:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        _check_gguf_tokenizer(tokenizer, gguf)
     prepare_tokenizer(tokenizer)
     add_tokens(tokenizer, config)
     return tokenizer
+
+
+def _check_gguf_tokenizer(tokenizer: Any, gguf: Path) -> None:
+    """Refuse a tokenizer transformers read from ``gguf`` with tokens the file does not have: the media tokens
+    would then get other ids than in training (its GPT-2-style reader adds ``<|endoftext|>`` when missing)."""
+    from .gguf_export import read_gguf_header
+
+    count = read_gguf_header(gguf).get("tokenizer.ggml.tokens")
+    if isinstance(count, int) and len(tokenizer) > count:
+        extra = sorted(t for t, i in tokenizer.get_vocab().items() if i >= count)
+        raise ModelError(
+            f"transformers read {len(tokenizer)} tokens from {gguf.name}, which has {count} (it added {extra}), so "
+            "the media tokens would not get their trained ids; keep the tokenizer beside the model (train without "
+            "--no-tokenizer) or point the config's `llm` at the base model's folder"
+        )
 
 
 def _stop_ids(config: ModaVerseConfig, root: Path, tokenizer: Any) -> list[int]:
