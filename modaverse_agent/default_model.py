@@ -9,10 +9,11 @@ reports progress and is cached.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,16 @@ def ensure_gguf(log: Callable[[str], None] | None = None) -> Path:
     return Path(pkg.assemble(target))
 
 
+@contextlib.contextmanager
+def _folder_in_place(out: Path) -> Iterator[Path]:
+    """A scratch folder beside ``out`` to write into; it replaces ``out`` only once the block succeeds."""
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    yield tmp
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+
+
 def ensure_base_llm(log: Callable[[str], None] | None = None) -> Path:
     """A safetensors folder of Gemma 3 270M (fp32) in the cache, converted from the GGUF on first use."""
     out = cache_dir() / "gemma-3-270m"
@@ -69,12 +80,9 @@ def ensure_base_llm(log: Callable[[str], None] | None = None) -> Path:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    with _folder_in_place(out) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
     _say(f"saved {out} in {time.perf_counter() - t0:.0f} s", log)
     return out
 
@@ -89,19 +97,15 @@ def tokenizer_folder(gguf: Path, out: Path, log: Callable[[str], None] | None = 
     t0 = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     header = read_gguf_header(gguf)
+    names = {"bos": "bos_token_id", "eos": "eos_token_id", "padding": "pad_token_id"}  # GGUF key -> config field
     ids = {
-        f"{key}_token_id": header[f"tokenizer.ggml.{key}_token_id"]
-        for key in ("bos", "eos", "padding")
+        field: header[f"tokenizer.ggml.{key}_token_id"]
+        for key, field in names.items()
         if isinstance(header.get(f"tokenizer.ggml.{key}_token_id"), int)
     }
-    if "padding_token_id" in ids:
-        ids["pad_token_id"] = ids.pop("padding_token_id")
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tokenizer.save_pretrained(tmp)
-    GenerationConfig(**ids).save_pretrained(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    with _folder_in_place(out) as tmp:
+        tokenizer.save_pretrained(tmp)
+        GenerationConfig(**ids).save_pretrained(tmp)
     _say(f"saved {out} in {time.perf_counter() - t0:.0f} s", log)
     return out
 
@@ -151,7 +155,8 @@ def load_default_model(log: Callable[[str], None] | None = None, *, merge: bool 
     from .model.llamacpp import load_engine, resolve_engine
 
     directory = default_model_dir()
-    if resolve_engine(directory, engine) == "llama.cpp":
+    engine = resolve_engine(directory, engine)
+    if engine == "llama.cpp":
         ensure_base_tokenizer(log)  # the GGUF runs as it is: no conversion to a safetensors folder
     else:
         ensure_base_llm(log)

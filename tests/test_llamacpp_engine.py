@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -182,12 +183,7 @@ def test_load_engine_picks_and_refuses(dirs: tuple[Path, Path], tmp_path: Path) 
     with pytest.raises(ModelError, match="GGUF"):
         LlamaCppModel.from_pretrained(model_dir)
     config = json.loads((model_dir / "modaverse_config.json").read_text())
-    moved = tmp_path / "m"
-    moved.mkdir()
-    for f in model_dir.rglob("*"):
-        if f.is_file():
-            (moved / f.relative_to(model_dir)).parent.mkdir(parents=True, exist_ok=True)
-            (moved / f.relative_to(model_dir)).write_bytes(f.read_bytes())
+    moved = shutil.copytree(model_dir, tmp_path / "m")
     (moved / "modaverse_config.json").write_text(json.dumps({**config, "lora_targets": ["q_proj", "lm_head"]}))
     assert not _suits_llama_cpp(moved, gguf)  # auto leaves LoRA on the output layer to torch
     (moved / "modaverse_config.json").write_text(json.dumps({**config, "train_embeddings": True}))
@@ -203,11 +199,8 @@ def test_load_engine_picks_and_refuses(dirs: tuple[Path, Path], tmp_path: Path) 
     (tmp_path / "bad.gguf").write_bytes(b"not a gguf at all")
     with pytest.raises(ModelError, match="not a readable GGUF"):
         LlamaCppModel.from_pretrained(model_dir, gguf=tmp_path / "bad.gguf")
-    no_tokenizer = tmp_path / "no_tokenizer"  # the tokenizer then comes from the GGUF, which lacks "<|endoftext|>"
-    for f in model_dir.rglob("*"):
-        if f.is_file() and "tokenizer" not in f.relative_to(model_dir).parts:
-            (no_tokenizer / f.relative_to(model_dir)).parent.mkdir(parents=True, exist_ok=True)
-            (no_tokenizer / f.relative_to(model_dir)).write_bytes(f.read_bytes())
+    # no saved tokenizer: it then comes from the GGUF, which lacks "<|endoftext|>"
+    no_tokenizer = shutil.copytree(model_dir, tmp_path / "no_tokenizer", ignore=shutil.ignore_patterns("tokenizer"))
     config_path = no_tokenizer / "modaverse_config.json"
     config_path.write_text(json.dumps({**config, "llm": str(tmp_path / "nowhere")}))
     with pytest.raises(ModelError, match=r"added \['<\|endoftext\|>'\].*keep the tokenizer beside the model"):

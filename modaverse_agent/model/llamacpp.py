@@ -195,7 +195,7 @@ class LlamaCppModel(MetaResponseEngine):
         meta = gguf_metadata(path)
         if meta["type"] != "model":
             raise ModelError(f"{path} is a GGUF {meta['type']}, not a model")
-        tokenizer = _tokenizer(config, root, path)
+        tokenizer = _tokenizer(config, root, path, meta["n_vocab"])
         if len(tokenizer) - len(config.added_tokens) > meta["n_vocab"]:
             raise ModelError(
                 f"{path} has {meta['n_vocab']} tokens but the model's tokenizer has "
@@ -455,8 +455,9 @@ def _choose(scores: torch.Tensor, sampling: Sampling, generator: torch.Generator
     return int(torch.multinomial(probs, 1, generator=generator))
 
 
-def _tokenizer(config: ModaVerseConfig, root: Path, gguf: Path) -> Any:
-    """The model's tokenizer: the saved one, else the base LLM's (its folder, or read from the GGUF)."""
+def _tokenizer(config: ModaVerseConfig, root: Path, gguf: Path, n_tokens: int | None) -> Any:
+    """The model's tokenizer: the saved one, else the base LLM's (its folder, or read from ``gguf``, whose
+    vocabulary holds ``n_tokens``)."""
     from transformers import AutoTokenizer
 
     from .checkpoint import TOKENIZER_DIR, _resolve_llm
@@ -469,18 +470,16 @@ def _tokenizer(config: ModaVerseConfig, root: Path, gguf: Path) -> Any:
         tokenizer = AutoTokenizer.from_pretrained(str(source))
     else:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        _check_gguf_tokenizer(tokenizer, gguf)
+        _check_gguf_tokenizer(tokenizer, gguf, n_tokens)
     prepare_tokenizer(tokenizer)
     add_tokens(tokenizer, config)
     return tokenizer
 
 
-def _check_gguf_tokenizer(tokenizer: Any, gguf: Path) -> None:
-    """Refuse a tokenizer transformers read from ``gguf`` with tokens the file does not have: the media tokens
-    would then get other ids than in training (its GPT-2-style reader adds ``<|endoftext|>`` when missing)."""
-    from .gguf_export import read_gguf_header
-
-    count = read_gguf_header(gguf).get("tokenizer.ggml.tokens")
+def _check_gguf_tokenizer(tokenizer: Any, gguf: Path, count: int | None) -> None:
+    """Refuse a tokenizer transformers read from ``gguf`` (``count`` tokens) with tokens the file does not have:
+    the media tokens would then get other ids than in training (its GPT-2-style reader adds ``<|endoftext|>``
+    when missing)."""
     if isinstance(count, int) and len(tokenizer) > count:
         extra = sorted(t for t, i in tokenizer.get_vocab().items() if i >= count)
         raise ModelError(
@@ -554,9 +553,6 @@ def _suits_llama_cpp(directory: str | Path, gguf: str | Path | None) -> bool:
     _check_files(root)  # the same errors as loading it
     config = ModaVerseConfig.load(root)
     has_gguf = gguf is not None or bool(config.gguf_file) or config.llm.startswith(BUILTIN_LLM_PREFIX)
-    peft = json.loads((root / ADAPTER_CONFIG).read_text(encoding="utf-8"))
-    plain = not (
-        peft.get("use_dora") or peft.get("use_rslora") or peft.get("rank_pattern") or peft.get("alpha_pattern")
-    )
+    plain = _not_plain_lora(json.loads((root / ADAPTER_CONFIG).read_text(encoding="utf-8"))) is None
     linear = set(config.lora_targets) <= _LINEAR_TARGETS
     return has_gguf and plain and linear and not config.train_embeddings
