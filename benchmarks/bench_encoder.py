@@ -4,7 +4,7 @@
 
 For each model size and modality it prints milliseconds per item spent decoding + preprocessing and
 in the model, the end-to-end items/s, and which of the two dominates. Uses the fixture media in
-``../shared/fixtures/imagebind/media`` (or ``--media DIR``). Random weights: the numbers measure speed only.
+``tests/fixtures/imagebind/media`` (or ``--media DIR``). Random weights: the numbers measure speed only.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 from modaverse_agent.encoders.imagebind import ImageBindConfig, ImageBindEncoder
 from modaverse_agent.media import load_media
 
-MEDIA = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "imagebind" / "media"
+MEDIA = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "imagebind" / "media"
 FILES = {"image": "coffee.jpg", "audio": "speech_22k.wav", "video": "testsrc_320x240_10fps_3s.mp4"}
 
 

@@ -12,7 +12,7 @@ from modaverse_agent.agent import ModaVerseAgent
 from modaverse_agent.testing import ScriptedLLM
 from modaverse_agent.zoo import Zoo
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 @pytest.fixture(autouse=True)

@@ -22,7 +22,7 @@ from modaverse_agent.encoders.imagebind import ImageBindConfig, ImageBindEncoder
 from modaverse_agent.errors import MediaError
 from modaverse_agent.media import MediaItem, load_media
 
-MEDIA = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "imagebind" / "media"
+MEDIA = Path(__file__).resolve().parent / "fixtures" / "imagebind" / "media"
 
 
 @pytest.fixture(scope="module")

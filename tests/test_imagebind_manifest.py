@@ -13,7 +13,7 @@ import torch
 from modaverse_agent.encoders.imagebind.config import ALL_MODALITIES, ImageBindConfig
 from modaverse_agent.encoders.imagebind.model import ImageBindModel
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "imagebind"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "imagebind"
 
 
 @pytest.fixture(scope="module")

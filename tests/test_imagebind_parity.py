@@ -17,7 +17,7 @@ from modaverse_agent.encoders.imagebind.model import ImageBindModel
 from modaverse_agent.encoders.imagebind.weights import build_model, read_state_dict
 from modaverse_agent.errors import ModelError
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "imagebind"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "imagebind"
 ATOL_OUT, ATOL_STAGE = 1e-5, 1e-4
 INPUTS = ("text", "vision", "video", "audio", "depth", "thermal", "imu")
 

@@ -19,7 +19,7 @@ from modaverse_agent.errors import MediaError
 from modaverse_agent.media import load_media
 from modaverse_agent.media_decode import decode_audio, probe_video
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "imagebind"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "imagebind"
 MEDIA = FIXTURES / "media"
 IMAGES = ["chelsea.png", "coffee.jpg", "chelsea_portrait_rgba.png"]
 AUDIO = ["speech_16k.wav", "speech_22k.wav", "speech_16k_mp3.wav", "speech_16k.mp3"]

@@ -24,7 +24,7 @@ from modaverse_agent.model.tiny import HashEncoder, save_tiny_base, tiny_config 
 from modaverse_agent.zoo import Zoo  # noqa: E402
 
 torch.set_num_threads(1)
-MEDIA = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "imagebind" / "media"
+MEDIA = Path(__file__).resolve().parent / "fixtures" / "imagebind" / "media"
 
 
 class RecordingEncoder(HashEncoder):
@@ -110,10 +110,11 @@ def test_batch_mixes_params_and_matches_single(free: ModaVerseModel) -> None:
 
 def test_stream_yields_the_completion_text(model: ModaVerseModel, free: ModaVerseModel) -> None:
     req = ask(max_new_tokens=16)
-    pieces = list(free.stream(req))
+    stream = free.stream(req)
+    pieces = list(stream)
     assert len(pieces) > 1 and "".join(pieces) == free.respond(req)
-    assert free.last_usage is not None and free.last_usage.text == "".join(pieces)
-    assert free.last_usage.output_tokens == free.complete(req).output_tokens
+    assert stream.completion is not None and stream.completion.text == "".join(pieces)
+    assert stream.completion.output_tokens == free.complete(req).output_tokens
     stop = "".join(pieces)[5:7]
     cut = ask(max_new_tokens=16, stop=(stop,))
     assert "".join(free.stream(cut)) == free.respond(cut) == "".join(pieces)[: "".join(pieces).index(stop)]
