@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tempfile
+import threading
 import time
 import uuid
 import wave
@@ -18,6 +20,7 @@ from .errors import ArtifactError
 
 _MIME = {".png": "image/png", ".wav": "audio/wav", ".mp4": "video/mp4", ".txt": "text/plain"}
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_MAX_DEPTH = 64
 
 
 @dataclass
@@ -35,10 +38,59 @@ class Artifact:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (path as string)."""
+        """JSON-ready dict (path as string; see :func:`json_safe`)."""
         d = asdict(self)
         d["path"] = str(self.path)
-        return d
+        return json_safe(d)
+
+
+def clean_text(text: str) -> str:
+    """``text`` with every lone surrogate (``"\\ud800"``) replaced by U+FFFD, so it can be written as UTF-8.
+
+    A well-formed surrogate pair (``"\\ud83d\\ude00"``) becomes the character it encodes.
+    """
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+def clean_strings(value: Any, _depth: int = 0) -> Any:
+    """``value`` with :func:`clean_text` applied to every string in it (dict keys too); numbers are kept."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if _depth > _MAX_DEPTH:
+        return value
+    if isinstance(value, dict):
+        return {clean_strings(k, _depth + 1): clean_strings(v, _depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(clean_strings(v, _depth + 1) for v in value)
+    return value
+
+
+def json_safe(value: Any, _depth: int = 0) -> Any:
+    """``value`` as plain JSON data that ``json.dumps(allow_nan=False)`` accepts and UTF-8 can hold.
+
+    Lone surrogates become U+FFFD, non-finite floats the strings ``"NaN"``, ``"Infinity"`` and
+    ``"-Infinity"``, paths and other objects their ``str``, tuples lists; nesting deeper than 64 levels
+    is cut to ``"<nested too deep>"``.
+    """
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, str):
+        return clean_text(value)
+    if _depth > _MAX_DEPTH:
+        return "<nested too deep>"
+    if isinstance(value, dict):
+        return {clean_text(str(k)): json_safe(v, _depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [json_safe(v, _depth + 1) for v in value]
+    return clean_text(str(value))
 
 
 def safe_stem(name: str, default: str = "output") -> str:
@@ -48,9 +100,16 @@ def safe_stem(name: str, default: str = "output") -> str:
 
 
 class OutputDir:
-    """A directory that receives files atomically, under unique names, never overwriting."""
+    """A directory that receives files atomically, under unique names, never overwriting.
 
-    def __init__(self, root: str | Path) -> None:
+    An OutputDir made with a ``cancel`` event (see :meth:`for_invocation`) serves one invocation: once
+    the event is set it refuses to write, and :meth:`revoke` removes every file it wrote.
+    """
+
+    def __init__(self, root: str | Path, *, cancel: threading.Event | None = None) -> None:
+        self._cancel = cancel
+        self._written: list[Path] = []
+        self._guard = threading.Lock()
         self.root = Path(root).expanduser().resolve()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -60,6 +119,44 @@ class OutputDir:
             ) from e
         if not os.access(self.root, os.W_OK | os.X_OK):
             raise ArtifactError(f"output directory {self.root} is not writable; choose another with --output-dir")
+
+    def for_invocation(self, cancel: threading.Event) -> OutputDir:
+        """A view of this directory for one invocation, closed for writing once ``cancel`` is set."""
+        return OutputDir(self.root, cancel=cancel)
+
+    @property
+    def written(self) -> tuple[Path, ...]:
+        """The files written through this object so far."""
+        with self._guard:
+            return tuple(self._written)
+
+    @property
+    def cancelled(self) -> bool:
+        """True once this invocation's cancel event is set: every write is refused."""
+        return self._cancel is not None and self._cancel.is_set()
+
+    def revoke(self) -> list[Path]:
+        """Cancel the invocation and delete every file it wrote; returns them. No write lands after this."""
+        if self._cancel is None:
+            raise ArtifactError("revoke() needs an OutputDir made by for_invocation()")
+        with self._guard:  # waits for a publish in progress, so none lands after the files are removed
+            self._cancel.set()
+            removed, self._written = self._written, []
+        for path in removed:
+            path.unlink(missing_ok=True)
+        return removed
+
+    def contains(self, path: Any) -> bool:
+        """True when ``path`` is an existing regular file directly or below this directory (symlinks resolved)."""
+        try:
+            resolved = Path(path).resolve(strict=True)
+        except (OSError, TypeError, ValueError, RuntimeError):
+            return False
+        return resolved.is_relative_to(self.root) and resolved != self.root and resolved.is_file()
+
+    def _refuse_if_cancelled(self) -> None:
+        if self.cancelled:
+            raise ArtifactError(f"not writing into {self.root}: the invocation was cancelled (it timed out)")
 
     def _target(self, stem: str, suffix: str) -> Path:
         if not re.fullmatch(r"\.[a-z0-9]{1,8}", suffix):
@@ -72,6 +169,7 @@ class OutputDir:
     def write(self, stem: str, suffix: str, writer: Callable[[Path], None]) -> Path:
         """Call ``writer(tmp_path)`` then publish the file atomically under a new unique name."""
         base = self._target(stem, suffix)
+        self._refuse_if_cancelled()
         fd, tmp_name = tempfile.mkstemp(prefix=".partial-", suffix=suffix, dir=self.root)
         os.close(fd)
         tmp = Path(tmp_name)
@@ -83,14 +181,17 @@ class OutputDir:
 
     def _publish(self, tmp: Path, base: Path) -> Path:
         suffix = base.suffix
-        for n in range(10_000):
-            target = base if n == 0 else base.with_name(f"{base.stem}-{n}{suffix}")
-            try:
-                os.link(tmp, target)  # fails if target exists: never overwrites
+        with self._guard:
+            self._refuse_if_cancelled()
+            for n in range(10_000):
+                target = base if n == 0 else base.with_name(f"{base.stem}-{n}{suffix}")
+                try:
+                    os.link(tmp, target)  # fails if target exists: never overwrites
+                except FileExistsError:
+                    continue
                 target.chmod(0o644)  # mkstemp made it private; artifacts are for people to open
+                self._written.append(target)
                 return target
-            except FileExistsError:
-                continue
         raise ArtifactError(f"no free file name for {base.name} in {self.root}")
 
     def write_bytes(self, stem: str, suffix: str, data: bytes) -> Path:
@@ -120,7 +221,8 @@ class OutputDir:
             arr = arr[:, None]
         if arr.ndim != 2 or arr.shape[0] == 0:
             raise ArtifactError(f"audio must be (samples,) or (samples, channels), got shape {arr.shape}")
-        pcm = (np.clip(np.nan_to_num(arr), -1.0, 1.0) * 32767).astype("<i2")
+        _refuse_non_finite(arr, "audio samples")
+        pcm = (np.clip(arr, -1.0, 1.0) * 32767).astype("<i2")
 
         def _w(p: Path) -> None:
             with wave.open(str(p), "wb") as w:
@@ -137,6 +239,7 @@ class OutputDir:
 
         video = np.asarray(frames)
         if video.dtype != np.uint8:
+            _refuse_non_finite(video, "video frames")
             video = (np.clip(video, 0.0, 1.0) * 255).round().astype(np.uint8)
         if video.ndim != 4 or video.shape[-1] != 3 or video.shape[0] == 0:
             raise ArtifactError(f"video frames must be (T, H, W, 3), got shape {video.shape}")
@@ -146,10 +249,25 @@ class OutputDir:
         return self.write(stem, ".mp4", lambda p: _encode_mp4(p, video, fps))
 
     def write_manifest(self, record: dict[str, Any]) -> Path:
-        """Write a JSON manifest describing one response; returns its path."""
+        """Write a JSON manifest describing one response; returns its path.
+
+        The record passes through :func:`json_safe` first, so the file is always strict JSON in UTF-8.
+        """
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        data = json.dumps(record, indent=2, default=str).encode()
+        data = json.dumps(json_safe(record), indent=2, allow_nan=False, ensure_ascii=False).encode("utf-8")
         return self.write_bytes(f"response-{stamp}-{uuid.uuid4().hex[:6]}", ".json", data)
+
+
+def _refuse_non_finite(arr: Any, what: str) -> None:
+    """Refuse NaN/Infinity values: written as PCM or pixels they would silently become silence or black."""
+    import numpy as np
+
+    bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+    if bad:
+        raise ArtifactError(
+            f"{what} hold {bad} non-finite value(s) (NaN or Infinity) of {np.size(arr)}: the generator failed "
+            "numerically; try other arguments or another seed"
+        )
 
 
 def _encode_mp4(path: Path, video: Any, fps: float) -> None:

@@ -11,6 +11,7 @@ import os
 import secrets
 import shutil
 import tempfile
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any, ClassVar
 
 from .artifacts import Artifact
 from .errors import GeneratorError
-from .generators import GenerationRequest, Generator, ProgressCallback
+from .generators import GenerationCancelled, GenerationRequest, Generator, ProgressCallback
 
 #: Value of the ``model`` option that builds a tiny random-weight pipeline from configs (no download).
 TINY_RANDOM = "tiny-random"
@@ -128,14 +129,22 @@ class StepProgress:
     """A progress bar over denoising steps that also reports ``(done, total)`` to a callback.
 
     Use as a context manager; pass :meth:`on_step_end` as ``callback_on_step_end`` (current pipelines)
-    or :meth:`legacy` as ``callback`` (AudioLDM, text-to-video).
+    or :meth:`legacy` as ``callback`` (AudioLDM, text-to-video). When ``cancel`` is set, the next step
+    raises :class:`~modaverse_agent.generators.GenerationCancelled`, which aborts the pipeline call.
     """
 
-    def __init__(self, label: str, total: int, callback: ProgressCallback | None = None) -> None:
+    def __init__(
+        self,
+        label: str,
+        total: int,
+        callback: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> None:
         self.label = label
         self.total = int(total)
         self.done = 0
         self.callback = callback
+        self.cancel = cancel
         self._bar: Any = None
 
     def __enter__(self) -> StepProgress:
@@ -150,7 +159,9 @@ class StepProgress:
             self._bar = None
 
     def step(self, done: int) -> None:
-        """Record that ``done`` steps have finished."""
+        """Record that ``done`` steps have finished; raise GenerationCancelled if the invocation was cancelled."""
+        if self.cancel is not None and self.cancel.is_set():
+            raise GenerationCancelled(f"{self.label}: cancelled after {self.done} of {self.total} steps")
         done = min(int(done), self.total)
         if self._bar is not None:
             self._bar.update(done - self.done)
@@ -322,6 +333,38 @@ def call_pipeline(generator: str, fn: Any, /, **kwargs: Any) -> Any:
         ) from e
 
 
+# -- per-device caps -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cap:
+    """A default upper bound on an argument, lower on a CPU than on an accelerator; a zoo option raises it.
+
+    The schema keeps the argument's absolute limits; a cap bounds what one invocation may cost by default.
+    """
+
+    option: str  # the zoo option that overrides the cap, e.g. "max_steps"
+    cpu: int | float
+    accelerator: int | float  # cuda and mps
+    what: str  # e.g. "denoising steps"
+
+    def limit(self, device: str, override: Any = None) -> int | float:
+        """The cap on ``device``: the zoo option when set, else the device's default."""
+        if override is not None:
+            return override
+        return self.cpu if device == "cpu" else self.accelerator
+
+    def option_schema(self) -> dict[str, Any]:
+        """The JSON Schema of the overriding zoo option."""
+        kind = "integer" if isinstance(self.cpu, int) and isinstance(self.accelerator, int) else "number"
+        return {
+            "type": kind,
+            "exclusiveMinimum": 0,
+            "description": f"most {self.what} an invocation may ask for "
+            f"(default: {self.cpu:g} on cpu, {self.accelerator:g} on cuda/mps)",
+        }
+
+
 # -- the base class --------------------------------------------------------------------------------------
 
 
@@ -337,10 +380,13 @@ class DiffusersGenerator(Generator):
     tiny_kind: ClassVar[str]
     #: Extra zoo options (JSON Schema properties) on top of model/device/dtype/download.
     extra_options: ClassVar[dict[str, Any]] = {}
+    #: Per-device caps on arguments (argument name -> Cap); each cap's option joins the zoo options.
+    caps: ClassVar[dict[str, Cap]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
-        if "default_model" in cls.__dict__ or "extra_options" in cls.__dict__:
-            cls.options_schema = options_schema(cls.default_model, cls.extra_options)
+        if any(k in cls.__dict__ for k in ("default_model", "extra_options", "caps")):
+            cap_options = {c.option: c.option_schema() for c in cls.caps.values()}
+            cls.options_schema = options_schema(cls.default_model, {**cap_options, **cls.extra_options})
         super().__init_subclass__(**kwargs)
 
     def __init__(self, **options: Any) -> None:
@@ -384,6 +430,36 @@ class DiffusersGenerator(Generator):
             raise GeneratorError(f"generator {self.name!r} has no pipeline after setup; call unload() and retry")
         return self._pipeline
 
+    def check(self, request: GenerationRequest) -> None:
+        """The base checks, then the per-device caps on the arguments (defaults included)."""
+        super().check(request)
+        if self.caps:
+            args = self.arguments(request)
+            for arg in self.caps:
+                if arg in args:
+                    self.within_cap(arg, args[arg])
+
+    def cap_device(self) -> str:
+        """The device the caps are read for: the loaded pipeline's, else the ``device`` option resolved."""
+        loaded = self._pipeline
+        return loaded.device if loaded is not None else resolve_device(self.option("device"))
+
+    def cap(self, arg: str, device: str | None = None) -> int | float:
+        """The cap on argument ``arg`` on ``device`` (default: :meth:`cap_device`)."""
+        c = self.caps[arg]
+        return c.limit(device or self.cap_device(), self.option(c.option))
+
+    def within_cap(self, arg: str, value: Any, device: str | None = None) -> None:
+        """Raise a GeneratorError naming ``arg``, its cap and the option that raises it when ``value`` is over."""
+        dev = device or self.cap_device()
+        limit = self.cap(arg, dev)
+        if isinstance(value, int | float) and value > limit:
+            option = self.caps[arg].option
+            raise GeneratorError(
+                f"args of generator {self.name!r}: {arg} {value:g} is over the cap of {limit:g} on {dev}; ask for "
+                f"less, or raise the cap with `modaverse zoo set {self.task} {self.name} -o {option}={value:g}`"
+            )
+
     def arguments(self, request: GenerationRequest) -> dict[str, Any]:
         """The invocation's arguments (``check`` validated them) with the schema's defaults filled in."""
         out = {k: s["default"] for k, s in self.args_schema.get("properties", {}).items() if "default" in s}
@@ -391,8 +467,8 @@ class DiffusersGenerator(Generator):
         return out
 
     def progress(self, request: GenerationRequest, total: int) -> StepProgress:
-        """A step progress bar wired to ``request.progress``."""
-        return StepProgress(self.name, total, request.progress)
+        """A step progress bar wired to ``request.progress`` that stops the pipeline once ``request.cancel`` is set."""
+        return StepProgress(self.name, total, request.progress, request.cancel)
 
     def finish(self, request: GenerationRequest, path: Path, seed: int, **metadata: Any) -> Artifact:
         """The artifact for ``path``, recording the seed, model, device and whether the weights are untrained."""

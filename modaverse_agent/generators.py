@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
-from .artifacts import Artifact, OutputDir, mime_for
+from .artifacts import Artifact, OutputDir, clean_strings, clean_text, mime_for
 from .errors import GeneratorError
 from .media import MediaItem
 
@@ -22,9 +24,31 @@ _EMPTY_ARGS: dict[str, Any] = {"type": "object", "properties": {}, "additionalPr
 ProgressCallback = Callable[[int, int], None]
 
 
+class GenerationCancelled(GeneratorError):
+    """The invocation was cancelled (it ran past its timeout); the generator stopped on purpose."""
+
+
+class ArtifactsRefused(GeneratorError):
+    """A generator returned artifacts that are not files inside the request's output directory.
+
+    ``kept`` holds the artifacts that are; the message names the refused paths.
+    """
+
+    def __init__(self, message: str, kept: list[Artifact]) -> None:
+        super().__init__(message)
+        self.kept = kept
+
+
 @dataclass
 class GenerationRequest:
-    """What one invocation asks of a generator."""
+    """What one invocation asks of a generator.
+
+    ``cancel`` is set when the invocation must stop (it timed out). A thread cannot be killed, so
+    generators must check :attr:`cancelled` (or call :meth:`raise_if_cancelled`) between units of
+    work: each denoising step (:class:`~modaverse_agent.diffusion.StepProgress` does it for diffusers
+    pipelines), each sentence, each frame. A generator that never checks keeps its thread busy after
+    its invocation has been given up, though nothing it writes afterwards lands.
+    """
 
     prompt: str
     output: OutputDir
@@ -32,6 +56,31 @@ class GenerationRequest:
     inputs: Sequence[MediaItem] = ()
     seed: int | None = None
     progress: ProgressCallback | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the invocation was cancelled: stop working and return (or raise)."""
+        return self.cancel.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        """Raise :class:`GenerationCancelled` when the invocation was cancelled."""
+        if self.cancel.is_set():
+            raise GenerationCancelled("the invocation was cancelled (it ran past its timeout)")
+
+
+def non_finite_numbers(value: Any, path: str = "") -> list[tuple[str, float]]:
+    """Every NaN or infinite float in ``value`` (nested dicts and lists) with its path (``sizes[1]``)."""
+    if isinstance(value, float):
+        return [] if math.isfinite(value) else [(path or "value", value)]
+    found: list[tuple[str, float]] = []
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            found += non_finite_numbers(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            found += non_finite_numbers(v, f"{path}[{i}]")
+    return found
 
 
 class Generator:
@@ -79,6 +128,8 @@ class Generator:
     def __init__(self, **options: Any) -> None:
         self.options: dict[str, Any] = {}
         self._loaded = False
+        self._loading = False
+        self._load_stalled = False
         self._lock = threading.Lock()
         self.configure(**options)
 
@@ -113,13 +164,50 @@ class Generator:
         """Whether the model is in memory."""
         return self._loaded
 
+    @property
+    def loading(self) -> bool:
+        """Whether :meth:`load` is running now."""
+        return self._loading
+
     # -- lifecycle -----------------------------------------------------------------------------
-    def setup(self) -> None:
-        """Load the model once (thread-safe); later calls return at once."""
-        with self._lock:
+    def setup(self, cancel: threading.Event | None = None) -> None:
+        """Load the model once (thread-safe); later calls return at once.
+
+        While a load that outlived an invocation's timeout still runs (see :meth:`note_timeout`), this
+        fails at once instead of queueing behind it; a set ``cancel`` event stops the wait too.
+        """
+        while not self._lock.acquire(timeout=0.05):
+            if self._load_stalled:
+                raise GeneratorError(
+                    f"generator {self.name!r} cannot run: its load did not finish within an earlier invocation's "
+                    "timeout and is still running; retry once it has finished (or raise --timeout), or restart"
+                )
+            if cancel is not None and cancel.is_set():
+                raise GenerationCancelled(f"generator {self.name!r} was cancelled while waiting for its model to load")
+        try:
             if not self._loaded:
-                self.load()
-                self._loaded = True
+                self._loading = True
+                try:
+                    self.load()
+                    self._loaded = True
+                finally:
+                    self._loading = False
+                    self._load_stalled = False
+        finally:
+            self._lock.release()
+
+    def note_timeout(self) -> None:
+        """Called when an invocation of this generator timed out: a load still running marks it stalled.
+
+        Until that load returns (or :meth:`reset` is called), every call fails fast with a clear error
+        instead of waiting for it, timing out and leaving one more thread behind.
+        """
+        if self._loading:
+            self._load_stalled = True
+
+    def reset(self) -> None:
+        """Forget that a load stalled: the next call waits for the model again."""
+        self._load_stalled = False
 
     def unload(self) -> None:
         """Free the model; the next use loads it again."""
@@ -147,6 +235,12 @@ class Generator:
 
         if not request.prompt.strip():
             raise GeneratorError(f"generator {self.name!r} needs a non-empty prompt")
+        bad = non_finite_numbers(dict(request.args))
+        if bad:
+            where, value = bad[0]
+            raise GeneratorError(
+                f"args of generator {self.name!r}: {where} is {value!r}, not a finite number; give a plain number"
+            )
         validate_instance(dict(request.args), self.args_schema, what=f"args of generator {self.name!r}")
         wrong = [m.name for m in request.inputs if m.modality not in self.input_modalities]
         if wrong:
@@ -154,16 +248,27 @@ class Generator:
             raise GeneratorError(f"generator {self.name!r} accepts {accepts}, not {wrong}")
 
     def generate(self, request: GenerationRequest) -> list[Artifact]:
-        """Check the request, set up if needed, run, and stamp artifacts (task, generator, prompt, seed, timings)."""
+        """Check the request, set up if needed, run, and stamp artifacts (task, generator, prompt, seed, timings).
+
+        Lone surrogates in the prompt and string arguments become U+FFFD first. Artifacts that are not
+        files inside ``request.output`` are refused (:class:`ArtifactsRefused` keeps the others).
+        """
+        request.prompt = clean_text(request.prompt) if isinstance(request.prompt, str) else request.prompt
+        request.args = clean_strings(dict(request.args))
         self.check(request)
+        request.raise_if_cancelled()
         t0 = time.perf_counter()
-        self.setup()
+        self.setup(request.cancel)
+        request.raise_if_cancelled()
         t1 = time.perf_counter()
         artifacts = self.run(request)
         t2 = time.perf_counter()
         if not isinstance(artifacts, list) or not all(isinstance(a, Artifact) for a in artifacts):
             raise GeneratorError(f"generator {self.name!r} returned {type(artifacts).__name__}, not a list of Artifact")
-        for a in artifacts:
+        inside = [request.output.contains(a.path) for a in artifacts]
+        kept = [a for a, ok in zip(artifacts, inside, strict=True) if ok]
+        for a in kept:
+            a.path = Path(a.path).resolve()
             a.task = a.task or self.task
             a.generator = a.generator or self.name
             a.prompt = a.prompt or request.prompt
@@ -171,7 +276,14 @@ class Generator:
             a.mime_type = a.mime_type or mime_for(a.path)
             a.timings.setdefault("setup_s", round(t1 - t0, 6))
             a.timings.setdefault("generate_s", round(t2 - t1, 6))
-        return artifacts
+        if len(kept) < len(artifacts):
+            refused = [clean_text(str(a.path))[:200] for a, ok in zip(artifacts, inside, strict=True) if not ok]
+            raise ArtifactsRefused(
+                f"generator {self.name!r} returned {len(refused)} path(s) that are not files inside the output "
+                f"directory {request.output.root}, dropped: {', '.join(refused)}",
+                kept,
+            )
+        return kept
 
     # -- helpers for subclasses ----------------------------------------------------------------
     def artifact(self, request: GenerationRequest, path: Any, **metadata: Any) -> Artifact:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 import threading
+import time
 import wave
 from pathlib import Path
 from typing import Any
@@ -14,6 +17,7 @@ from PIL import Image
 
 from modaverse_agent import Artifact, GenerationRequest, Generator
 from modaverse_agent.agent import ModaVerseAgent
+from modaverse_agent.meta_response import Invocation, MetaResponse
 from modaverse_agent.testing import ScriptedLLM
 from modaverse_agent.zoo import Zoo
 
@@ -143,12 +147,13 @@ class Hang(Generator):
     name = "hang"
     task = "text-to-video"
     modality = "video"
-    description = "Never finishes."
+    description = "Never finishes until cancelled."
     priority = 10
     release_event = threading.Event()
 
     def run(self, request: GenerationRequest) -> list[Artifact]:
-        self.release_event.wait(30)
+        while not (request.cancelled or self.release_event.is_set()):
+            time.sleep(0.01)
         return []
 
 
@@ -170,7 +175,8 @@ def test_generator_that_raises_or_hangs(echo_zoo: Zoo, llm: ScriptedLLM, tmp_pat
     assert [a.task for a in r.artifacts] == ["text-to-speech"]
     assert [(e.task, e.index) for e in r.errors] == [("text-to-image", 0), ("text-to-video", 1)]
     assert "boom' failed: RuntimeError: CUDA out of memory" in r.errors[0].message
-    assert "did not finish within 0.3 s" in r.errors[1].message and "--timeout" in r.errors[1].message
+    assert "did not finish within 0.3 s and was cancelled" in r.errors[1].message and "--timeout" in r.errors[1].message
+    assert "still running" not in r.errors[1].message
 
 
 def test_unwritable_output_dir_keeps_the_text(echo_zoo: Zoo, llm: ScriptedLLM) -> None:
@@ -224,3 +230,156 @@ def test_input_media_of_the_wrong_modality(agent: ModaVerseAgent, llm: ScriptedL
     # the schema already rules out an edit with no image; the generator's own check catches the rest
     assert r.errors[0].stage == "meta-response" and "needs an input image" in r.errors[0].message
     assert "accepts no input media" in r.errors[1].message
+
+
+# -- hostile input never escapes agent.run (issue 17) ----------------------------------------------------
+
+
+def test_a_parser_crash_becomes_an_error_and_keeps_the_media(
+    agent: ModaVerseAgent, llm: ScriptedLLM, png_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import modaverse_agent.agent as agent_module
+
+    def crash(raw: str, schema: dict[str, Any]) -> Any:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(agent_module, "parse_output", crash)
+    llm.enqueue("{" * 5000)
+    r = agent.run("go", [png_file])
+    assert [e.stage for e in r.errors] == ["meta-response"]
+    assert "RecursionError" in r.errors[0].message and len(r.errors[0].message) <= 300
+    assert [i for i, _ in r.media] == ["image_1"] and r.raw == "{" * 5000
+
+
+def test_an_unexpected_media_failure_keeps_the_good_attachments(
+    agent: ModaVerseAgent, llm: ScriptedLLM, png_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import modaverse_agent.agent as agent_module
+
+    real = agent_module.load_media
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(b"root:x:0:0:root")
+
+    def flaky(src: Any) -> Any:
+        if Path(src) == secret:
+            raise PermissionError(13, "Permission denied", str(src))
+        return real(src)
+
+    monkeypatch.setattr(agent_module, "load_media", flaky)
+    llm.enqueue(plan({"task": "image-editing", "prompt": "invert", "inputs": ["image_1"]}))
+    r = agent.run("edit", [secret, png_file])
+    assert [e.stage for e in r.errors] == ["media"]
+    assert "input 1 skipped" in r.errors[0].message and "PermissionError" in r.errors[0].message
+    assert "root:x" not in r.errors[0].message
+    assert [i for i, _ in r.media] == ["image_1"] and [a.task for a in r.artifacts] == ["image-editing"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files without read permission")
+def test_an_unreadable_attachment_is_skipped(
+    agent: ModaVerseAgent, llm: ScriptedLLM, png_file: Path, tmp_path: Path
+) -> None:
+    locked = tmp_path / "locked.png"
+    locked.write_bytes(png_file.read_bytes())
+    locked.chmod(0)
+    llm.enqueue(plan(text="ok"))
+    r = agent.run("look", [locked, png_file])
+    assert [e.stage for e in r.errors] == ["media"] and [i for i, _ in r.media] == ["image_1"]
+
+
+def _tool_call(*invocations: Invocation) -> MetaResponse:
+    """A meta-response as a LangChain tool call delivers it: no JSON parser in between, so NaN gets through."""
+    return MetaResponse(text="Here.", invocations=invocations)
+
+
+def test_non_finite_numbers_are_refused_naming_the_argument(agent: ModaVerseAgent) -> None:
+    r = agent.dispatch(
+        _tool_call(
+            Invocation("text-to-audio", "rain", args={"duration": math.nan}),
+            Invocation("text-to-audio", "wind", args={"duration": math.inf}),
+            Invocation("text-to-image", "a red apple", args={"width": 16, "height": 16}),
+        )
+    )
+    assert [a.task for a in r.artifacts] == ["text-to-image"]
+    assert [(e.index, e.stage) for e in r.errors] == [(0, "invocation"), (1, "invocation")]
+    assert "duration is nan, not a finite number" in r.errors[0].message
+    assert "duration is inf, not a finite number" in r.errors[1].message
+    json.loads(r.manifest.read_text(), parse_constant=_no_constants)  # strict JSON, no bare NaN
+
+
+def _no_constants(name: str) -> Any:
+    raise AssertionError(f"the manifest holds a bare {name}")
+
+
+def test_lone_surrogates_never_crash_and_everything_is_writable_as_utf8(
+    agent: ModaVerseAgent, llm: ScriptedLLM
+) -> None:
+    llm.enqueue('{"text": "Here \\ud800.", "invocations": [{"task": "text-to-image", "prompt": "a \\udfff cat"}]}')
+    r = agent.run("draw \ud800")
+    assert r.ok, r.errors
+    assert r.text == "Here \ufffd." and r.artifacts[0].prompt == "a \ufffd cat"
+    json.dumps(r.to_dict(), ensure_ascii=False).encode("utf-8")  # no UnicodeEncodeError
+    manifest = json.loads(r.manifest.read_bytes().decode("utf-8"))
+    assert manifest["artifacts"][0]["prompt"] == "a \ufffd cat" and manifest["text"] == "Here \ufffd."
+
+
+def test_surrogates_in_errors_and_raw_output_are_replaced(agent: ModaVerseAgent, llm: ScriptedLLM) -> None:
+    llm.enqueue("Modality: [\ud800] Prompt: x ###")
+    r = agent.run("go")
+    assert "\ud800" not in r.raw and all("\ud800" not in e.message for e in r.errors)
+    json.dumps(r.to_dict(), ensure_ascii=False).encode("utf-8")
+
+
+def test_non_finite_metadata_still_gives_a_strict_json_manifest(
+    echo_zoo: Zoo, llm: ScriptedLLM, tmp_path: Path
+) -> None:
+    class Odd(Generator):
+        name = "odd"
+        task = "text-to-image"
+        modality = "image"
+        description = "Records odd numbers."
+        priority = 5
+
+        def run(self, request: GenerationRequest) -> list[Artifact]:
+            path = request.output.write_bytes("odd", ".png", b"x")
+            return [self.artifact(request, path, guidance=math.nan, scale=-math.inf, note="\udc80")]
+
+    echo_zoo.add(Odd())
+    llm.enqueue(plan({"task": "text-to-image", "prompt": "a"}))
+    r = ModaVerseAgent(llm, echo_zoo, output_dir=tmp_path).run("go")
+    assert r.ok, r.errors
+    data = json.loads(r.manifest.read_bytes().decode("utf-8"), parse_constant=_no_constants)
+    assert data["artifacts"][0]["metadata"] == {"guidance": "NaN", "scale": "-Infinity", "note": "\ufffd"}
+    assert json.dumps(r.to_dict(), allow_nan=False)
+
+
+class Liar(Generator):
+    """Returns a file it wrote, /etc/passwd and a symlink out of the output dir."""
+
+    name = "liar"
+    task = "text-to-image"
+    modality = "image"
+    description = "Returns paths outside the output directory."
+    priority = 5
+
+    def run(self, request: GenerationRequest) -> list[Artifact]:
+        good = request.output.write_bytes("good", ".png", b"x")
+        link = request.output.root / "link.png"
+        link.symlink_to("/etc/hostname")
+        return [
+            Artifact("image", Path("/etc/passwd"), "image/png"),
+            self.artifact(request, good),
+            Artifact("image", link, "image/png"),
+        ]
+
+
+def test_only_files_inside_the_output_dir_count(echo_zoo: Zoo, llm: ScriptedLLM, tmp_path: Path) -> None:
+    echo_zoo.add(Liar())
+    llm.enqueue(plan({"task": "text-to-image", "prompt": "a"}, {"task": "text-to-audio", "prompt": "b"}))
+    r = ModaVerseAgent(llm, echo_zoo, output_dir=tmp_path / "out").run("go")
+    assert [a.path.name for a in r.artifacts] == ["good.png", "echo-audio.wav"]
+    assert [(e.stage, e.task, e.index) for e in r.errors] == [("invocation", "text-to-image", 0)]
+    assert "/etc/passwd" in r.errors[0].message and "link.png" in r.errors[0].message
+    assert "2 path(s)" in r.errors[0].message
+    text = r.manifest.read_text()
+    assert "/etc/passwd" not in json.dumps(json.loads(text)["artifacts"])
+    assert r.artifacts[0].generator == "liar" and r.artifacts[0].prompt == "a"

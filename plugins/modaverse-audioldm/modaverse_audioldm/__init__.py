@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from modaverse_agent.artifacts import Artifact
-from modaverse_agent.diffusion import DiffusersGenerator, call_pipeline, resolve_seed, seed_schema, torch_generator
+from modaverse_agent.diffusion import (
+    Cap,
+    DiffusersGenerator,
+    call_pipeline,
+    resolve_seed,
+    seed_schema,
+    torch_generator,
+)
 from modaverse_agent.generators import GenerationRequest
 from modaverse_agent.hookspecs import hookimpl
 
@@ -22,6 +29,10 @@ class AudioLDMGenerator(DiffusersGenerator):
     default_model = "cvssp/audioldm-l-full"
     pipeline_classes = ("AudioLDMPipeline",)
     tiny_kind = "audioldm"
+    caps: ClassVar[dict[str, Cap]] = {
+        "duration": Cap("max_duration", 10.0, 30.0, "seconds of audio"),
+        "steps": Cap("max_steps", 50, 200, "denoising steps"),
+    }
     args_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
         "properties": {

@@ -111,7 +111,11 @@ class EchoVideo(_Echo):
     def make(self, request: GenerationRequest, rng: np.random.Generator) -> Any:
         frames, fps = int(request.args.get("frames", 8)), int(request.args.get("fps", 8))
         base = _bands(rng, 64, 64)
-        video = np.stack([np.roll(base, shift=4 * i, axis=0) for i in range(frames)])
+        rolled = []
+        for i in range(frames):
+            request.raise_if_cancelled()  # a generator that loops checks for cancellation
+            rolled.append(np.roll(base, shift=4 * i, axis=0))
+        video = np.stack(rolled)
         return request.output.write_video("echo-video", video, fps)
 
 

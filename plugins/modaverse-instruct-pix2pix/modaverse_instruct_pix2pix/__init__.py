@@ -6,7 +6,14 @@ import io
 from typing import Any, ClassVar
 
 from modaverse_agent.artifacts import Artifact
-from modaverse_agent.diffusion import DiffusersGenerator, call_pipeline, resolve_seed, seed_schema, torch_generator
+from modaverse_agent.diffusion import (
+    Cap,
+    DiffusersGenerator,
+    call_pipeline,
+    resolve_seed,
+    seed_schema,
+    torch_generator,
+)
 from modaverse_agent.errors import GeneratorError
 from modaverse_agent.generators import GenerationRequest
 from modaverse_agent.hookspecs import hookimpl
@@ -26,6 +33,7 @@ class InstructPix2PixGenerator(DiffusersGenerator):
     default_model = "timbrooks/instruct-pix2pix"
     pipeline_classes = ("StableDiffusionInstructPix2PixPipeline",)
     tiny_kind = "instruct-pix2pix"
+    caps: ClassVar[dict[str, Cap]] = {"steps": Cap("max_steps", 50, 150, "denoising steps")}
     extra_options: ClassVar[dict[str, Any]] = {
         "max_side": {
             "type": "integer",

@@ -181,7 +181,12 @@ class PiperTTS(Generator):
             seeded = open_session(files.model, providers=self._providers, threads=self._threads, seed=request.seed)
             voice = replace(voice, session=seeded)
         samples, sentences = speech.synthesize(
-            voice, text, config, sentence_silence=float(args.get("sentence_silence", 0.0)), progress=request.progress
+            voice,
+            text,
+            config,
+            sentence_silence=float(args.get("sentence_silence", 0.0)),
+            progress=request.progress,
+            cancel=request.cancel,
         )
         rate = int(voice.config.sample_rate)
         path = request.output.write_audio("speech", samples, rate)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from modaverse_agent.errors import GeneratorError
+from modaverse_agent.generators import GenerationCancelled
 
 if TYPE_CHECKING:
     from piper import PiperVoice
@@ -44,10 +46,12 @@ def synthesize(
     *,
     sentence_silence: float = 0.0,
     progress: Callable[[int, int], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> tuple[np.ndarray, int]:
     """Float32 mono samples in [-1, 1] for ``text`` and the number of sentences spoken.
 
-    ``progress(done, total)`` is called after each sentence.
+    ``progress(done, total)`` is called after each sentence; once ``cancel`` is set, the next sentence
+    raises GenerationCancelled. A sentence the model turns into NaN or Infinity raises a GeneratorError.
     """
     try:
         sentences = [p for p in voice.phonemize(text) if p]
@@ -58,14 +62,21 @@ def synthesize(
     gap = np.zeros(round(sentence_silence * voice.config.sample_rate), dtype=np.float32)
     parts: list[np.ndarray] = []
     for i, phonemes in enumerate(sentences):
+        if cancel is not None and cancel.is_set():
+            raise GenerationCancelled(f"piper: cancelled after {i} of {len(sentences)} sentences")
         try:
             raw = voice.phoneme_ids_to_audio(voice.phonemes_to_ids(phonemes), config)
         except Exception as e:  # onnxruntime errors carry no useful type
             raise GeneratorError(
                 f"piper failed on sentence {i + 1} of {len(sentences)} ({type(e).__name__}: {e})"
             ) from e
-        audio = raw[0] if isinstance(raw, tuple) else raw
-        parts.append(peak_normalize(np.asarray(audio, dtype=np.float32).reshape(-1)))
+        audio = np.asarray(raw[0] if isinstance(raw, tuple) else raw, dtype=np.float32).reshape(-1)
+        if not np.all(np.isfinite(audio)):
+            raise GeneratorError(
+                f"piper produced non-finite samples (NaN or Infinity) for sentence {i + 1} of {len(sentences)}: "
+                "check the voice and the arguments length_scale, noise_scale and noise_w_scale"
+            )
+        parts.append(peak_normalize(audio))
         if gap.size and i < len(sentences) - 1:
             parts.append(gap)
         if progress is not None:

@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from modaverse_agent.artifacts import Artifact
-from modaverse_agent.diffusion import DiffusersGenerator, call_pipeline, resolve_seed, seed_schema, torch_generator
+from modaverse_agent.diffusion import (
+    Cap,
+    DiffusersGenerator,
+    call_pipeline,
+    resolve_seed,
+    seed_schema,
+    torch_generator,
+)
 from modaverse_agent.generators import GenerationRequest
 from modaverse_agent.hookspecs import hookimpl
 
@@ -24,6 +31,11 @@ class StableDiffusionGenerator(DiffusersGenerator):
     default_model = "stable-diffusion-v1-5/stable-diffusion-v1-5"
     pipeline_classes = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
     tiny_kind = "stable-diffusion"
+    caps: ClassVar[dict[str, Cap]] = {
+        "steps": Cap("max_steps", 50, 150, "denoising steps"),
+        "width": Cap("max_side", 768, 2048, "pixels per side"),
+        "height": Cap("max_side", 768, 2048, "pixels per side"),
+    }
     args_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
         "properties": {
@@ -44,6 +56,8 @@ class StableDiffusionGenerator(DiffusersGenerator):
         pipe = self.pipeline.pipe
         native = int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
         width, height = int(args.get("width", native)), int(args.get("height", native))
+        self.within_cap("width", width)  # the model's native size counts too (1024 for SDXL)
+        self.within_cap("height", height)
         with self.progress(request, args["steps"]) as bar:
             out = call_pipeline(
                 self.name,

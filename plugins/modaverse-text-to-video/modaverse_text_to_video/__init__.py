@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from modaverse_agent.artifacts import Artifact
-from modaverse_agent.diffusion import DiffusersGenerator, call_pipeline, resolve_seed, seed_schema, torch_generator
+from modaverse_agent.diffusion import (
+    Cap,
+    DiffusersGenerator,
+    call_pipeline,
+    resolve_seed,
+    seed_schema,
+    torch_generator,
+)
 from modaverse_agent.generators import GenerationRequest
 from modaverse_agent.hookspecs import hookimpl
 
@@ -22,6 +29,10 @@ class TextToVideoGenerator(DiffusersGenerator):
     default_model = "damo-vilab/text-to-video-ms-1.7b"
     pipeline_classes = ("TextToVideoSDPipeline",)
     tiny_kind = "text-to-video"
+    caps: ClassVar[dict[str, Cap]] = {
+        "frames": Cap("max_frames", 16, 64, "video frames"),
+        "steps": Cap("max_steps", 25, 100, "denoising steps"),
+    }
     args_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
         "properties": {
