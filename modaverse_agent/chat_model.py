@@ -236,14 +236,15 @@ class ChatModaVerse(BaseChatModel):
         request = self._request(messages, stop, **kwargs)
         pieces: list[str] = []
         if hasattr(self.backend, "stream"):
-            for piece in self.backend.stream(request):
+            stream = self.backend.stream(request)
+            for piece in stream:
                 pieces.append(piece)
                 chunk = ChatGenerationChunk(message=AIMessageChunk(content="", additional_kwargs={"raw_delta": piece}))
                 if run_manager:
                     run_manager.on_llm_new_token(piece, chunk=chunk)
                 yield chunk
             completion = Completion(text="".join(pieces), model_name=self.model_name)
-            usage_from = getattr(self.backend, "last_usage", None)
+            usage_from = getattr(stream, "completion", None)  # a CompletionStream carries its accounting
             if isinstance(usage_from, Completion):
                 completion = usage_from
         else:

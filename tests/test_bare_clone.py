@@ -26,7 +26,8 @@ def test_no_code_reads_beside_the_repository() -> None:
         for n, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1)
         if OUTSIDE.search(line)
     ]
-    assert not hits, "these lines read files outside the repository (copy them under tests/fixtures/):\n" + "\n".join(hits)
+    where = "\n".join(hits)
+    assert not hits, f"these lines read files outside the repository (copy them under tests/fixtures/):\n{where}"
 
 
 def test_the_guard_sees_the_patterns_it_must_refuse() -> None:

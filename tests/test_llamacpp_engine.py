@@ -74,10 +74,10 @@ def test_greedy_answers_equal_the_torch_engine(engines: tuple[ModaVerseModel, Ll
     torch_model, lc = engines
     texts = ["draw me a picture of a cat", "what is in this image? describe it", "make a short song"]
     prompts = _prompts(torch_model, texts, [[], [], []])
-    want = torch_model.generate(prompts, max_new_tokens=24)
-    got = lc.generate(prompts, max_new_tokens=24)
+    want, want_stats = torch_model.generate_with_stats(prompts, max_new_tokens=24)
+    got, got_stats = lc.generate_with_stats(prompts, max_new_tokens=24)
     assert got == want and len(set(got)) > 1  # different prompts, different answers
-    assert lc.last_stats == torch_model.last_stats
+    assert got_stats == want_stats
 
 
 def test_media_go_in_as_embeddings_and_move_the_answer(engines: tuple[ModaVerseModel, LlamaCppModel]) -> None:
@@ -169,8 +169,9 @@ def test_streaming_yields_the_answer(engines: tuple[ModaVerseModel, LlamaCppMode
     request = LLMRequest("draw me a picture of a cat", [], {}, [])
     lc.options.max_new_tokens, lc.options.constrained = 12, False
     try:
-        pieces = list(lc.stream(request))
-        assert "".join(pieces) == lc.respond(request) and lc.last_usage is not None
+        stream = lc.stream(request)
+        pieces = list(stream)
+        assert "".join(pieces) == lc.respond(request) and stream.completion is not None
     finally:
         lc.options.constrained = True
 

@@ -12,7 +12,13 @@ Metrics (each over the samples named):
 * ``prompt_exact``: share of those paired prompts equal to the reference (case, spacing and end
   punctuation ignored);
 * ``prompt_additions``: share of them that hold the whole reference and add words to it (a spoken line
-  with a sentence nobody asked for, which BLEU and chrF barely notice).
+  with a sentence nobody asked for, which BLEU and chrF barely notice);
+* ``placeholder_rate``: share of text-only answers (to samples that want text only) that say nothing: empty,
+  a filler line ("Here's the image.") or the request echoed back.
+
+Samples of the natural set (:mod:`.natural`) carry several accepted task sets: a prediction matches
+when it equals any of them. They have no reference prompts, so the prompt metrics are absent; the
+report says why in ``notes``. Each sample's result keeps what the model wrote (``raw``, ``text``).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from modaverse_agent.errors import ModaVerseError
 from modaverse_agent.meta_response import parse_meta_response
 
 from .dataset import Sample
+from .natural import accepted, is_placeholder_answer
 from .tasks import standard_schema
 
 
@@ -44,6 +51,9 @@ class SampleResult:
     predicted_tasks: list[str]
     error: str | None = None
     pairs: list[tuple[str, str]] = field(default_factory=list)
+    raw: str = ""
+    text: str = ""
+    placeholder: bool | None = None  # for a text-only answer to a text-only sample: does it say nothing?
 
 
 @dataclass
@@ -62,6 +72,8 @@ class EvalReport:
     per_kind: dict[str, dict[str, float]]
     seconds: float
     results: list[SampleResult]
+    placeholder_rate: float | None = None
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -77,6 +89,8 @@ class EvalReport:
         ]
         if self.text_only_accuracy is not None:
             rows.append(("text-only accuracy", f"{self.text_only_accuracy:.1%}"))
+        if self.placeholder_rate is not None:
+            rows.append(("placeholder answers", f"{self.placeholder_rate:.1%}"))
         if self.bleu4 is not None:
             rows += [("prompt BLEU-4", f"{self.bleu4:.1f}"), ("prompt chrF", f"{self.chrf:.1f}")]
         if self.prompt_exact is not None:
@@ -86,28 +100,40 @@ class EvalReport:
             for k, v in sorted(self.per_kind.items())
         ]
         width = max(len(r[0]) for r in rows)
-        return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+        return "\n".join([*(f"{name:<{width}}  {value}" for name, value in rows), *(f"note: {n}" for n in self.notes)])
 
 
 def judge(sample: Sample, raw: str, schema: dict[str, Any] | None = None) -> SampleResult:
-    """Compare one raw model output with the sample's reference meta-response."""
+    """Compare one raw model output with the sample's reference meta-response (or its accepted task sets)."""
     reference = list(sample.tasks)
     schema = schema or standard_schema(list(sample.media_ids))
     try:
         predicted = parse_meta_response(raw, schema)
     except ModaVerseError as e:
-        return SampleResult(sample.id, sample.kind, False, False, reference, [], error=str(e)[:300])
+        return SampleResult(sample.id, sample.kind, False, False, reference, [], error=str(e)[:300], raw=raw)
     tasks = list(predicted.tasks)
-    match = Counter(tasks) == Counter(reference)
+    match = accepted(sample, tasks)
     pairs = []
-    if match:
-        refs = [(i["task"], i.get("prompt", "")) for i in sample.response.get("invocations", ())]
+    if match and Counter(tasks) == Counter(reference):
+        refs = [(i["task"], i.get("prompt", "")) for i in sample.response.get("invocations", ()) if i.get("prompt")]
         remaining = list(predicted.invocations)
         for task, ref_prompt in refs:
             hit = next(p for p in remaining if p.task == task)
             remaining.remove(hit)
             pairs.append((hit.prompt, ref_prompt))
-    return SampleResult(sample.id, sample.kind, True, match, reference, tasks, pairs=pairs)
+    placeholder = is_placeholder_answer(predicted.text, sample.instruction) if not reference and not tasks else None
+    return SampleResult(
+        sample.id,
+        sample.kind,
+        True,
+        match,
+        reference,
+        tasks,
+        pairs=pairs,
+        raw=raw,
+        text=predicted.text,
+        placeholder=placeholder,
+    )
 
 
 def _words(prompt: str) -> str:
@@ -132,6 +158,13 @@ def summarize(results: Sequence[SampleResult], seconds: float = 0.0) -> EvalRepo
     pairs = [pair for r in results for pair in r.pairs]
     hyps = [h for h, _ in pairs]
     refs = [ref for _, ref in pairs]
+    judged = [r.placeholder for r in results if r.placeholder is not None]
+    notes = []
+    if not pairs:
+        notes.append(
+            "prompt BLEU/chrF/exact/additions are absent: no sample with the right tasks has reference prompts "
+            "(the natural set carries task labels only)"
+        )
     per_kind: dict[str, dict[str, float]] = {}
     for kind in sorted({r.kind for r in results}):
         group = [r for r in results if r.kind == kind]
@@ -155,6 +188,8 @@ def summarize(results: Sequence[SampleResult], seconds: float = 0.0) -> EvalRepo
         per_kind=per_kind,
         seconds=round(seconds, 3),
         results=list(results),
+        placeholder_rate=sum(judged) / len(judged) if judged else None,
+        notes=notes,
     )
 
 

@@ -13,8 +13,9 @@ from typing import Any
 from modaverse_agent.agent import LLMRequest
 from modaverse_agent.media import MediaItem, load_media
 
-from .dataset import Sample, read_samples
+from .dataset import DatasetError, Sample, read_samples
 from .evaluate import EvalReport, evaluate
+from .natural import NATURAL_DIR, is_natural, read_natural
 from .tasks import STANDARD_TASKS, standard_schema
 from .trainer import TrainConfig, Trainer
 
@@ -135,12 +136,28 @@ def predict_fn(model: Any, base_dir: Path) -> Callable[[Sequence[Sample]], list[
     return predict
 
 
+def load_eval_samples(data: str | Path, *, limit: int | None = None, seed: int = 0) -> tuple[list[Sample], Path]:
+    """Samples to evaluate and the folder their media paths are relative to.
+
+    ``data`` is a held-out JSONL, a file or folder of the natural set, or ``"natural"`` (the built-in
+    natural set). ``limit`` takes a seeded subset. DatasetError (one line) when it cannot be read or is empty.
+    """
+    path = NATURAL_DIR if str(data) == "natural" else Path(data)
+    if not path.exists():
+        raise DatasetError(f"{path}: no such file or folder (give a JSONL, or `natural` for the built-in natural set)")
+    samples = read_natural(path) if path.is_dir() or is_natural(path) else read_samples(path)
+    if limit is not None and limit < 1:
+        raise DatasetError(f"--limit must be at least 1, not {limit}")
+    if not samples:
+        raise DatasetError(f"{path}: no samples to evaluate")
+    if limit is not None and limit < len(samples):
+        samples = random.Random(seed).sample(samples, limit)
+    return samples, path if path.is_dir() else path.parent
+
+
 def evaluate_model(
     model: Any, data: str | Path, *, limit: int | None = None, batch_size: int = 16, seed: int = 0
 ) -> EvalReport:
-    """Evaluate ``model`` on a held-out JSONL (a seeded subset of ``limit`` samples if given)."""
-    data = Path(data)
-    samples = read_samples(data)
-    if limit is not None and limit < len(samples):
-        samples = random.Random(seed).sample(samples, limit)
-    return evaluate(samples, predict_fn(model, data.parent), batch_size=batch_size)
+    """Evaluate ``model`` on a held-out JSONL or the natural set (a seeded subset of ``limit`` samples if given)."""
+    samples, base_dir = load_eval_samples(data, limit=limit, seed=seed)
+    return evaluate(samples, predict_fn(model, base_dir), batch_size=batch_size)

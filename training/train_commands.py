@@ -131,7 +131,11 @@ def train(
 
 @click.command("eval")
 @click.option("--model", "model_dir", required=True, type=click.Path(exists=True, file_okay=False))
-@click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False), help="Held-out JSONL.")
+@click.option(
+    "--data",
+    required=True,
+    help="Held-out JSONL, or `natural` for the built-in natural set (requests written blind to the templates).",
+)
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the report as JSON here.")
 @click.option("--limit", type=int, help="Evaluate a seeded subset of this many samples.")
 @click.option("--batch-size", default=16, show_default=True)
@@ -157,9 +161,14 @@ def evaluate_command(
     from modaverse_agent.errors import ModaVerseError
     from modaverse_agent.model.llamacpp import load_engine
 
-    from .evaluate import write_report
-    from .run import evaluate_model
+    from .evaluate import evaluate, write_report
+    from .run import load_eval_samples, predict_fn
 
+    try:  # the data and arguments are checked before the model loads
+        samples, base_dir = load_eval_samples(data, limit=limit)
+    except ModaVerseError as e:
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(2)
     if threads:
         torch.set_num_threads(threads)
     try:
@@ -171,7 +180,7 @@ def evaluate_command(
         sys.exit(2)
     model.options.constrained = constrained
     model.options.max_new_tokens = max_new_tokens
-    report = evaluate_model(model, data, limit=limit, batch_size=batch_size)
+    report = evaluate(samples, predict_fn(model, base_dir), batch_size=batch_size)
     click.echo(report.table())
     if output:
         click.echo(f"report: {write_report(report, Path(output))}")

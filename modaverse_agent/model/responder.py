@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -126,8 +126,7 @@ class MetaResponseEngine:
     placeholder_id: int
     stop_ids: list[int]
     banned_ids: list[int]
-    last_stats: list[tuple[int, str]]
-    last_usage: Completion | None
+    _lock: threading.RLock
     device: torch.device
     dtype: torch.dtype
     grammars: GrammarCache
@@ -140,10 +139,8 @@ class MetaResponseEngine:
         media = (config.media_start_token, config.media_end_token, config.media_placeholder_token)
         self.banned_ids = sorted(set(special_token_ids(tokenizer)) | {self.token_ids[t] for t in media})
         self.options = GenerationOptions()
-        #: (tokens generated, finish reason) per row of the last ``generate`` call.
-        self.last_stats = []
-        #: Token accounting of the last :meth:`stream` (read by ``ChatModaVerse``).
-        self.last_usage = None
+        #: One decode at a time: llama.cpp's context is not thread-safe, and neither is a shared KV prefix.
+        self._lock = threading.RLock()
 
     @property
     def context_length(self) -> int:
@@ -233,14 +230,64 @@ class MetaResponseEngine:
         """Decode one answer per prompt. ``schemas`` (one per prompt, or one for all; None =
         unconstrained) constrain the answers with xgrammar. ``media_features`` are encoder features of
         every placeholder group, in reading order. ``streamer`` (a transformers streamer) receives each
-        new token as it is chosen."""
+        new token as it is chosen. Safe to call from several threads: calls take turns."""
+        return self.generate_with_stats(
+            prompts,
+            media_features,
+            media_modalities,
+            schemas=schemas,
+            max_new_tokens=max_new_tokens,
+            do_sample=do_sample,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            min_new_tokens=min_new_tokens,
+            streamer=streamer,
+        )[0]
+
+    @torch.inference_mode()
+    def generate_with_stats(
+        self,
+        prompts: Sequence[Sequence[int]],
+        media_features: torch.Tensor | None = None,
+        media_modalities: Sequence[str] | None = None,
+        *,
+        schemas: Sequence[Schema] | Schema = None,
+        max_new_tokens: int | None = None,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        min_new_tokens: int | None = None,
+        streamer: Any | None = None,
+    ) -> tuple[list[str], list[tuple[int, str]]]:
+        """:meth:`generate`'s texts and, per row, (tokens generated, finish reason: "stop"/"length")."""
+        with self._lock:
+            return self._generate_locked(
+                prompts,
+                media_features,
+                media_modalities,
+                schemas,
+                Sampling(max_new_tokens or 0, min_new_tokens, do_sample, temperature, top_p, seed),
+                streamer,
+            )
+
+    def _generate_locked(
+        self,
+        prompts: Sequence[Sequence[int]],
+        media_features: torch.Tensor | None,
+        media_modalities: Sequence[str] | None,
+        schemas: Sequence[Schema] | Schema,
+        asked: Sampling,
+        streamer: Any | None,
+    ) -> tuple[list[str], list[tuple[int, str]]]:
         rows = len(prompts)
         if not prompts or any(len(p) == 0 for p in prompts):
             raise ValueError("every prompt needs at least one token")
         per_row = list(schemas) if isinstance(schemas, Sequence) else [schemas] * rows
         if len(per_row) != rows:
             raise ValueError(f"{len(per_row)} schemas for {rows} prompts")
-        budget = max_new_tokens or self.options.max_new_tokens or self.config.max_new_tokens
+        budget = asked.max_new_tokens or self.options.max_new_tokens or self.config.max_new_tokens
         constrained = any(s is not None for s in per_row)
         grammars = [None if s is None else self.grammars.compile(s) for s in per_row]
         reserve = self.config.closing_reserve
@@ -255,7 +302,7 @@ class MetaResponseEngine:
                 )
                 budget = shortest
             reserve += shortest  # room for the closing route, measured on the schema
-        sampling = Sampling(budget, min_new_tokens, do_sample, temperature, top_p, seed)
+        sampling = replace(asked, max_new_tokens=budget)
         for attempt in range(_CLOSING_ATTEMPTS):
             processor = MetaResponseLogitsProcessor(
                 grammars,
@@ -271,7 +318,7 @@ class MetaResponseEngine:
             reserve = min(budget, 2 * reserve)  # the closing route from where it stood was longer: start sooner
             logger.info("meta-response unfinished within %d tokens; decoding again with reserve %d", budget, reserve)
         texts = [self._decode(row) for row in rows_out]
-        self.last_stats = [self._row_stats(row, budget, i in processor.closed_rows) for i, row in enumerate(rows_out)]
+        stats = [self._row_stats(row, budget, i in processor.closed_rows) for i, row in enumerate(rows_out)]
         for i in sorted(processor.closed_rows):
             logger.warning(
                 "meta-response %d reached the token budget (%d) and was closed early; raise max_new_tokens "
@@ -281,7 +328,7 @@ class MetaResponseEngine:
             )
         for i in processor.unfinished_rows():
             logger.warning("meta-response %d is incomplete after %d tokens; raise max_new_tokens", i, budget)
-        return texts
+        return texts, stats
 
     def _decode_rows(
         self,
@@ -357,7 +404,7 @@ class MetaResponseEngine:
                 modalities += mods
                 if f is not None:
                     feats.append(f.to(self.device))
-            texts = self.generate(
+            texts, stats = self.generate_with_stats(
                 prompts,
                 torch.cat(feats) if feats else None,
                 modalities,
@@ -365,7 +412,7 @@ class MetaResponseEngine:
                 streamer=streamer,
                 **kw,
             )
-            for i, prompt, text, (n, reason) in zip(members, prompts, texts, self.last_stats, strict=True):
+            for i, prompt, text, (n, reason) in zip(members, prompts, texts, stats, strict=True):
                 text, cut = cut_at_stop(text, requests[i].params.stop)
                 out[i] = Completion(text, len(prompt), n, "stop" if cut else reason, self.model_name)
         return [c for c in out if c is not None]
@@ -382,23 +429,52 @@ class MetaResponseEngine:
         """The raw meta-response with input/output token counts and ``finish_reason`` ("stop"/"length")."""
         return self.complete_batch([request])[0]
 
-    def stream(self, request: LLMRequest) -> Iterator[str]:
-        """Yield the raw meta-response as decoded text pieces; afterwards :attr:`last_usage` holds the Completion.
+    def stream(self, request: LLMRequest) -> CompletionStream:
+        """The raw meta-response as decoded text pieces (iterate it); its ``completion`` is set when it ends.
 
         Decoding runs in a thread feeding a transformers ``TextIteratorStreamer``; text that could be the
         start of a stop string is held back until it is known not to be one, and nothing after a stop
         string is yielded. An error in decoding is raised here once the stream ends.
         """
+        return CompletionStream(self, request)
+
+    @property
+    def model_name(self) -> str:
+        """A name for responses: the base LLM's path or id."""
+        return str(self.config.llm)
+
+
+class CompletionStream:
+    """An iterator of raw meta-response pieces that carries its :class:`Completion` once it has ended.
+
+    Each stream owns its result (no state is left on the engine), so streams from several threads are
+    independent; the engine's lock makes their decodes take turns.
+    """
+
+    def __init__(self, engine: MetaResponseEngine, request: LLMRequest) -> None:
+        self.engine, self.request = engine, request
+        #: Token accounting of the whole answer, set when iteration ends (None before, or after an error).
+        self.completion: Completion | None = None
+        self._pieces = self._run()
+
+    def __iter__(self) -> Iterator[str]:
+        return self._pieces
+
+    def __next__(self) -> str:
+        return next(self._pieces)
+
+    def _run(self) -> Iterator[str]:
         from transformers import TextIteratorStreamer
 
+        engine, request = self.engine, self.request
         streamer = TextIteratorStreamer(
-            self.tokenizer, skip_prompt=True, skip_special_tokens=True, clean_up_tokenization_spaces=False
+            engine.tokenizer, skip_prompt=True, skip_special_tokens=True, clean_up_tokenization_spaces=False
         )
         result: dict[str, Any] = {}
 
         def work() -> None:
             try:
-                result["completion"] = self.complete_batch([request], streamer=streamer)[0]
+                result["completion"] = engine.complete_batch([request], streamer=streamer)[0]
             except BaseException as e:  # re-raised in the caller's thread
                 result["error"] = e
                 streamer.end()
@@ -424,9 +500,4 @@ class MetaResponseEngine:
             thread.join()
         if "error" in result:
             raise result["error"]
-        self.last_usage = result["completion"]
-
-    @property
-    def model_name(self) -> str:
-        """A name for responses: the base LLM's path or id."""
-        return str(self.config.llm)
+        self.completion = result["completion"]
