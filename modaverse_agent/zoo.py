@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,6 +17,7 @@ from .meta_response import TaskSpec, build_schema
 
 CONFIG_ENV = "MODAVERSE_ZOO_CONFIG"
 DEFAULT_ZOO_RESOURCE = "default_zoo.toml"
+CONFIG_MAX_BYTES = 1 << 20  # a zoo config is a few hundred bytes; this stops /dev/zero and the like
 
 
 def default_config_path() -> Path:
@@ -51,15 +54,12 @@ class ZooConfig:
         them out with your change.
         """
         p = Path(path).expanduser() if path is not None else default_config_path()
-        if not p.exists():
+        text = _read_config(p)
+        if text is None:
             from importlib.resources import files
 
             default = files("modaverse_agent.prompts").joinpath(DEFAULT_ZOO_RESOURCE).read_text(encoding="utf-8")
             return cls._parse(default, p, "the packaged default zoo config")
-        try:
-            text = p.read_text(encoding="utf-8")
-        except UnicodeDecodeError as e:
-            raise ZooError(f"zoo config {p} is not valid TOML ({e}); fix or delete it") from e
         return cls._parse(text, p, f"zoo config {p}")
 
     @classmethod
@@ -68,6 +68,8 @@ class ZooConfig:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
             raise ZooError(f"{what} is not valid TOML ({e}); fix or delete it") from e
+        except RecursionError as e:
+            raise ZooError(f"{what} nests tables or arrays too deeply to read; fix or delete it") from e
         tasks, gens = data.get("tasks", {}), data.get("generators", {})
         if not isinstance(tasks, dict) or not all(isinstance(v, str) for v in tasks.values()):
             raise ZooError(f"{what}: [tasks] must map task names to generator names")
@@ -83,12 +85,50 @@ class ZooConfig:
         import tomli_w
 
         p = Path(path).expanduser() if path is not None else (self.path or default_config_path())
-        p.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            data = tomli_w.dumps({"tasks": self.tasks, "generators": self.generators}).encode("utf-8")
+        except (TypeError, ValueError, RecursionError) as e:  # UnicodeEncodeError is a ValueError
+            raise ZooError(f"zoo config {p} not written: its options cannot be stored as TOML ({e})") from e
         tmp = p.with_name(f".{p.name}.tmp")
-        tmp.write_text(tomli_w.dumps({"tasks": self.tasks, "generators": self.generators}), encoding="utf-8")
-        tmp.replace(p)
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(data)
+            tmp.replace(p)
+        except OSError as e:
+            with contextlib.suppress(OSError):  # the temporary file, if it was made; the error below says why
+                tmp.unlink(missing_ok=True)
+            where = e.filename or p
+            raise ZooError(
+                f"cannot write zoo config {p}: {e.strerror or e} ({where}); pass a writable path with --zoo-config"
+            ) from e
         self.path = p
         return p
+
+
+def _read_config(p: Path) -> str | None:
+    """The text of the config file ``p``; None when there is none yet. Errors say what to do."""
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        return None
+    except NotADirectoryError as e:
+        raise ZooError(f"zoo config {p}: a parent of it is a file, not a directory; fix the path") from e
+    except OSError as e:
+        raise ZooError(f"cannot read zoo config {p}: {e.strerror or e}") from e
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise ZooError(f"zoo config {p} is {kind}; point --zoo-config or ${CONFIG_ENV} at a TOML file")
+    try:
+        with p.open("rb") as f:
+            data = f.read(CONFIG_MAX_BYTES + 1)
+    except OSError as e:
+        raise ZooError(f"cannot read zoo config {p}: {e.strerror or e}") from e
+    if len(data) > CONFIG_MAX_BYTES:
+        raise ZooError(f"zoo config {p} is larger than {CONFIG_MAX_BYTES} bytes; is it the right file?")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ZooError(f"zoo config {p} is not UTF-8 text (invalid byte at offset {e.start}); fix or delete it") from e
 
 
 class Zoo:

@@ -111,3 +111,57 @@ def test_new_task_reaches_the_schema() -> None:
     consts = [s["properties"]["task"]["const"] for s in zoo.schema()["properties"]["invocations"]["items"]["anyOf"]]
     assert consts == ["text-to-image", "text-to-music"]
     assert zoo.task_specs(["text-to-music"])[0].description == "Composes music."
+
+
+def test_unreadable_configs_name_the_problem(tmp_path: Path) -> None:
+    deep = tmp_path / "deep.toml"
+    deep.write_text("a = " + "[" * 5000 + "]" * 5000 + "\n")
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"[tasks]\n\xff\xfe = 1\n")
+    blocker = tmp_path / "FILE"
+    blocker.write_text("x")
+    cases = [
+        (deep, "nests tables or arrays too deeply"),
+        (binary, "is not UTF-8 text (invalid byte at offset 8)"),
+        (tmp_path, "is a directory"),
+        (blocker / "zoo.toml", "a parent of it is a file"),
+    ]
+    if Path("/proc/self/mem").exists():
+        cases.append((Path("/proc/self/mem"), "cannot read zoo config /proc/self/mem"))
+    if Path("/dev/zero").exists():
+        cases.append((Path("/dev/zero"), "is not a regular file"))
+    for path, words in cases:
+        with pytest.raises(ZooError) as info:
+            ZooConfig.load(path)
+        assert words in str(info.value), (path, info.value)
+
+
+def test_a_config_too_large_is_refused(tmp_path: Path) -> None:
+    from modaverse_agent.zoo import CONFIG_MAX_BYTES
+
+    big = tmp_path / "big.toml"
+    big.write_text("# " + "x" * CONFIG_MAX_BYTES + "\n")
+    with pytest.raises(ZooError, match="is larger than"):
+        ZooConfig.load(big)
+
+
+def test_save_failures_are_zoo_errors_and_leave_nothing(tmp_path: Path) -> None:
+    blocker = tmp_path / "FILE"
+    blocker.write_text("keep me")
+    cfg = ZooConfig(tasks={"text-to-image": "real-image"})
+    with pytest.raises(ZooError, match=r"cannot write zoo config .*FILE/zoo\.toml: .*--zoo-config"):
+        cfg.save(blocker / "zoo.toml")
+    assert blocker.read_text() == "keep me" and cfg.path is None
+    with pytest.raises(ZooError, match="cannot be stored as TOML"):
+        ZooConfig(generators={"real-image": {"model": "a\udcff"}}).save(tmp_path / "zoo.toml")
+    assert list(tmp_path.iterdir()) == [blocker]
+
+
+def test_a_failed_rename_removes_the_temporary_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(self: Path, target: object) -> Path:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "replace", refuse)
+    with pytest.raises(ZooError, match="Permission denied"):
+        ZooConfig(tasks={"text-to-image": "real-image"}).save(tmp_path / "zoo.toml")
+    assert list(tmp_path.iterdir()) == []
