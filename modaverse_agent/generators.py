@@ -83,6 +83,18 @@ def non_finite_numbers(value: Any, path: str = "") -> list[tuple[str, float]]:
     return found
 
 
+def refuse_non_finite(args: Mapping[str, Any], *, what: str) -> None:
+    """Raise GeneratorError naming the first NaN or infinite number in ``args``.
+
+    JSON Schema bounds let NaN through (every comparison with it is false), and LangChain tool calls
+    reach generators without the JSON parser, so every generator checks this before its schema.
+    """
+    bad = non_finite_numbers(dict(args))
+    if bad:
+        where, value = bad[0]
+        raise GeneratorError(f"{what}: {where} is {value!r}, not a finite number; give a plain number")
+
+
 class Generator:
     """Base class of every generator.
 
@@ -235,12 +247,7 @@ class Generator:
 
         if not request.prompt.strip():
             raise GeneratorError(f"generator {self.name!r} needs a non-empty prompt")
-        bad = non_finite_numbers(dict(request.args))
-        if bad:
-            where, value = bad[0]
-            raise GeneratorError(
-                f"args of generator {self.name!r}: {where} is {value!r}, not a finite number; give a plain number"
-            )
+        refuse_non_finite(request.args, what=f"args of generator {self.name!r}")
         validate_instance(dict(request.args), self.args_schema, what=f"args of generator {self.name!r}")
         wrong = [m.name for m in request.inputs if m.modality not in self.input_modalities]
         if wrong:

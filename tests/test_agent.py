@@ -313,7 +313,7 @@ def _no_constants(name: str) -> Any:
 def test_lone_surrogates_never_crash_and_everything_is_writable_as_utf8(
     agent: ModaVerseAgent, llm: ScriptedLLM
 ) -> None:
-    llm.enqueue('{"text": "Here \\ud800.", "invocations": [{"task": "text-to-image", "prompt": "a \\udfff cat"}]}')
+    llm.enqueue('{"text": "Here \ud800.", "invocations": [{"task": "text-to-image", "prompt": "a \udfff cat"}]}')
     r = agent.run("draw \ud800")
     assert r.ok, r.errors
     assert r.text == "Here \ufffd." and r.artifacts[0].prompt == "a \ufffd cat"
@@ -322,11 +322,21 @@ def test_lone_surrogates_never_crash_and_everything_is_writable_as_utf8(
     assert manifest["artifacts"][0]["prompt"] == "a \ufffd cat" and manifest["text"] == "Here \ufffd."
 
 
-def test_surrogates_in_errors_and_raw_output_are_replaced(agent: ModaVerseAgent, llm: ScriptedLLM) -> None:
-    llm.enqueue("Modality: [\ud800] Prompt: x ###")
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "Modality: [\ud800] Prompt: x ###",
+        '{"text": "Here \\ud800.", "invocations": [{"task": "text-to-image", "prompt": "a \\udfff cat"}]}',
+        '{"text": "ok", "invocations": [{"task": "text-to-\\ud800", "prompt": "x"}]}',
+    ],
+)
+def test_surrogates_in_errors_and_raw_output_are_replaced(agent: ModaVerseAgent, llm: ScriptedLLM, raw: str) -> None:
+    llm.enqueue(raw)  # raw surrogates, and JSON escapes of them that a parser may decode
     r = agent.run("go")
     assert "\ud800" not in r.raw and all("\ud800" not in e.message for e in r.errors)
     json.dumps(r.to_dict(), ensure_ascii=False).encode("utf-8")
+    if r.manifest is not None:
+        r.manifest.read_bytes().decode("utf-8")
 
 
 def test_non_finite_metadata_still_gives_a_strict_json_manifest(

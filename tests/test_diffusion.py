@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -16,6 +17,7 @@ pytest.importorskip("diffusers")
 from modaverse_agent import GenerationRequest, GeneratorError, OutputDir  # noqa: E402
 from modaverse_agent import diffusion as d  # noqa: E402
 from modaverse_agent.artifacts import Artifact  # noqa: E402
+from modaverse_agent.generators import GenerationCancelled  # noqa: E402
 
 
 @pytest.fixture
@@ -238,3 +240,88 @@ def test_an_unwritable_cache_gives_a_clear_error(tmp_path: Path, monkeypatch: py
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
     with pytest.raises(GeneratorError, match=r"cannot write the tiny audioldm pipeline under .*user cache dir"):
         d.tiny_pipeline_dir("audioldm")
+
+
+# -- cancellation and per-device caps (issue 17) ----------------------------------------------------------
+
+
+def test_step_progress_stops_a_cancelled_pipeline() -> None:
+    cancel = threading.Event()
+    with d.StepProgress("x", 4, cancel=cancel) as bar:
+        bar.legacy(0, 999, None)
+        cancel.set()
+        with pytest.raises(GenerationCancelled, match="x: cancelled after 1 of 4 steps"):
+            bar.on_step_end(object(), 1, 500, {})
+
+
+def test_a_cancelled_pipeline_call_stops_at_the_next_step_and_writes_nothing(cache: Path, tmp_path: Path) -> None:
+    g = _TinyImage(device="cpu")
+    seen: list[tuple[int, int]] = []
+    req = GenerationRequest("a cat", OutputDir(tmp_path / "out"), {"steps": 50, "seed": 0})
+
+    def progress(done: int, total: int) -> None:
+        seen.append((done, total))
+        if done == 2:
+            req.cancel.set()  # what the agent does when the invocation times out
+
+    req.progress = progress
+    with pytest.raises(GenerationCancelled):
+        g.generate(req)
+    assert seen == [(1, 50), (2, 50)] and list((tmp_path / "out").iterdir()) == []
+    g.unload()
+
+
+class _Capped(_TinyImage):
+    name = "capped-test"
+    caps: ClassVar[dict[str, d.Cap]] = {
+        "steps": d.Cap("max_steps", 8, 40, "denoising steps"),
+        "duration": d.Cap("max_duration", 2.5, 10.0, "seconds"),
+    }
+    args_schema: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "properties": {
+            "steps": {"type": "integer", "minimum": 1, "maximum": 100, "default": 2},
+            "duration": {"type": "number", "maximum": 30},
+        },
+        "additionalProperties": False,
+    }
+
+
+def test_caps_are_zoo_options_with_per_device_defaults() -> None:
+    props = _Capped.options_schema["properties"]
+    assert props["max_steps"] == {
+        "type": "integer",
+        "exclusiveMinimum": 0,
+        "description": "most denoising steps an invocation may ask for (default: 8 on cpu, 40 on cuda/mps)",
+    }
+    assert props["max_duration"]["type"] == "number" and "model" in props
+    g = _Capped(device="cpu")
+    assert (g.cap("steps", "cpu"), g.cap("steps", "cuda"), g.cap("steps", "mps"), g.cap("duration", "cpu")) == (
+        8,
+        40,
+        40,
+        2.5,
+    )
+    g.configure(max_steps=100)
+    assert g.cap("steps", "cpu") == g.cap("steps", "cuda:1") == 100
+    with pytest.raises(GeneratorError, match="max_steps"):
+        g.configure(max_steps=0)
+
+
+def test_work_over_the_cap_is_refused_naming_the_argument_the_cap_and_the_option(tmp_path: Path) -> None:
+    g = _Capped(device="cpu")
+    with pytest.raises(GeneratorError) as info:
+        g.generate(GenerationRequest("a cat", OutputDir(tmp_path), {"steps": 9}))
+    assert str(info.value) == (
+        "args of generator 'capped-test': steps 9 is over the cap of 8 on cpu; ask for less, or raise the cap with "
+        "`modaverse zoo set text-to-image capped-test -o max_steps=9`"
+    )
+    with pytest.raises(GeneratorError, match=r"duration 2\.75 is over the cap of 2\.5 on cpu.*-o max_duration=2\.75"):
+        g.generate(GenerationRequest("a cat", OutputDir(tmp_path), {"duration": 2.75}))
+    assert not g.loaded and list(tmp_path.iterdir()) == []
+    g.check(GenerationRequest("a cat", OutputDir(tmp_path), {"steps": 8, "duration": 2.5}))  # at the cap: fine
+    g.configure(max_steps=9)
+    g.check(GenerationRequest("a cat", OutputDir(tmp_path), {"steps": 9}))
+    with pytest.raises(GeneratorError, match="over the cap of 9 on cuda"):  # the option holds on every device
+        g.within_cap("steps", 40, device="cuda")
+    _Capped(device="cpu").within_cap("steps", 40, device="cuda")  # the default cap on cuda is higher

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import math
 import subprocess
 import sys
 import tomllib
@@ -77,6 +78,10 @@ def test_same_seed_same_samples_other_seed_other_samples(gen: AudioLDMGenerator,
         ({"duration": 0}, "duration"),
         ({"duration": 31}, "duration"),
         ({"duration": "long"}, "duration"),
+        ({"duration": math.nan}, "duration is nan, not a finite number"),
+        ({"guidance": -math.inf}, "guidance is -inf, not a finite number"),
+        ({"duration": 10.5}, "duration 10.5 is over the cap of 10 on cpu.*-o max_duration=10.5"),
+        ({"steps": 51}, "steps 51 is over the cap of 50 on cpu.*-o max_steps=51"),
         ({"steps": 0}, "steps"),
         ({"guidance": 100}, "guidance"),
         ({"seed": 1.5}, "seed"),
@@ -87,6 +92,18 @@ def test_bad_arguments_give_clear_errors(gen: AudioLDMGenerator, tmp_path: Path,
     with pytest.raises(GeneratorError, match=rf"generator 'audioldm'.*{where}"):
         gen.generate(GenerationRequest(PROMPT, OutputDir(tmp_path), args))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_caps_are_higher_on_cuda_and_a_zoo_option_raises_them(tiny_dir: Path, tmp_path: Path) -> None:
+    g = AudioLDMGenerator(model=str(tiny_dir), device="cpu")
+    assert (g.cap("duration", "cpu"), g.cap("duration", "cuda"), g.cap("steps", "cpu"), g.cap("steps", "cuda")) == (
+        10.0,
+        30.0,
+        50,
+        200,
+    )
+    g.configure(max_duration=30, max_steps=200)
+    g.check(GenerationRequest(PROMPT, OutputDir(tmp_path), {"duration": 30, "steps": 200}))
 
 
 def test_hub_id_not_in_cache_names_the_model_and_how_to_get_it(tmp_path: Path) -> None:

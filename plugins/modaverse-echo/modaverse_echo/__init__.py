@@ -12,6 +12,7 @@ from modaverse_agent import Artifact, GenerationRequest, Generator, GeneratorErr
 __all__ = ["EchoAudio", "EchoEdit", "EchoImage", "EchoSpeech", "EchoVideo", "register_generators"]
 
 _SIZE = {"type": "integer", "minimum": 8, "maximum": 512}
+_SEED = {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1}
 
 
 def _rng(prompt: str, seed: int | None) -> np.random.Generator:
@@ -44,7 +45,7 @@ class EchoImage(_Echo):
     description = "Draws colour bands derived from the prompt (deterministic test generator)."
     args_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
-        "properties": {"width": _SIZE, "height": _SIZE, "seed": {"type": "integer"}},
+        "properties": {"width": _SIZE, "height": _SIZE, "seed": _SEED},
         "additionalProperties": False,
     }
 
@@ -68,7 +69,7 @@ class EchoAudio(_Echo):
         "type": "object",
         "properties": {
             "duration": {"type": "number", "exclusiveMinimum": 0, "maximum": 30},
-            "seed": {"type": "integer"},
+            "seed": _SEED,
         },
         "additionalProperties": False,
     }
@@ -103,7 +104,7 @@ class EchoVideo(_Echo):
         "properties": {
             "frames": {"type": "integer", "minimum": 1, "maximum": 64},
             "fps": {"type": "integer", "minimum": 1, "maximum": 60},
-            "seed": {"type": "integer"},
+            "seed": _SEED,
         },
         "additionalProperties": False,
     }

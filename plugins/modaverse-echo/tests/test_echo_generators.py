@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import wave
 from importlib import metadata
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from PIL import Image
 
 from modaverse_agent import GenerationRequest, GeneratorError, OutputDir
+from modaverse_agent.generators import GenerationCancelled
 from modaverse_agent.media import load_media
 
 
@@ -72,3 +74,22 @@ def test_edit_inverts_the_input(tmp_path: Path) -> None:
     assert np.asarray(Image.open(out.path)).mean() < 100
     with pytest.raises(GeneratorError, match="needs one input image"):
         modaverse_echo.EchoEdit().generate(request(tmp_path, seed=0))
+
+
+def test_non_finite_arguments_name_the_argument(tmp_path: Path) -> None:
+    with pytest.raises(GeneratorError, match="args of generator 'echo-audio': duration is nan, not a finite number"):
+        modaverse_echo.EchoAudio().generate(request(tmp_path, args={"duration": math.nan}))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_video_stops_between_frames_once_cancelled(tmp_path: Path) -> None:
+    req = request(tmp_path, args={"frames": 64})
+    req.cancel.set()
+    with pytest.raises(GenerationCancelled):
+        modaverse_echo.EchoVideo().run(req)  # run() itself checks, not only generate()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_seed_out_of_range_is_refused_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(GeneratorError, match="args of generator 'echo-image': seed"):
+        modaverse_echo.EchoImage().generate(request(tmp_path, args={"seed": 2**70}))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import io
+import math
 import subprocess
 import sys
 import tomllib
@@ -109,6 +110,8 @@ def test_missing_or_wrong_input_gives_clear_errors(
         ({"steps": 0}, "steps"),
         ({"guidance": 31}, "guidance"),
         ({"image_guidance": -0.5}, "image_guidance"),
+        ({"image_guidance": math.nan}, "image_guidance is nan, not a finite number"),
+        ({"steps": 51}, "steps 51 is over the cap of 50 on cpu.*-o max_steps=51"),
         ({"seed": 2**40}, "seed"),
         ({"strength": 0.5}, "strength"),
     ],
@@ -117,6 +120,13 @@ def test_bad_arguments_give_clear_errors(gen: InstructPix2PixGenerator, tmp_path
     with pytest.raises(GeneratorError, match=rf"generator 'instruct-pix2pix'.*{where}"):
         gen.generate(GenerationRequest(PROMPT, OutputDir(tmp_path), args, inputs=[_picture(16, 16)]))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_caps_are_higher_on_cuda_and_a_zoo_option_raises_them(tiny_dir: Path, tmp_path: Path) -> None:
+    g = InstructPix2PixGenerator(model=str(tiny_dir), device="cpu")
+    assert (g.cap("steps", "cpu"), g.cap("steps", "cuda")) == (50, 150)
+    g.configure(max_steps=150)
+    g.check(GenerationRequest(PROMPT, OutputDir(tmp_path), {"steps": 150}, inputs=[_picture(16, 16)]))
 
 
 def test_hub_id_not_in_cache_names_the_model_and_how_to_get_it(tmp_path: Path) -> None:

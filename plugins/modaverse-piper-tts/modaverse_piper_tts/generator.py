@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from modaverse_agent.artifacts import Artifact
 from modaverse_agent.errors import GeneratorError
-from modaverse_agent.generators import GenerationRequest, Generator
+from modaverse_agent.generators import GenerationRequest, Generator, refuse_non_finite
 from modaverse_agent.schema_utils import validate_instance
 
 from . import speech
@@ -159,6 +159,7 @@ class PiperTTS(Generator):
     def _check(self, request: GenerationRequest) -> tuple[dict[str, Any], str]:
         """The validated arguments and the text to speak."""
         args = dict(request.args)
+        refuse_non_finite(args, what=f"arguments of generator {self.name!r}")
         validate_instance(args, self.args_schema, what=f"arguments of generator {self.name!r}")
         return args, speech.clean_text(request.prompt, int(self.options.get("max_chars", DEFAULT_MAX_CHARS)))
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import sys
+import threading
 import wave
 from importlib import metadata
 from pathlib import Path
@@ -13,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import pluggy
 import pytest
-from modaverse_piper_tts import PiperTTS
+from modaverse_piper_tts import PiperTTS, speech
 from modaverse_piper_tts.voice import default_voice_path, read_config, resolve_speaker, resolve_voice
 
 from modaverse_agent import GenerationRequest, GeneratorError, OutputDir, hookspecs
+from modaverse_agent.generators import GenerationCancelled
 
 TEXT = "The quick brown fox jumps over the lazy dog near the quiet river."  # 12 words
 
@@ -140,6 +143,8 @@ def test_corrupt_voice_or_config_says_how_to_fix(tmp_path: Path) -> None:
         ("Hi.", {"sentence_silence": 60}, r"sentence_silence"),
         ("Hi.", {"speed": 2}, r"unexpected field.*speed"),
         ("Hi.", {"speaker_id": 2}, r"`speaker_id`.*out of range.*single speaker"),
+        ("Hi.", {"noise_scale": math.nan}, r"noise_scale is nan, not a finite number"),
+        ("Hi.", {"length_scale": math.inf}, r"length_scale is inf, not a finite number"),
     ],
 )
 def test_bad_prompt_or_args_are_clear_errors(
@@ -148,6 +153,38 @@ def test_bad_prompt_or_args_are_clear_errors(
     with pytest.raises(GeneratorError, match=message):
         tts.generate(GenerationRequest(prompt, OutputDir(tmp_path), args=args))
     assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+class _FakeVoice:
+    """Stands in for a loaded PiperVoice: two sentences, each turned into ``audio``."""
+
+    def __init__(self, audio: np.ndarray) -> None:
+        self.audio = audio
+        self.calls = 0
+        self.config = type("Config", (), {"sample_rate": 16000})()
+
+    def phonemize(self, text: str) -> list[list[str]]:
+        return [["h", "i"], ["y", "o"]]
+
+    def phonemes_to_ids(self, phonemes: list[str]) -> list[int]:
+        return [1, 2]
+
+    def phoneme_ids_to_audio(self, ids: list[int], config: object) -> np.ndarray:
+        self.calls += 1
+        return self.audio
+
+
+def test_non_finite_model_output_is_an_error_not_silence() -> None:
+    with pytest.raises(GeneratorError, match=r"non-finite samples .* sentence 1 of 2"):
+        speech.synthesize(_FakeVoice(np.array([0.1, np.nan], np.float32)), "Hi. Yo.", None)  # type: ignore[arg-type]
+
+
+def test_synthesis_stops_between_sentences_once_cancelled() -> None:
+    cancel = threading.Event()
+    voice = _FakeVoice(np.array([0.1, -0.2], np.float32))
+    with pytest.raises(GenerationCancelled, match="cancelled after 1 of 2 sentences"):
+        speech.synthesize(voice, "Hi. Yo.", None, progress=lambda done, total: cancel.set(), cancel=cancel)  # type: ignore[arg-type]
+    assert voice.calls == 1
 
 
 def test_text_over_the_limit_is_refused(tmp_path: Path) -> None:

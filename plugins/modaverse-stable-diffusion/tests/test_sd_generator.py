@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import math
 import subprocess
 import sys
 import tomllib
@@ -94,6 +95,8 @@ def test_seed_comes_from_the_request_or_is_drawn_and_recorded(gen: StableDiffusi
         ({"width": 65}, "width"),
         ({"height": 4096}, "height"),
         ({"guidance": -1}, "guidance"),
+        ({"guidance": math.nan}, "guidance is nan, not a finite number"),
+        ({"guidance": math.inf}, "guidance is inf, not a finite number"),
         ({"seed": -5}, "seed"),
         ({"colour": "red"}, "colour"),
     ],
@@ -102,6 +105,51 @@ def test_bad_arguments_give_clear_errors(gen: StableDiffusionGenerator, tmp_path
     with pytest.raises(GeneratorError, match=rf"generator 'stable-diffusion'.*{where}"):
         gen.generate(GenerationRequest(PROMPT, OutputDir(tmp_path), args))
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            {"steps": 51},
+            "steps 51 is over the cap of 50 on cpu; ask for less, or raise the cap with "
+            "`modaverse zoo set text-to-image stable-diffusion -o max_steps=51`",
+        ),
+        (
+            {"width": 776},
+            "width 776 is over the cap of 768 on cpu; ask for less, or raise the cap with "
+            "`modaverse zoo set text-to-image stable-diffusion -o max_side=776`",
+        ),
+        ({"height": 2048}, "height 2048 is over the cap of 768 on cpu"),
+    ],
+)
+def test_cpu_caps_refuse_heavy_work_and_name_the_option(
+    gen: StableDiffusionGenerator, tmp_path: Path, args: dict, message: str
+) -> None:
+    with pytest.raises(GeneratorError) as info:
+        gen.generate(GenerationRequest(PROMPT, OutputDir(tmp_path), args))
+    assert message in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_caps_are_higher_on_cuda_and_a_zoo_option_raises_them(tiny_dir: Path, tmp_path: Path) -> None:
+    g = StableDiffusionGenerator(model=str(tiny_dir), device="cpu")
+    assert (g.cap("steps", "cpu"), g.cap("steps", "cuda"), g.cap("width", "cpu"), g.cap("width", "cuda")) == (
+        50,
+        150,
+        768,
+        2048,
+    )
+    g.configure(max_steps=150, max_side=2048)
+    g.check(GenerationRequest(PROMPT, OutputDir(tmp_path), {"steps": 150, "width": 2048, "height": 2048}))
+
+
+def test_the_models_native_size_counts_against_the_cap(tiny_dir: Path, tmp_path: Path) -> None:
+    g = StableDiffusionGenerator(model=str(tiny_dir), device="cpu", max_side=32)  # native: 64 x 64
+    with pytest.raises(GeneratorError, match=r"width 64 is over the cap of 32 on cpu.*-o max_side=64"):
+        g.generate(GenerationRequest(PROMPT, OutputDir(tmp_path), {"steps": 1}))
+    assert list(tmp_path.iterdir()) == []
+    g.unload()
 
 
 def test_hub_id_not_in_cache_names_the_model_and_how_to_get_it(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import math
 import subprocess
 import sys
 import tomllib
@@ -82,6 +83,8 @@ def test_same_seed_same_frames_other_seed_other_frames(gen: TextToVideoGenerator
         ({"fps": 0}, "fps"),
         ({"fps": 7.5}, "fps"),
         ({"steps": 101}, "steps"),
+        ({"frames": 17}, "frames 17 is over the cap of 16 on cpu.*-o max_frames=17"),
+        ({"steps": 26}, "steps 26 is over the cap of 25 on cpu.*-o max_steps=26"),
         ({"seed": "abc"}, "seed"),
         ({"duration": 2}, "duration"),
     ],
@@ -90,6 +93,24 @@ def test_bad_arguments_give_clear_errors(gen: TextToVideoGenerator, tmp_path: Pa
     with pytest.raises(GeneratorError, match=rf"generator 'text-to-video-ms'.*{where}"):
         gen.generate(GenerationRequest(PROMPT, OutputDir(tmp_path), args))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_non_finite_arguments_are_refused(gen: TextToVideoGenerator, tmp_path: Path) -> None:
+    with pytest.raises(GeneratorError, match="frames is nan, not a finite number"):
+        gen.generate(GenerationRequest(PROMPT, OutputDir(tmp_path), {"frames": math.nan}))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_caps_are_higher_on_cuda_and_a_zoo_option_raises_them(tiny_dir: Path, tmp_path: Path) -> None:
+    g = TextToVideoGenerator(model=str(tiny_dir), device="cpu")
+    assert (g.cap("frames", "cpu"), g.cap("frames", "cuda"), g.cap("steps", "cpu"), g.cap("steps", "cuda")) == (
+        16,
+        64,
+        25,
+        100,
+    )
+    g.configure(max_frames=64, max_steps=100)
+    g.check(GenerationRequest(PROMPT, OutputDir(tmp_path), {"frames": 64, "steps": 100}))
 
 
 def test_hub_id_not_in_cache_names_the_model_and_how_to_get_it(tmp_path: Path) -> None:
