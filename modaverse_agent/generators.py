@@ -222,7 +222,9 @@ class Generator:
         self._load_stalled = False
 
     def unload(self) -> None:
-        """Free the model; the next use loads it again."""
+        """Free the model; the next use loads it again. Returns at once when nothing is loaded (even mid-load)."""
+        if not self._loaded:  # never wait behind a load that hangs
+            return
         with self._lock:
             if self._loaded:
                 self.release()

@@ -18,6 +18,7 @@ from PIL import Image
 
 from modaverse_agent import GenerationRequest, GeneratorError, OutputDir
 from modaverse_agent.diffusion import build_tiny_pipeline
+from modaverse_agent.generators import GenerationCancelled
 
 PLUGIN_DIR = Path(__file__).resolve().parents[1]
 PROMPT = "a red apple on a wooden table"
@@ -221,3 +222,17 @@ def test_listing_the_plugin_imports_no_model_stack() -> None:
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_a_cancelled_invocation_stops_at_the_next_step(gen: StableDiffusionGenerator, tmp_path: Path) -> None:
+    seen: list[tuple[int, int]] = []
+    req = GenerationRequest(PROMPT, OutputDir(tmp_path), {"steps": 20, "seed": 0})
+
+    def progress(done: int, total: int) -> None:
+        seen.append((done, total))
+        req.cancel.set()  # what the agent does when the invocation times out
+
+    req.progress = progress
+    with pytest.raises(GenerationCancelled):
+        gen.generate(req)
+    assert seen == [(1, 20)] and list(tmp_path.iterdir()) == []
