@@ -70,16 +70,37 @@ class GenerationRequest:
 
 
 def non_finite_numbers(value: Any, path: str = "") -> list[tuple[str, float]]:
-    """Every NaN or infinite float in ``value`` (nested dicts and lists) with its path (``sizes[1]``)."""
-    if isinstance(value, float):
-        return [] if math.isfinite(value) else [(path or "value", value)]
+    """Every NaN or infinite float in ``value`` (nested dicts and lists, any depth) with its path (``sizes[1]``).
+
+    Iterative, and each path is spelled only when something is found: an argument nested 100,000 deep
+    costs linear time and raises no RecursionError. Paths longer than 200 characters are cut.
+    """
     found: list[tuple[str, float]] = []
-    if isinstance(value, Mapping):
-        for k, v in value.items():
-            found += non_finite_numbers(v, f"{path}.{k}" if path else str(k))
-    elif isinstance(value, list | tuple):
-        for i, v in enumerate(value):
-            found += non_finite_numbers(v, f"{path}[{i}]")
+    links: list[tuple[int, str]] = [(-1, path)]  # (parent link, segment) per visited container or value
+    stack: list[tuple[int, Any]] = [(0, value)]
+
+    def spell(link: int) -> str:
+        parts = []
+        while link >= 0:
+            link, segment = links[link]
+            parts.append(segment)
+        text = "".join(reversed(parts)).lstrip(".")
+        return text if len(text) <= 200 else text[:200] + "..."
+
+    while stack:
+        link, v = stack.pop()
+        if isinstance(v, float) and not math.isfinite(v):
+            found.append((spell(link) or "value", v))
+            continue
+        if isinstance(v, Mapping):
+            children: list[tuple[str, Any]] = [(f".{k}", x) for k, x in v.items()]
+        elif isinstance(v, list | tuple):
+            children = [(f"[{i}]", x) for i, x in enumerate(v)]
+        else:
+            continue
+        for segment, x in reversed(children):
+            links.append((link, segment))
+            stack.append((len(links) - 1, x))
     return found
 
 

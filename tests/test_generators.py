@@ -175,6 +175,15 @@ def test_non_finite_numbers_are_refused_before_weights_load(
         g.generate(GenerationRequest("x", OutputDir(tmp_path), args=args))
     assert g.loads == 0 and list(tmp_path.iterdir()) == []
     assert non_finite_numbers({"a": {"b": [0.5, 1e308]}}) == []
+    assert [w for w, _ in non_finite_numbers({"x": math.nan, "y": [math.inf, {"z": -math.inf}]})] == [
+        "x",
+        "y[0]",
+        "y[1].z",
+    ]
+    deep: Any = math.nan
+    for _ in range(100_000):
+        deep = [deep]
+    assert len(non_finite_numbers({"d": deep})) == 1
 
 
 def test_lone_surrogates_in_prompt_and_args_are_replaced(tmp_path: Path) -> None:
