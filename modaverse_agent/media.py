@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import errno
 import hashlib
 import io
+import os
 import re
+import stat
 import struct
 import urllib.parse
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -153,7 +158,89 @@ def sniff(data: bytes) -> tuple[Modality, str]:
         return "audio", "audio/aac"
     if len(data) >= 2 and data[0] == 0xFF and (data[1] & 0xE0) == 0xE0 and (data[1] & 0x06) != 0:
         return "audio", "audio/mpeg"
-    raise MediaError(f"unsupported or unrecognised media format (first bytes {data[:12]!r}); {_SUPPORTED_HINT}")
+    raise MediaError(
+        f"unrecognised media format: the content looks like {describe_content(data)}, not an image, audio or video "
+        f"file; {_SUPPORTED_HINT}"
+    )
+
+
+_OTHER_FORMATS: tuple[tuple[bytes, str], ...] = (
+    (b"%PDF", "a PDF document"),
+    (b"PK\x03\x04", "a ZIP archive (or an Office/JAR file)"),
+    (b"PK\x05\x06", "an empty ZIP archive"),
+    (b"\x1f\x8b", "gzip-compressed data"),
+    (b"BZh", "bzip2-compressed data"),
+    (b"\xfd7zXZ\x00", "xz-compressed data"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
+    (b"Rar!", "a RAR archive"),
+    (b"\x7fELF", "an ELF executable"),
+    (b"MZ", "a Windows executable"),
+    (b"SQLite format 3\x00", "an SQLite database"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed data"),
+)
+
+
+def describe_content(data: bytes) -> str:
+    """What ``data`` looks like, in words (``plain text``, ``a PDF document``, ...), never quoting any of it."""
+    if not data:
+        return "nothing (0 bytes)"
+    for magic, what in _OTHER_FORMATS:
+        if data.startswith(magic):
+            return what
+    head = data[:4096]
+    if not head.strip(b"\x00"):
+        return "zero bytes only"
+    text = _as_text(head)
+    if text is None:
+        return "unknown binary data"
+    start = text.lstrip("\ufeff \t\r\n").lower()
+    if "<svg" in start[:1024]:
+        return "an SVG drawing (vector graphics are not supported: export it as PNG)"
+    if start.startswith(("<!doctype html", "<html")):
+        return "an HTML page"
+    if start.startswith("<?xml") or start.startswith("<"):
+        return "an XML document"
+    if start.startswith(("{", "[")):
+        return "JSON or other plain text"
+    return "plain text"
+
+
+def _as_text(head: bytes) -> str | None:
+    """``head`` decoded as UTF-8/UTF-16 text when it is mostly printable, else None."""
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return head.decode("utf-16", errors="replace")
+    text = head.decode("utf-8", errors="replace")
+    bad = sum(1 for c in text if c == "\ufffd" or (ord(c) < 32 and c not in "\t\r\n\f"))
+    return text if bad <= len(text) // 50 else None
+
+
+_BYTES_REPR = re.compile(r"\bb'(?:[^'\\]|\\.)*'" + r'|\bb"(?:[^"\\]|\\.)*"')  # b'...' and b"..." reprs
+_NOISE = re.compile(r" ?<_io\.BytesIO object at 0x[0-9a-fA-F]+>|: '<none>'")  # the in-memory file's name
+
+
+def reason(e: BaseException) -> str:
+    """A decoder's exception as a short phrase, with any bytes it quotes from the file taken out."""
+    text = " ".join(_BYTES_REPR.sub("<bytes>", _NOISE.sub("", str(e))).split())
+    text = text if len(text) <= 160 else text[:157] + "..."
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+@contextlib.contextmanager
+def decoder_errors(name: str, what: str) -> Iterator[None]:
+    """Turn anything a decoder library raises on hostile bytes into a MediaError naming ``name``.
+
+    Pillow and FFmpeg raise many kinds of exception on corrupt input (TypeError, struct.error,
+    IndexError, MemoryError, ...); every one is about the file, so it is reported as such.
+    """
+    try:
+        yield
+    except MediaError:
+        raise
+    except Exception as e:
+        raise MediaError(
+            f"{name}: the {what} decoder failed on it ({reason(e)}); the file is corrupt or in a variant we cannot "
+            f"read: re-export it; {_SUPPORTED_HINT}"
+        ) from e
 
 
 # -- reading the bytes ---------------------------------------------------------------------------
@@ -170,26 +257,92 @@ def _read(source: str | Path | bytes, max_bytes: int) -> tuple[bytes, str, Path 
     if isinstance(source, str) and text.startswith("data:"):
         return _data_url(text), "<data-url>", None
     if text.startswith("file://"):
-        text = urllib.parse.unquote(urllib.parse.urlparse(text).path)
+        try:
+            text = urllib.parse.unquote(urllib.parse.urlparse(text).path)
+        except ValueError as e:  # e.g. an unclosed "[" read as an IPv6 host
+            raise MediaError(f"{_show(text)} is not a valid file:// URL ({e}); pass the plain path") from e
     elif re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*://", text):
-        raise MediaError(f"{text[:80]!r} is a remote URL; download it and pass the local file instead")
-    if isinstance(source, str) and len(text) > 255 and _B64_TEXT.fullmatch(text):
+        raise MediaError(f"{_show(text)} is a remote URL; download it and pass the local file instead")
+    if isinstance(source, str) and len(text) > 255 and _B64_TEXT.fullmatch(text) and not _is_path(text):
         return _b64(text), "<base64>", None
-    path = Path(text).expanduser()
     try:
-        is_file = path.is_file()
-    except OSError as e:  # e.g. a name too long for the file system
-        raise MediaError(f"cannot use {text[:80]!r} as a path ({e}); pass a path, bytes or base64 text") from e
-    if not is_file:
-        if path.exists():
-            raise MediaError(f"{str(path)!r} is not a regular file; pass a media file")
+        path = Path(text).expanduser()
+    except RuntimeError as e:  # "~user/..." for a user without a home directory
+        raise MediaError(f"cannot expand the home directory in {_show(text)} ({e}); give the full path") from e
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError) as e:
         if isinstance(source, str) and (data := _short_b64(text)) is not None:
             return data, "<base64>", None
-        raise MediaError(f"media file {str(path)!r} does not exist; check the path")
-    size = path.stat().st_size
-    if size > max_bytes:
-        raise MediaError(f"{path} is {size} bytes, over the {max_bytes}-byte limit; use a smaller file")
-    return path.read_bytes(), path.name, path
+        if _is_path(str(path), follow=False):
+            raise MediaError(f"{_show(path)} is a broken symbolic link; point it at a media file") from e
+        raise MediaError(f"media file {_show(path)} does not exist; check the path") from e
+    except PermissionError as e:
+        raise MediaError(f"cannot reach {_show(path)}: permission denied; make it readable or copy it") from e
+    except (OSError, ValueError) as e:  # a name too long for the file system, a NUL character, a loop of links
+        raise MediaError(f"cannot use {_show(text)} as a path ({reason(e)}); pass a path, bytes or base64 text") from e
+    if not stat.S_ISREG(st.st_mode):
+        raise MediaError(f"{_show(path)} is {_file_kind(st.st_mode)}, not a regular file; pass a media file")
+    return _read_file(path, max_bytes), path.name, path
+
+
+def _show(text: str | Path, limit: int = 200) -> str:
+    """A path or URL the user gave, quoted and shortened for an error message."""
+    text = str(text)
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+def _is_path(text: str, *, follow: bool = True) -> bool:
+    """True when ``text`` names something on disk (False for anything that cannot be a path)."""
+    try:
+        (os.stat if follow else os.lstat)(text)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _file_kind(mode: int) -> str:
+    kinds = (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a named pipe (FIFO)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    )
+    return next((what for test, what in kinds if test(mode)), "a special file")
+
+
+def _read_file(path: Path, max_bytes: int) -> bytes:
+    """The bytes of the regular file ``path``, at most ``max_bytes``; a MediaError for any failure to read."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)  # non-blocking: a FIFO swapped in after the check cannot hang the open
+    except PermissionError as e:
+        raise MediaError(f"cannot read {_show(path)}: permission denied; make it readable (chmod +r) or copy it") from e
+    except OSError as e:
+        raise MediaError(f"cannot open {_show(path)} ({_os_reason(e)}); check the file and pass a readable one") from e
+    try:
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise MediaError(f"{_show(path)} is {_file_kind(st.st_mode)}, not a regular file; pass a media file")
+            if st.st_size > max_bytes:
+                raise MediaError(f"{path} is {st.st_size} bytes, over the {max_bytes}-byte limit; use a smaller file")
+            data = f.read(max_bytes + 1)  # files of /proc and the like state size 0: read no more than allowed
+    except OSError as e:
+        raise MediaError(
+            f"cannot read {_show(path)} ({_os_reason(e)}); it is not a readable media file (a special or damaged "
+            "file, or a removed disk): copy the media into an ordinary file and pass that"
+        ) from e
+    if len(data) > max_bytes:
+        raise MediaError(f"{path} is over the {max_bytes}-byte limit; use a smaller file")
+    return data
+
+
+def _os_reason(e: OSError) -> str:
+    if e.errno is not None and e.strerror:
+        return f"{errno.errorcode.get(e.errno, e.errno)}: {e.strerror}"
+    return reason(e)
 
 
 def _short_b64(text: str) -> bytes | None:
@@ -246,9 +399,9 @@ def _probe_image(data: bytes, name: str, limits: MediaLimits) -> tuple[Modality,
         try:
             img = Image.open(io.BytesIO(data))
         except Image.DecompressionBombError as e:
-            raise MediaError(f"{name}: {e}; use an image of at most {limits.max_pixels} pixels") from e
+            raise _over_pixels(name, e, limits) from e
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-            raise MediaError(f"{name}: not a readable image ({e}); the file is corrupt or not an image") from e
+            raise MediaError(f"{name}: not a readable image ({reason(e)}); the file is corrupt or not an image") from e
         with img:
             fmt = img.format or "?"
             if fmt not in _PIL_FORMATS:
@@ -259,11 +412,20 @@ def _probe_image(data: bytes, name: str, limits: MediaLimits) -> tuple[Modality,
             try:
                 img.load()  # decodes the first frame: catches truncated and corrupt files
             except Image.DecompressionBombError as e:
-                raise MediaError(f"{name}: {e}; use an image of at most {limits.max_pixels} pixels") from e
+                raise _over_pixels(name, e, limits) from e
             except (OSError, SyntaxError, ValueError, EOFError) as e:
-                raise MediaError(f"{name}: image data cannot be decoded ({e}); the file is truncated or corrupt") from e
+                raise MediaError(
+                    f"{name}: image data cannot be decoded ({reason(e)}); the file is truncated or corrupt"
+                ) from e
             info = MediaInfo(container=fmt, width=width, height=height, frames=frames, mode=img.mode)
     return "image", _PIL_FORMATS[fmt], info
+
+
+def _over_pixels(name: str, e: Exception, limits: MediaLimits) -> MediaError:
+    return MediaError(
+        f"{name}: declares a frame far over the {limits.max_pixels}-pixel limit ({reason(e)}); "
+        "downscale it first (or raise MediaLimits.max_pixels if you trust the file)"
+    )
 
 
 def check_pixels(name: str, width: int, height: int, limits: MediaLimits) -> None:
@@ -308,7 +470,9 @@ def open_container(data: bytes, name: str) -> Any:
     try:
         return av.open(io.BytesIO(data), mode="r", metadata_errors="ignore")
     except av.FFmpegError as e:
-        raise MediaError(f"{name}: cannot be opened as audio/video ({e}); the file is truncated or corrupt") from e
+        raise MediaError(
+            f"{name}: cannot be opened as audio/video ({reason(e)}); the file is truncated or corrupt"
+        ) from e
 
 
 def real_video_streams(container: Any) -> list[Any]:
@@ -378,7 +542,7 @@ def _probe_av(data: bytes, name: str, mime: str, limits: MediaLimits) -> tuple[M
         try:
             first = next(iter(container.decode(stream)), None)
         except av.FFmpegError as e:
-            raise MediaError(f"{name}: {stream.type} data cannot be decoded ({e}); the file is corrupt") from e
+            raise MediaError(f"{name}: {stream.type} data cannot be decoded ({reason(e)}); the file is corrupt") from e
         if first is None:
             raise MediaError(
                 f"{name}: its {stream.type} stream holds no decodable frame; the file is truncated, corrupt or empty"
@@ -411,10 +575,11 @@ def probe(data: bytes, *, name: str = "<media>", limits: MediaLimits = DEFAULT_L
         modality, mime = sniff(data)
     except MediaError as e:
         raise MediaError(f"{name}: {e}") from None
-    if modality == "image":
-        modality, mime, info = _probe_image(data, name, limits)
-    else:
-        modality, mime, info = _probe_av(data, name, mime, limits)
+    with decoder_errors(name, "image" if modality == "image" else "audio/video"):
+        if modality == "image":
+            modality, mime, info = _probe_image(data, name, limits)
+        else:
+            modality, mime, info = _probe_av(data, name, mime, limits)
     return MediaItem(modality=modality, mime_type=mime, data=data, name=name, info=info)
 
 
@@ -427,7 +592,8 @@ def load_media(
     """Read ``source`` (path, ``file://`` URL, bytes, base64 or ``data:`` URL) into a checked MediaItem.
 
     The format comes from the content; the file must decode and stay within ``limits``
-    (``max_bytes`` overrides ``limits.max_bytes``). Raises MediaError with what to do otherwise.
+    (``max_bytes`` overrides ``limits.max_bytes``). Raises MediaError, and nothing else, for anything
+    wrong with the source (missing, unreadable, special file, corrupt, hostile), saying what to do.
     """
     limits = limits or DEFAULT_LIMITS
     if max_bytes is not None:

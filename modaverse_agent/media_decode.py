@@ -21,8 +21,10 @@ from .media import (
     MediaLimits,
     check_duration,
     check_pixels,
+    decoder_errors,
     open_container,
     real_video_streams,
+    reason,
     sniff,
     stream_duration,
 )
@@ -94,7 +96,7 @@ def decode_image(item: MediaItem, *, limits: MediaLimits = DEFAULT_LIMITS) -> PI
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     _need(item, "image")
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), decoder_errors(item.name, "image"):
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
             img = Image.open(io.BytesIO(item.data))
@@ -106,7 +108,9 @@ def decode_image(item: MediaItem, *, limits: MediaLimits = DEFAULT_LIMITS) -> PI
         except MediaError:
             raise
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
-            raise MediaError(f"{item.name}: image cannot be decoded ({e}); the file is truncated or corrupt") from e
+            raise MediaError(
+                f"{item.name}: image cannot be decoded ({reason(e)}); the file is truncated or corrupt"
+            ) from e
 
 
 def decode_audio(item: MediaItem, *, limits: MediaLimits = DEFAULT_LIMITS) -> DecodedAudio:
@@ -118,7 +122,7 @@ def decode_audio(item: MediaItem, *, limits: MediaLimits = DEFAULT_LIMITS) -> De
     import av
 
     _need(item, "audio", "video")
-    with open_container(item.data, item.name) as container:
+    with decoder_errors(item.name, "audio"), open_container(item.data, item.name) as container:
         if not container.streams.audio:
             raise MediaError(f"{item.name}: has no audio track; give a file with sound or leave its audio out")
         stream = container.streams.audio[0]
@@ -144,7 +148,7 @@ def decode_audio(item: MediaItem, *, limits: MediaLimits = DEFAULT_LIMITS) -> De
                     raise MediaError(f"{item.name}: decoded audio exceeds {limits.max_decoded_bytes} bytes; trim it")
             chunks.extend(out.to_ndarray() for out in resampler.resample(None))
         except av.FFmpegError as e:
-            raise MediaError(f"{item.name}: audio data cannot be decoded ({e}); the file is corrupt") from e
+            raise MediaError(f"{item.name}: audio data cannot be decoded ({reason(e)}); the file is corrupt") from e
     if not chunks or sum(c.shape[1] for c in chunks) == 0:
         raise MediaError(f"{item.name}: the audio track holds no samples; the file is truncated or empty")
     samples = np.ascontiguousarray(np.concatenate(chunks, axis=1), dtype=np.float32)
@@ -156,7 +160,7 @@ def probe_video(item: MediaItem, *, limits: MediaLimits = DEFAULT_LIMITS) -> Vid
     import av
 
     _need(item, "video")
-    with open_container(item.data, item.name) as container:
+    with decoder_errors(item.name, "video"), open_container(item.data, item.name) as container:
         streams = real_video_streams(container)
         if not streams:
             hint = " (it has audio only: encode it as audio)" if container.streams.audio else ""
@@ -171,7 +175,7 @@ def probe_video(item: MediaItem, *, limits: MediaLimits = DEFAULT_LIMITS) -> Vid
         try:
             count = sum(1 for packet in container.demux(stream) if packet.size)
         except av.FFmpegError as e:
-            raise MediaError(f"{item.name}: video cannot be read ({e}); the file is corrupt") from e
+            raise MediaError(f"{item.name}: video cannot be read ({reason(e)}); the file is corrupt") from e
         if count == 0:
             raise MediaError(f"{item.name}: the video stream holds no frames; the file is truncated or empty")
         info = VideoInfo(
@@ -199,7 +203,7 @@ def decode_video_frames(item: MediaItem, indices: Sequence[int], *, limits: Medi
         raise ValueError(f"`indices` must be >= 0, got {min(indices)}")
     wanted, last = set(indices), max(indices)
     kept: dict[int, np.ndarray] = {}
-    with open_container(item.data, item.name) as container:
+    with decoder_errors(item.name, "video"), open_container(item.data, item.name) as container:
         streams = real_video_streams(container)
         if not streams:
             raise MediaError(f"{item.name}: has no video track")
@@ -216,7 +220,7 @@ def decode_video_frames(item: MediaItem, indices: Sequence[int], *, limits: Medi
                 if n >= last:
                     break
         except av.FFmpegError as e:
-            raise MediaError(f"{item.name}: video data cannot be decoded ({e}); the file is corrupt") from e
+            raise MediaError(f"{item.name}: video data cannot be decoded ({reason(e)}); the file is corrupt") from e
     if last not in kept:
         raise MediaError(
             f"{item.name}: only {n + 1} frames decode but frame {last} is needed; the file is truncated or corrupt"

@@ -20,7 +20,7 @@ from modaverse_agent.errors import MediaError
 from modaverse_agent.media import MediaItem, MediaLimits, load_media, sniff
 from modaverse_agent.media_decode import decode_audio, decode_image, decode_video, decode_video_frames, probe_video
 
-MEDIA = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "imagebind" / "media"
+MEDIA = Path(__file__).resolve().parent / "fixtures" / "imagebind" / "media"
 
 
 # -- makers of small media, all in memory ----------------------------------------------------------
@@ -174,16 +174,178 @@ def test_an_extension_that_lies_is_ignored(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("data", "words"),
     [
-        (b"definitely not an image", "unsupported or unrecognised"),
-        (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj", "unsupported or unrecognised"),
-        (b'<svg xmlns="http://www.w3.org/2000/svg"/>', "unsupported or unrecognised"),
-        (b"PK\x03\x04" + b"\x00" * 40, "unsupported or unrecognised"),
+        (b"definitely not an image", "looks like plain text"),
+        (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj", "looks like a PDF document"),
+        (b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"/>', "looks like an SVG drawing"),
+        (b"<!DOCTYPE html><html><body>hi</body></html>", "looks like an HTML page"),
+        (b'{"image": "cat.png"}', "looks like JSON or other plain text"),
+        (b"PK\x03\x04" + b"\x00" * 40, "looks like a ZIP archive"),
+        (b"\x7fELF\x02\x01\x01" + b"\x00" * 40, "looks like an ELF executable"),
+        (b"\x1f\x8b\x08\x00" + b"\x00" * 20, "looks like gzip-compressed data"),
+        (b"\x00" * 64, "looks like zero bytes only"),
+        (bytes(range(256)) * 4, "looks like unknown binary data"),
         (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic", "HEIF/HEIC images are not supported"),
     ],
 )
 def test_unsupported_formats(data: bytes, words: str) -> None:
-    with pytest.raises(MediaError, match=words):
+    with pytest.raises(MediaError, match=words) as err:
         load_media(data)
+    assert "give a PNG/JPEG" in str(err.value)
+
+
+def test_rejections_never_quote_the_content(tmp_path: Path) -> None:
+    """What a refused file looks like is described, but none of its bytes reach the message (issue 17)."""
+    passwd = b"root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n"
+    (tmp_path / "photo.jpg").write_bytes(passwd)
+    with pytest.raises(
+        MediaError, match=r"photo\.jpg: unrecognised media format: the content looks like plain text"
+    ) as e:
+        load_media(tmp_path / "photo.jpg")
+    assert "root" not in str(e.value) and repr(passwd[:12]) not in str(e.value)
+    secret = b"SECRET-CANARY-4711"
+    spoofed = [
+        b"\x89PNG\r\n\x1a\n" + secret * 4,
+        b"\x89PNG\r\n\x1a\n\x00\x00\x00\x04" + secret * 4,
+        b"GIF89a" + secret * 4,
+    ]
+    for data in [*spoofed, b"BM" + secret * 4, b"RIFF\x00\x00\x00\x00WAVE" + secret * 4, b"ID3" + secret * 40]:
+        with pytest.raises(MediaError) as e:
+            load_media(data)
+        assert "CANARY" not in str(e.value) and "x89PNG" not in str(e.value), str(e.value)
+
+
+# -- sources that cannot be read: a MediaError saying what to do, never an OSError -------------------
+
+
+@pytest.mark.skipif(not Path("/proc/self/mem").exists(), reason="needs Linux /proc")
+def test_a_file_that_fails_to_read_with_eio() -> None:
+    with pytest.raises(MediaError, match=r"cannot read '/proc/self/mem' \(EIO: .*\); .*copy the media") as e:
+        load_media("/proc/self/mem")
+    assert isinstance(e.value.__cause__, OSError)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_a_file_that_states_size_zero_is_read_only_up_to_the_limit() -> None:
+    with pytest.raises(MediaError, match="over the 10-byte limit"):
+        load_media("/proc/self/status", max_bytes=10)
+
+
+def test_a_file_without_read_permission(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests run as root, who may read anything: the kernel's refusal is simulated at open (and at stat)."""
+    import os
+
+    import modaverse_agent.media as media
+
+    locked = tmp_path / "locked.png"
+    locked.write_bytes(image_bytes(Image.new("RGB", (4, 4)), "PNG"))
+    real_open, real_stat = os.open, os.stat
+
+    def open_(path: object, *args: object, **kwargs: object) -> int:
+        if str(path) == str(locked):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(media.os, "open", open_)
+    with pytest.raises(MediaError, match=r"cannot read '.*locked.png': permission denied; make it readable"):
+        load_media(locked)
+
+    def stat_(path: object, *args: object, **kwargs: object) -> os.stat_result:
+        if str(path) == str(locked):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_stat(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(media.os, "stat", stat_)
+    with pytest.raises(MediaError, match="permission denied"):
+        load_media(str(locked))
+    if os.geteuid() != 0:  # the real thing, where the kernel refuses
+        monkeypatch.undo()
+        locked.chmod(0)
+        with pytest.raises(MediaError, match="permission denied"):
+            load_media(locked)
+
+
+def test_special_files_are_refused_without_blocking(tmp_path: Path) -> None:
+    import os
+    import socket
+
+    os.mkfifo(tmp_path / "pipe.wav")  # opening it for reading would block forever
+    (tmp_path / "dangling.png").symlink_to(tmp_path / "gone.png")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(tmp_path / "sock.mp4"))
+    try:
+        cases = [
+            (tmp_path, "is a directory, not a regular file"),
+            (tmp_path / "pipe.wav", r"is a named pipe \(FIFO\), not a regular file"),
+            (tmp_path / "sock.mp4", "is a socket, not a regular file"),
+            (tmp_path / "dangling.png", "is a broken symbolic link"),
+            (tmp_path / "missing.png", "does not exist; check the path"),
+        ]
+        if Path("/dev/null").exists():
+            cases.append((Path("/dev/null"), "is a character device, not a regular file"))
+        for path, words in cases:
+            with pytest.raises(MediaError, match=words):
+                load_media(path)
+            with pytest.raises(MediaError, match=words):
+                load_media(str(path))
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize(
+    ("source", "words"),
+    [
+        ("~modaverse-no-such-user-7f3a/cat.png", "cannot expand the home directory"),
+        ("cat\x00.png", r"as a path \(ValueError: embedded null byte\)"),
+        ("file://[unclosed/cat.png", "not a valid file:// URL"),
+    ],
+)
+def test_paths_that_cannot_be_paths(source: str, words: str) -> None:
+    with pytest.raises(MediaError, match=words):
+        load_media(source)
+
+
+def test_a_long_path_made_of_base64_letters_is_still_a_path(tmp_path: Path) -> None:
+    folder = tmp_path
+    while len(str(folder)) < 300:
+        folder = folder / ("d" * 60)
+    folder.mkdir(parents=True)
+    (folder / "img").write_bytes(image_bytes(Image.new("RGB", (3, 3)), "PNG"))
+    assert load_media(str(folder / "img")).path == folder / "img"
+
+
+def test_any_oserror_while_decoding_is_a_media_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    item = load_media(wav_bytes(tone(8000), 8000))
+
+    def failing_open(*args: object, **kwargs: object) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(av, "open", failing_open)
+    for call in (lambda: load_media(item.data), lambda: decode_audio(item)):
+        with pytest.raises(MediaError, match=r"<bytes>: the audio(/video)? decoder failed on it \(OSError: "):
+            call()
+
+
+def tiff_with_float_strip_offsets() -> bytes:
+    """A TIFF whose StripOffsets tag is typed FLOAT: Pillow raises TypeError on it (found by fuzzing)."""
+    data = bytearray(image_bytes(Image.new("RGB", (8, 6), (1, 2, 3)), "TIFF"))
+    ifd = struct.unpack_from("<I", data, 4)[0]
+    for k in range(struct.unpack_from("<H", data, ifd)[0]):
+        entry = ifd + 2 + 12 * k
+        if struct.unpack_from("<H", data, entry)[0] == 273:
+            struct.pack_into("<H", data, entry + 2, 11)
+            return bytes(data)
+    raise AssertionError("no StripOffsets tag")
+
+
+def test_a_decoder_library_failing_on_hostile_bytes_is_a_media_error() -> None:
+    data = tiff_with_float_strip_offsets()
+    with pytest.raises(
+        MediaError, match=r"<bytes>: the image decoder failed on it \(TypeError: .*\); the file is"
+    ) as e:
+        load_media(data)
+    assert isinstance(e.value.__cause__, TypeError)
+    with pytest.raises(MediaError, match=r"odd.tif: the image decoder failed on it \(TypeError"):
+        decode_image(MediaItem(modality="image", mime_type="image/tiff", data=data, name="odd.tif"))
 
 
 def test_sniff_signatures() -> None:
