@@ -382,6 +382,9 @@ def _lone_surrogate(text: str) -> str | None:
     return None
 
 
+_PLAIN = frozenset({int, float, bool, type(None)})
+
+
 def _first_problem(
     value: Any, path: list[Any], depth: int, budget: int = MAX_INVOCATION_VALUES
 ) -> tuple[list[Any], str] | None:
@@ -408,6 +411,8 @@ def _first_problem(
             seen += len(node)
             if seen > budget:
                 return too_many
+            if isinstance(node, list) and all(type(child) in _PLAIN for child in node):
+                continue  # numbers, booleans and nulls: nothing to look into (the common long array)
             children = node.items() if isinstance(node, dict) else enumerate(node)
             stack.extend((child, [*where, key], level + 1) for key, child in reversed(list(children)))
     return None
