@@ -30,7 +30,7 @@ from .artifacts import Artifact, OutputDir, clean_text, json_safe, manifest_reco
 from .errors import ModaVerseError
 from .generators import ArtifactsRefused, GenerationRequest, Generator
 from .media import MediaItem, load_media
-from .meta_response import Invocation, MetaResponse, TaskSpec, parse_legacy, parse_lenient
+from .meta_response import Invocation, MetaResponse, TaskSpec, parse_legacy_lenient, parse_lenient
 from .zoo import Zoo
 
 DEFAULT_TIMEOUT_S = 600.0
@@ -163,13 +163,14 @@ def assign_media_ids(items: Sequence[MediaItem]) -> list[tuple[str, MediaItem]]:
 
 
 def parse_output(raw: str, schema: dict[str, Any]) -> tuple[MetaResponse, list[ResponseError]]:
-    """Parse LLM output as JSON, or as the release's legacy format when it is written that way."""
+    """Parse LLM output as JSON, or as the release's legacy format when it is written that way.
+
+    Both parsers are lenient: a bad invocation (or ``Modality:`` entry) drops only itself, with an error.
+    """
     if raw.lstrip().startswith("Modality:"):
-        try:
-            return parse_legacy(raw), []
-        except ModaVerseError as e:
-            return MetaResponse(text=""), [ResponseError("meta-response", str(e))]
-    response, errors = parse_lenient(raw, schema)
+        response, errors = parse_legacy_lenient(raw, schema)
+    else:
+        response, errors = parse_lenient(raw, schema)
     return response, [ResponseError("meta-response", str(e)) for e in errors]
 
 
@@ -269,7 +270,8 @@ class ModaVerseAgent:
             return response
         by_id = dict(media)
         untrained: set[str] = set()
-        for index, inv in enumerate(meta.invocations):
+        for kept, inv in enumerate(meta.invocations):
+            index = inv.position if isinstance(inv.position, int) else kept  # where the model put it
             try:
                 made, problem = self._invoke(index, inv, by_id, out)
                 response.artifacts += made

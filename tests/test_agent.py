@@ -393,3 +393,22 @@ def test_only_files_inside_the_output_dir_count(echo_zoo: Zoo, llm: ScriptedLLM,
     text = r.manifest.read_text()
     assert "/etc/passwd" not in json.dumps(json.loads(text)["artifacts"])
     assert r.artifacts[0].generator == "liar" and r.artifacts[0].prompt == "a"
+
+
+def test_a_bad_legacy_entry_drops_only_itself(agent: ModaVerseAgent, llm: ScriptedLLM) -> None:
+    llm.enqueue("Modality: [SMELL] Prompt: roses Modality: [IMAGE] Prompt: a lighthouse ###")
+    r = agent.run("go")
+    assert [a.prompt for a in r.artifacts] == ["a lighthouse"]
+    assert [e.stage for e in r.errors] == ["meta-response"] and "Modality[0]" in r.errors[0].message
+
+
+def test_invocation_errors_name_the_models_index_after_a_dropped_sibling(
+    echo_zoo: Zoo, llm: ScriptedLLM, tmp_path: Path
+) -> None:
+    echo_zoo.add(Boom())
+    llm.enqueue(plan({"task": "text-to-smell", "prompt": "x"}, {"task": "text-to-image", "prompt": "y"}))
+    r = ModaVerseAgent(llm, echo_zoo, output_dir=tmp_path).run("go")
+    assert [(e.stage, e.task, e.index) for e in r.errors] == [
+        ("meta-response", None, None),
+        ("invocation", "text-to-image", 1),
+    ]
