@@ -372,14 +372,7 @@ def _files(root: Path) -> set[Path]:
     "group",
     [
         "json",
-        pytest.param(
-            "legacy",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="agent.parse_output still calls the strict parse_legacy, so one bad `Modality:` entry drops "
-                "every sibling; it needs parse_legacy_lenient(raw, schema) (issue 17 item 3)",
-            ),
-        ),
+        "legacy",
     ],
 )
 def test_fuzz_agent(
@@ -438,11 +431,6 @@ class _Boom(Generator):
         raise RuntimeError("boom")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="agent.dispatch numbers invocations by their place among the kept ones; it needs "
-    "`index = inv.position if inv.position is not None else index` (issue 17 item 3)",
-)
 def test_a_dispatch_error_names_the_models_index(echo_zoo: Zoo, tmp_path: Path) -> None:
     echo_zoo.add(_Boom())
     plan = {
