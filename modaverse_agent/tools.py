@@ -18,7 +18,7 @@ from langchain_core.tools import BaseTool, StructuredTool, ToolException
 
 from .artifacts import Artifact, OutputDir
 from .errors import ModaVerseError
-from .generators import GenerationRequest, Generator
+from .generators import ArtifactsRefused, GenerationRequest, Generator
 from .media import MediaItem, load_media
 from .meta_response import MAX_INPUTS, PROMPT_MAX_CHARS
 from .schema_utils import describe_error, first_error, json_path
@@ -89,13 +89,21 @@ class GeneratorTool:
             request = GenerationRequest(
                 kwargs["prompt"], OutputDir(self.output_dir), args, self._inputs(kwargs.get("inputs") or ()), seed
             )
-            artifacts = self.generator.generate(request)
+            artifacts, refused = self.generator.generate(request), ""
         except ToolException:
             raise
+        except ArtifactsRefused as e:  # files outside the output dir are dropped; the good ones still count
+            artifacts, refused = e.kept, f"; {e}"
         except Exception as e:  # a failing generator reports back to the calling model
             raise ToolException(f"{self.generator.name} failed: {type(e).__name__}: {e}") from e
         made = ", ".join(f"{a.modality} {a.path}" for a in artifacts) or "nothing"
-        return f"{self.generator.task} via {self.generator.name} made {made}", artifacts
+        note = ""
+        if artifacts and self.generator.untrained:
+            note = (
+                f" (untrained tiny weights: the output is a placeholder; for real weights run: "
+                f"{self.generator.real_weights_hint()})"
+            )
+        return f"{self.generator.task} via {self.generator.name} made {made}{note}{refused}", artifacts
 
 
 def generator_tool(

@@ -7,13 +7,15 @@ import base64
 from pathlib import Path
 
 import pytest
-from langchain_core.messages import HumanMessage, ToolCall
+from langchain_core.messages import HumanMessage, ToolCall, ToolMessage
 from langchain_core.runnables import RunnableLambda
 from PIL import Image
 
 from modaverse_agent.agent import FinalResponse, ModaVerseAgent
+from modaverse_agent.artifacts import Artifact
 from modaverse_agent.chat_content import content_to_parts
 from modaverse_agent.errors import MediaError
+from modaverse_agent.generators import GenerationRequest, Generator
 from modaverse_agent.runnable import AgentRunnable
 from modaverse_agent.testing import ScriptedLLM
 from modaverse_agent.tools import zoo_tools
@@ -123,3 +125,56 @@ def test_tool_refuses_media_of_the_wrong_modality(echo_zoo: Zoo, tmp_path: Path)
         ToolCall(name="image-editing", args={"prompt": "x", "inputs": [str(wav)]}, id="w", type="tool_call")
     )
     assert out.status == "error" and "accepts ['image'], not ['a.wav']" in out.content
+
+
+class _Placeholder(Generator):
+    """An untrained generator (as the tiny diffusers pipelines are) that writes one PNG."""
+
+    name = "placeholder-image"
+    task = "text-to-image"
+    modality = "image"
+    description = "Writes a placeholder picture."
+    priority = 9
+
+    @property
+    def untrained(self) -> bool:
+        return True
+
+    def real_weights_hint(self) -> str:
+        return "modaverse zoo set text-to-image real -o model=/models/sd15"
+
+    def run(self, request: GenerationRequest) -> list[Artifact]:
+        return [self.artifact(request, request.output.write_bytes("p", ".png", b"png"))]
+
+
+class _Outside(_Placeholder):
+    """Returns its own file and /etc/passwd."""
+
+    name = "outside-image"
+    priority = 10
+
+    @property
+    def untrained(self) -> bool:
+        return False
+
+    def run(self, request: GenerationRequest) -> list[Artifact]:
+        return [*super().run(request), Artifact("image", Path("/etc/passwd"), "image/png")]
+
+
+def _call(tool_name: str, zoo: Zoo, tmp_path: Path) -> ToolMessage:
+    tool = next(t for t in zoo_tools(zoo, output_dir=tmp_path) if t.name == tool_name)
+    return tool.invoke(ToolCall(name=tool_name, args={"prompt": "a kite"}, id="c1", type="tool_call"))
+
+
+def test_a_tool_result_says_when_its_output_is_a_placeholder(echo_zoo: Zoo, tmp_path: Path) -> None:
+    echo_zoo.add(_Placeholder())
+    msg = _call("text-to-image", echo_zoo, tmp_path)
+    assert "placeholder" in msg.content and "modaverse zoo set text-to-image real" in msg.content
+    assert len(msg.artifact) == 1
+
+
+def test_a_tool_drops_paths_outside_its_output_dir_and_keeps_the_rest(echo_zoo: Zoo, tmp_path: Path) -> None:
+    echo_zoo.add(_Outside())
+    msg = _call("text-to-image", echo_zoo, tmp_path)
+    assert [a.path.parent for a in msg.artifact] == [tmp_path] and "/etc/passwd" in msg.content
+    assert msg.status != "error" and "placeholder" not in msg.content
