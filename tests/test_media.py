@@ -234,7 +234,7 @@ def test_a_file_without_read_permission(tmp_path: Path, monkeypatch: pytest.Monk
     """Tests run as root, who may read anything: the kernel's refusal is simulated at open (and at stat)."""
     import os
 
-    import modaverse_agent.media as media
+    import modaverse_agent.media_source as media
 
     locked = tmp_path / "locked.png"
     locked.write_bytes(image_bytes(Image.new("RGB", (4, 4)), "PNG"))
