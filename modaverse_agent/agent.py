@@ -24,13 +24,23 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from .artifacts import Artifact, OutputDir, clean_text, json_safe, manifest_record
 from .errors import ModaVerseError
 from .generators import ArtifactsRefused, GenerationRequest, Generator
+from .llm_io import (
+    ChatTurn,
+    Completion,
+    GenerationParams,
+    LLMRequest,
+    MetaResponder,
+    OutputFormat,
+    output_format,
+    sees_media,
+)
 from .media import MediaItem, load_media
-from .meta_response import Invocation, MetaResponse, TaskSpec, parse_legacy_lenient, parse_lenient
+from .meta_response import Invocation, MetaResponse, parse_legacy_lenient, parse_lenient
 from .zoo import Zoo
 
 DEFAULT_TIMEOUT_S = 600.0
@@ -41,62 +51,19 @@ EXIT_GRACE_S = 30.0
 #: Exit status when such a thread still runs after EXIT_GRACE_S (the response already reported the timeout).
 EXIT_ABANDONED = 1
 MediaSource = str | Path | bytes | MediaItem
-
-
-@dataclass
-class GenerationParams:
-    """Decoding settings a caller may set per request (None: the model's default)."""
-
-    max_new_tokens: int | None = None
-    temperature: float | None = None  # 0 or None: greedy
-    top_p: float | None = None
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
-
-
-@dataclass
-class ChatTurn:
-    """One earlier turn of a conversation: ``role`` is "user", "assistant" or "tool"."""
-
-    role: str
-    text: str
-
-
-@dataclass
-class LLMRequest:
-    """What the LLM is asked: the instruction, the media (by id), the schema and the tasks it may use.
-
-    ``history`` holds earlier turns (multi-turn chat), ``system`` extra system instructions, ``params``
-    decoding settings. ``media`` are every media item of the conversation, ids in order of appearance.
-    """
-
-    instruction: str
-    media: list[tuple[str, MediaItem]]
-    schema: dict[str, Any]
-    tasks: list[TaskSpec]
-    history: list[ChatTurn] = field(default_factory=list)
-    system: str | None = None
-    params: GenerationParams = field(default_factory=GenerationParams)
-
-
-@dataclass
-class Completion:
-    """Raw LLM output with accounting (what a backend's optional ``complete(request)`` returns)."""
-
-    text: str
-    input_tokens: int = 0
-    output_tokens: int = 0
-    finish_reason: str = "stop"  # "stop" | "length"
-    model_name: str = ""
-
-
-@runtime_checkable
-class MetaResponder(Protocol):
-    """Anything that turns an LLMRequest into raw meta-response text (the ModaVerse model, a fake)."""
-
-    def respond(self, request: LLMRequest) -> str:
-        """Return the LLM's raw output (JSON meta-response, or the release's legacy format)."""
-        ...
+#: Re-exported from :mod:`.llm_io` (where they live) for code that imports them from here.
+__all__ = [
+    "ChatTurn",
+    "Completion",
+    "FinalResponse",
+    "GenerationParams",
+    "LLMRequest",
+    "MetaResponder",
+    "ModaVerseAgent",
+    "ResponseError",
+    "assign_media_ids",
+    "parse_output",
+]
 
 
 @dataclass
@@ -162,12 +129,16 @@ def assign_media_ids(items: Sequence[MediaItem]) -> list[tuple[str, MediaItem]]:
     return out
 
 
-def parse_output(raw: str, schema: dict[str, Any]) -> tuple[MetaResponse, list[ResponseError]]:
-    """Parse LLM output as JSON, or as the release's legacy format when it is written that way.
+def parse_output(
+    raw: str, schema: dict[str, Any], fmt: OutputFormat = "json"
+) -> tuple[MetaResponse, list[ResponseError]]:
+    """Parse LLM output in the format the model writes: a JSON meta-response, or the release's legacy
+    ``Modality:`` lines; "auto" (test doubles that replay either) tells them apart by the first word.
 
     Both parsers are lenient: a bad invocation (or ``Modality:`` entry) drops only itself, with an error.
     """
-    if raw.lstrip().startswith("Modality:"):
+    legacy = fmt == "legacy" or (fmt == "auto" and raw.lstrip().startswith("Modality:"))
+    if legacy:
         response, errors = parse_legacy_lenient(raw, schema)
     else:
         response, errors = parse_lenient(raw, schema)
@@ -218,13 +189,25 @@ class ModaVerseAgent:
 
     # -- the pipeline ----------------------------------------------------------------------------
     def run(
-        self, instruction: str, media: Sequence[MediaSource] = (), *, output_dir: str | Path | None = None
+        self,
+        instruction: str,
+        media: Sequence[MediaSource] = (),
+        *,
+        output_dir: str | Path | None = None,
+        params: GenerationParams | None = None,
+        history: Sequence[ChatTurn] = (),
     ) -> FinalResponse:
-        """Answer ``instruction`` about ``media`` with text and generated files."""
+        """Answer ``instruction`` about ``media`` with text and generated files.
+
+        ``params`` are this request's decoding settings (None: the model's defaults); ``history`` holds
+        earlier turns of a conversation.
+        """
         named, errors = self.load_media(media)
         ids = [i for i, _ in named]
         schema = self.zoo.schema(media_ids=ids)
-        request = LLMRequest(instruction, named, schema, self.zoo.task_specs())
+        request = LLMRequest(
+            instruction, named, schema, self.zoo.task_specs(), list(history), None, params or GenerationParams()
+        )
         try:
             raw = self.llm.respond(request)
         except Exception as e:  # the model failing must still give a response with the error
@@ -235,13 +218,13 @@ class ModaVerseAgent:
             return FinalResponse(text="", errors=errors, media=named)
         raw = clean_text(raw)
         try:
-            meta, parse_errors = parse_output(raw, schema)
+            meta, parse_errors = parse_output(raw, schema, output_format(self.llm))
         except Exception as e:  # the parser faces raw model output: a bug there must not lose the response
             reason = f"the model's output could not be read ({type(e).__name__}: {e})"[:300]
             meta, parse_errors = MetaResponse(text=""), [ResponseError("meta-response", reason)]
         errors += parse_errors
         response = self.dispatch(meta, named, errors=errors, raw=raw, output_dir=output_dir)
-        if named and getattr(self.llm, "sees_media", True) is False:
+        if named and not sees_media(self.llm):
             response.notes.insert(
                 0,
                 f"this model has no media encoder, so it did not see or hear {', '.join(ids)}: it answered from "

@@ -30,8 +30,18 @@ from langchain_core.runnables import Runnable
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field
 
-from .agent import ChatTurn, Completion, GenerationParams, LLMRequest, assign_media_ids, parse_output
+from .agent import assign_media_ids, parse_output
 from .chat_content import content_to_parts
+from .llm_io import (
+    ChatTurn,
+    Completion,
+    GenerationParams,
+    LLMRequest,
+    StreamingResponder,
+    as_text_stream,
+    complete,
+    output_format,
+)
 from .media import MediaItem
 from .meta_response import EMPTY_ARGS, MetaResponse, TaskSpec, build_schema
 from .zoo import Zoo
@@ -169,13 +179,11 @@ class ChatModaVerse(BaseChatModel):
         return LLMRequest(instruction, named, schema, specs, history, "\n".join(system) or None, params)
 
     def _complete(self, request: LLMRequest) -> Completion:
-        if hasattr(self.backend, "complete"):
-            return self.backend.complete(request)
-        return Completion(text=self.backend.respond(request), model_name=self.model_name)
+        return complete(self.backend, request, self.model_name)
 
     # -- raw text -> AIMessage -----------------------------------------------------------------------
     def _message(self, request: LLMRequest, completion: Completion, chunk: bool = False) -> AIMessage:
-        meta, errors = parse_output(completion.text, request.schema)
+        meta, errors = parse_output(completion.text, request.schema, output_format(self.backend))
         specs = {s.task: s for s in request.tasks}
         calls = [
             tool_call(
@@ -235,18 +243,15 @@ class ChatModaVerse(BaseChatModel):
         """
         request = self._request(messages, stop, **kwargs)
         pieces: list[str] = []
-        if hasattr(self.backend, "stream"):
-            stream = self.backend.stream(request)
+        if isinstance(self.backend, StreamingResponder):
+            stream = as_text_stream(self.backend.stream(request), self.model_name)
             for piece in stream:
                 pieces.append(piece)
                 chunk = ChatGenerationChunk(message=AIMessageChunk(content="", additional_kwargs={"raw_delta": piece}))
                 if run_manager:
                     run_manager.on_llm_new_token(piece, chunk=chunk)
                 yield chunk
-            completion = Completion(text="".join(pieces), model_name=self.model_name)
-            usage_from = getattr(stream, "completion", None)  # a CompletionStream carries its accounting
-            if isinstance(usage_from, Completion):
-                completion = usage_from
+            completion = stream.completion or Completion(text="".join(pieces), model_name=self.model_name)
         else:
             completion = self._complete(request)
         final = self._message(request, completion)

@@ -7,7 +7,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-from .agent import LLMRequest
+from .llm_io import LLMRequest, OutputFormat
 from .meta_response import MetaResponse
 
 
@@ -17,6 +17,8 @@ class ScriptedLLM:
     def __init__(self, *replies: str | Mapping[str, Any] | MetaResponse) -> None:
         self._queue: deque[str] = deque()
         self.history: list[LLMRequest] = []
+        #: Replies may be JSON or the release's legacy lines: the agent tells them apart.
+        self.output_format: OutputFormat = "auto"
         for r in replies:
             self.enqueue(r)
 
@@ -41,6 +43,7 @@ class FixedPlanLLM:
 
     def __init__(self, raw: str) -> None:
         self.raw = raw
+        self.output_format: OutputFormat = "auto"
 
     def respond(self, request: LLMRequest) -> str:
         """Return the fixed plan."""

@@ -240,7 +240,7 @@ def test_a_parser_crash_becomes_an_error_and_keeps_the_media(
 ) -> None:
     import modaverse_agent.agent as agent_module
 
-    def crash(raw: str, schema: dict[str, Any]) -> Any:
+    def crash(raw: str, schema: dict[str, Any], fmt: str = "json") -> Any:
         raise RecursionError("maximum recursion depth exceeded")
 
     monkeypatch.setattr(agent_module, "parse_output", crash)

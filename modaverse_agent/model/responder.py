@@ -1,6 +1,6 @@
 """What every ModaVerse inference engine shares: requests -> prompt ids -> constrained decoding -> text.
 
-:class:`MetaResponseEngine` turns agent requests (:class:`~modaverse_agent.agent.LLMRequest`) into
+:class:`MetaResponseEngine` turns agent requests (:class:`~modaverse_agent.llm_io.LLMRequest`) into
 prompts, plans constrained decoding (budget, closing reserve, retries; see :mod:`.constrained`) and
 decodes the answer; an engine supplies only ``_decode_rows``, the loop that runs its LLM one step at a
 time under the :class:`~.constrained.MetaResponseLogitsProcessor`. The torch engine is
@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..errors import ModelError
+from ..llm_io import Completion, LLMRequest, OutputFormat
 from .constrained import GrammarCache, MetaResponseLogitsProcessor
 from .prompting import Prompter, special_token_ids
 
 if TYPE_CHECKING:
-    from ..agent import Completion, LLMRequest
     from ..media import MediaItem
     from .config import ModaVerseConfig
 
@@ -387,8 +387,6 @@ class MetaResponseEngine:
         Requests with the same decoding settings share one ``generate`` call; stop strings cut each
         text after decoding (``finish_reason`` "stop"); a reply that hit its token budget is "length".
         """
-        from ..agent import Completion
-
         use_schema = self.options.constrained and self.config.output_format == "json"
         groups: dict[tuple[Any, ...], list[int]] = {}
         settings = [self.decoding(r) for r in requests]
@@ -437,6 +435,11 @@ class MetaResponseEngine:
         string is yielded. An error in decoding is raised here once the stream ends.
         """
         return CompletionStream(self, request)
+
+    @property
+    def output_format(self) -> OutputFormat:
+        """What this model writes: "json" meta-responses, or the release's "legacy" ``Modality:`` lines."""
+        return "legacy" if self.config.output_format == "legacy" else "json"
 
     @property
     def model_name(self) -> str:
