@@ -2,33 +2,32 @@
 
 Each stage is isolated: a bad media file, an invalid meta-response, an unknown task, a generator that
 raises or hangs all become entries in ``FinalResponse.errors``, and everything else still comes back.
-
-Timeouts: an invocation that runs past ``timeout`` is cancelled (``GenerationRequest.cancel`` is set,
-which diffusers generators check at every denoising step), the files it wrote are deleted and its
-output directory refuses later writes; the agent then waits ``cancel_grace`` seconds for the thread to
-stop. A generator that never checks ``request.cancelled`` cannot be stopped from outside: its thread
-runs on, and at interpreter exit the process waits up to :data:`EXIT_GRACE_S` seconds for it, then ends
-with :data:`EXIT_ABANDONED` (a clean ``os._exit``, never an abort from C++ code still running).
+``run`` returns the final response; ``stream`` yields the answer text as it is decoded, then each
+invocation's files as its generator finishes (see :mod:`.response`). Timeouts stop the work they end
+(see :mod:`.invocation`).
 """
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import math
-import os
 import random
-import sys
 import threading
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .artifacts import Artifact, OutputDir, clean_text, json_safe, manifest_record
+from .answer_stream import AnswerTextReader
+from .artifacts import Artifact, OutputDir, clean_text, manifest_record
 from .errors import ModaVerseError
-from .generators import ArtifactsRefused, GenerationRequest, Generator
+from .generators import GenerationRequest
+from .invocation import (
+    EXIT_ABANDONED,
+    EXIT_GRACE_S,
+    InvocationFailed,
+    abandoned_workers,
+    resolve_inputs,
+    run_with_timeout,
+)
 from .llm_io import (
     ChatTurn,
     Completion,
@@ -36,23 +35,25 @@ from .llm_io import (
     LLMRequest,
     MetaResponder,
     OutputFormat,
+    StreamingResponder,
+    as_text_stream,
     output_format,
     sees_media,
 )
 from .media import MediaItem, load_media
 from .meta_response import Invocation, MetaResponse, parse_legacy_lenient, parse_lenient
+from .response import AgentEvent, FinalResponse, InvocationDone, PlanReady, ResponseDone, ResponseError, TextDelta
 from .zoo import Zoo
 
 DEFAULT_TIMEOUT_S = 600.0
 #: Seconds the agent waits for a cancelled invocation's thread to stop before it moves on.
 CANCEL_GRACE_S = 2.0
-#: Seconds the process waits at exit for cancelled invocations' threads that still run.
-EXIT_GRACE_S = 30.0
-#: Exit status when such a thread still runs after EXIT_GRACE_S (the response already reported the timeout).
-EXIT_ABANDONED = 1
 MediaSource = str | Path | bytes | MediaItem
-#: Re-exported from :mod:`.llm_io` (where they live) for code that imports them from here.
+#: Re-exported from the modules where they live, for code that imports them from here.
 __all__ = [
+    "EXIT_ABANDONED",
+    "EXIT_GRACE_S",
+    "AgentEvent",
     "ChatTurn",
     "Completion",
     "FinalResponse",
@@ -61,62 +62,10 @@ __all__ = [
     "MetaResponder",
     "ModaVerseAgent",
     "ResponseError",
+    "abandoned_workers",
     "assign_media_ids",
     "parse_output",
 ]
-
-
-@dataclass
-class ResponseError:
-    """One thing that went wrong, where, and what to do about it."""
-
-    stage: str  # "media" | "llm" | "meta-response" | "output" | "invocation"
-    message: str
-    task: str | None = None
-    index: int | None = None
-
-    def __post_init__(self) -> None:
-        self.message = clean_text(str(self.message))
-        self.task = clean_text(str(self.task)) if self.task is not None else None
-
-    def __str__(self) -> str:
-        where = f" [{self.task} #{self.index}]" if self.task else ""
-        return f"{self.stage}{where}: {self.message}"
-
-
-@dataclass
-class FinalResponse:
-    """The agent's answer: text, the files made, the errors met, and the meta-response behind them."""
-
-    text: str
-    artifacts: list[Artifact] = field(default_factory=list)
-    errors: list[ResponseError] = field(default_factory=list)
-    meta_response: MetaResponse | None = None
-    raw: str = ""
-    manifest: Path | None = None
-    media: list[tuple[str, MediaItem]] = field(default_factory=list)
-    #: Things the user should know that are not errors (untrained generators, media the model can't see).
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        """True when nothing went wrong."""
-        return not self.errors
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (for ``--json`` and manifests): strict JSON, writable as UTF-8 (see ``json_safe``)."""
-        return json_safe(
-            {
-                "text": self.text,
-                "artifacts": [a.to_dict() for a in self.artifacts],
-                "errors": [e.__dict__ for e in self.errors],
-                "meta_response": self.meta_response.to_dict() if self.meta_response else None,
-                "raw": self.raw,
-                "manifest": str(self.manifest) if self.manifest else None,
-                "media": [{"id": i, "name": m.name, "mime_type": m.mime_type} for i, m in self.media],
-                "notes": list(self.notes),
-            }
-        )
 
 
 def assign_media_ids(items: Sequence[MediaItem]) -> list[tuple[str, MediaItem]]:
@@ -202,20 +151,60 @@ class ModaVerseAgent:
         ``params`` are this request's decoding settings (None: the model's defaults); ``history`` holds
         earlier turns of a conversation.
         """
+        events = self._events(instruction, media, output_dir, params, history, stream_text=False)
+        return _last_response(events)
+
+    def stream(
+        self,
+        instruction: str,
+        media: Sequence[MediaSource] = (),
+        *,
+        output_dir: str | Path | None = None,
+        params: GenerationParams | None = None,
+        history: Sequence[ChatTurn] = (),
+    ) -> Iterator[AgentEvent]:
+        """Like :meth:`run`, as events: answer-text deltas as they are decoded, the plan, each invocation as
+        it finishes, and the final response last. Closing the iterator early stops before the next
+        invocation (the decode in progress finishes first)."""
+        return self._events(instruction, media, output_dir, params, history, stream_text=True)
+
+    def _events(
+        self,
+        instruction: str,
+        media: Sequence[MediaSource],
+        output_dir: str | Path | None,
+        params: GenerationParams | None,
+        history: Sequence[ChatTurn],
+        *,
+        stream_text: bool,
+    ) -> Iterator[AgentEvent]:
         named, errors = self.load_media(media)
         ids = [i for i, _ in named]
         schema = self.zoo.schema(media_ids=ids)
         request = LLMRequest(
             instruction, named, schema, self.zoo.task_specs(), list(history), None, params or GenerationParams()
         )
+        reader = AnswerTextReader()
         try:
-            raw = self.llm.respond(request)
+            if stream_text and isinstance(self.llm, StreamingResponder):
+                stream = as_text_stream(self.llm.stream(request))
+                pieces = []
+                for piece in stream:
+                    pieces.append(piece)
+                    delta = reader.feed(piece)
+                    if delta:
+                        yield TextDelta(clean_text(delta))
+                raw = stream.completion.text if stream.completion is not None else "".join(pieces)
+            else:
+                raw = self.llm.respond(request)
         except Exception as e:  # the model failing must still give a response with the error
             errors.append(ResponseError("llm", f"the language model failed: {type(e).__name__}: {e}"))
-            return FinalResponse(text="", errors=errors, media=named)
+            yield ResponseDone(FinalResponse(text=clean_text(reader.text), errors=errors, media=named))
+            return
         if not isinstance(raw, str):
             errors.append(ResponseError("llm", f"the language model returned {type(raw).__name__}, not text"))
-            return FinalResponse(text="", errors=errors, media=named)
+            yield ResponseDone(FinalResponse(text="", errors=errors, media=named))
+            return
         raw = clean_text(raw)
         try:
             meta, parse_errors = parse_output(raw, schema, output_format(self.llm))
@@ -223,14 +212,21 @@ class ModaVerseAgent:
             reason = f"the model's output could not be read ({type(e).__name__}: {e})"[:300]
             meta, parse_errors = MetaResponse(text=""), [ResponseError("meta-response", reason)]
         errors += parse_errors
-        response = self.dispatch(meta, named, errors=errors, raw=raw, output_dir=output_dir)
+        streamed = clean_text(reader.text)
+        text = clean_text(meta.text)
+        if stream_text and text.startswith(streamed) and len(text) > len(streamed):
+            yield TextDelta(text[len(streamed) :])  # the rest (all of it when nothing could be streamed)
+        yield PlanReady(meta, tuple(errors))
+        notes = []
         if named and not sees_media(self.llm):
-            response.notes.insert(
-                0,
+            notes.append(
                 f"this model has no media encoder, so it did not see or hear {', '.join(ids)}: it answered from "
-                "your words alone (load a model trained with ImageBind weights to understand media)",
+                "your words alone (load a model trained with ImageBind weights to understand media)"
             )
-        return response
+        for event in self._dispatch_events(meta, named, errors=errors, raw=raw, output_dir=output_dir):
+            if isinstance(event, ResponseDone):
+                event.response.notes[:0] = notes
+            yield event
 
     def dispatch(
         self,
@@ -242,24 +238,38 @@ class ModaVerseAgent:
         output_dir: str | Path | None = None,
     ) -> FinalResponse:
         """Run every invocation of ``meta`` in isolation and collect the final response."""
+        return _last_response(self._dispatch_events(meta, media, errors=errors, raw=raw, output_dir=output_dir))
+
+    def _dispatch_events(
+        self,
+        meta: MetaResponse,
+        media: Sequence[tuple[str, MediaItem]] = (),
+        *,
+        errors: list[ResponseError] | None = None,
+        raw: str = "",
+        output_dir: str | Path | None = None,
+    ) -> Iterator[AgentEvent]:
         response = FinalResponse(text=clean_text(meta.text), errors=list(errors or []), meta_response=meta, raw=raw)
         response.media = list(media)
         if not meta.invocations:
-            return response
+            yield ResponseDone(response)
+            return
         try:
             out = OutputDir(output_dir if output_dir is not None else self.output_dir)
         except ModaVerseError as e:
             response.errors.append(ResponseError("output", f"{e}; no invocation was run"))
-            return response
+            yield ResponseDone(response)
+            return
         by_id = dict(media)
         untrained: set[str] = set()
         for kept, inv in enumerate(meta.invocations):
             index = inv.position if isinstance(inv.position, int) else kept  # where the model put it
+            made: list[Artifact] = []
+            error: ResponseError | None = None
             try:
                 made, problem = self._invoke(index, inv, by_id, out)
-                response.artifacts += made
                 if problem:
-                    response.errors.append(ResponseError("invocation", problem, task=inv.task, index=index))
+                    error = ResponseError("invocation", problem, task=inv.task, index=index)
                 gen = self.zoo.generator_for(inv.task)
                 if made and gen.untrained and gen.name not in untrained:
                     untrained.add(gen.name)
@@ -267,13 +277,15 @@ class ModaVerseAgent:
                         f"{inv.task} ran {gen.name} on untrained tiny weights, so its output is a placeholder; "
                         f"for real weights run: {gen.real_weights_hint()}"
                     )
-            except _InvocationFailed as e:
-                response.errors.append(ResponseError("invocation", str(e), task=inv.task, index=index))
+            except InvocationFailed as e:
+                error = ResponseError("invocation", str(e), task=inv.task, index=index)
             except Exception as e:  # a malformed invocation must not lose its siblings
                 task = inv.task if isinstance(inv.task, str) else None
-                response.errors.append(
-                    ResponseError("invocation", f"could not be run ({type(e).__name__}: {e})"[:300], task, index)
-                )
+                error = ResponseError("invocation", f"could not be run ({type(e).__name__}: {e})"[:300], task, index)
+            response.artifacts += made
+            if error is not None:
+                response.errors.append(error)
+            yield InvocationDone(index, inv.task if isinstance(inv.task, str) else None, tuple(made), error)
         if response.artifacts:
             try:
                 record = manifest_record(response.artifacts, text=response.text, meta_response=meta.to_dict())
@@ -281,7 +293,7 @@ class ModaVerseAgent:
                 response.manifest = out.write_manifest(record)
             except Exception as e:
                 response.errors.append(ResponseError("output", f"manifest not written: {type(e).__name__}: {e}"))
-        return response
+        yield ResponseDone(response)
 
     def _invoke(
         self, index: int, inv: Invocation, by_id: dict[str, MediaItem], out: OutputDir
@@ -290,8 +302,8 @@ class ModaVerseAgent:
         try:
             gen = self.zoo.generator_for(inv.task)
         except ModaVerseError as e:
-            raise _InvocationFailed(str(e)) from e
-        inputs = _resolve_inputs(inv, gen, by_id)
+            raise InvocationFailed(str(e)) from e
+        inputs = resolve_inputs(inv, gen, by_id)
         seed = inv.args.get("seed") if isinstance(inv.args.get("seed"), int) else None
         if seed is None:
             seed = self.seed + index if self.seed is not None else random.randrange(2**31)
@@ -301,109 +313,14 @@ class ModaVerseAgent:
             progress = lambda done, total: cb(inv.task, done, total)  # noqa: E731
         cancel = threading.Event()
         req = GenerationRequest(inv.prompt, out.for_invocation(cancel), dict(inv.args), inputs, seed, progress, cancel)
-        return _run_with_timeout(gen, req, self.timeout, self.cancel_grace)
+        return run_with_timeout(gen, req, self.timeout, self.cancel_grace)
 
 
-class _InvocationFailed(Exception):
-    """Internal: one invocation failed; the message is user-facing."""
-
-
-def _resolve_inputs(inv: Invocation, gen: Generator, by_id: dict[str, MediaItem]) -> list[MediaItem]:
-    missing = [ref for ref in inv.inputs if ref not in by_id]
-    if missing:
-        have = sorted(by_id) or "none"
-        raise _InvocationFailed(f"refers to input media {missing} that were not given (given: {have})")
-    items = [by_id[ref] for ref in inv.inputs]  # their modality is checked by Generator.check
-    if gen.input_modalities and not items:
-        raise _InvocationFailed(
-            f"generator {gen.name!r} needs an input {'/'.join(gen.input_modalities)}; attach one and refer to it"
-        )
-    return items
-
-
-def _run_with_timeout(
-    gen: Generator, req: GenerationRequest, timeout: float, grace: float
-) -> tuple[list[Artifact], str | None]:
-    """Run ``gen`` on ``req`` in a worker thread; past ``timeout`` cancel it and discard what it wrote."""
-    result: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            result["artifacts"] = gen.generate(req)
-        except BaseException as e:
-            result["error"] = e
-
-    t0 = time.perf_counter()
-    worker = threading.Thread(target=target, name=f"modaverse-{gen.name}", daemon=True)
-    worker.start()
-    worker.join(min(timeout, threading.TIMEOUT_MAX))
-    if worker.is_alive():
-        was_loading = gen.loading
-        gen.note_timeout()
-        req.output.revoke()  # sets req.cancel: the generator stops at its next check, no later file lands
-        worker.join(max(0.0, grace))
-        still = ""
-        if worker.is_alive():
-            _abandon(worker)
-            still = "; it is still running, since it does not check request.cancelled (its files are discarded)"
-        loading = "; its model was still loading, so later calls fail at once until that ends" if was_loading else ""
-        raise _InvocationFailed(
-            f"generator {gen.name!r} did not finish within {timeout:g} s and was cancelled{loading}{still}; "
-            "raise the timeout (--timeout) or ask for less work (fewer steps, a smaller size)"
-        )
-    problem = None
-    if isinstance(result.get("error"), ArtifactsRefused):
-        refused: ArtifactsRefused = result.pop("error")
-        result["artifacts"], problem = refused.kept, str(refused)
-    if "error" in result:
-        e = result["error"]
-        raise _InvocationFailed(f"generator {gen.name!r} failed: {type(e).__name__}: {e}") from e
-    artifacts: list[Artifact] = result["artifacts"]
-    for a in artifacts:
-        a.timings.setdefault("wall_s", round(time.perf_counter() - t0, 6))
-    return artifacts, problem
-
-
-_abandoned: list[threading.Thread] = []
-_abandoned_lock = threading.Lock()
-_exit_hook: list[bool] = []
-
-
-def _abandon(worker: threading.Thread) -> None:
-    """Remember a cancelled worker that still runs, so that interpreter exit waits for it."""
-    with _abandoned_lock:
-        _abandoned[:] = [t for t in _abandoned if t.is_alive()]
-        _abandoned.append(worker)
-        if not _exit_hook:  # registered now, after torch & co. registered theirs: it runs before them
-            atexit.register(_wait_for_abandoned_workers)
-            _exit_hook.append(True)
-
-
-def abandoned_workers() -> list[threading.Thread]:
-    """Worker threads of cancelled invocations that are still running."""
-    with _abandoned_lock:
-        return [t for t in _abandoned if t.is_alive()]
-
-
-def _wait_for_abandoned_workers() -> None:
-    """At exit: give cancelled workers EXIT_GRACE_S to stop, else end the process before finalisation.
-
-    A daemon thread still inside torch or another native library while the interpreter finalises can
-    abort the process (``terminate called without an active exception``, exit status 134).
-    """
-    deadline = time.monotonic() + EXIT_GRACE_S
-    for t in abandoned_workers():
-        t.join(max(0.0, deadline - time.monotonic()))
-    alive = abandoned_workers()
-    if not alive:
-        return
-    names = ", ".join(sorted({t.name for t in alive}))
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        sys.stdout.flush()
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        sys.stderr.write(
-            f"modaverse: {names} ignored cancellation and still ran {EXIT_GRACE_S:g} s after exit began; "
-            f"ending the process (exit status {EXIT_ABANDONED})\n"
-        )
-        sys.stderr.flush()
-    os._exit(EXIT_ABANDONED)
+def _last_response(events: Iterator[AgentEvent]) -> FinalResponse:
+    """The final response of an event stream (its last event)."""
+    last = None
+    for last in events:  # noqa: B007 - run every stage; only the last event matters here
+        pass
+    if not isinstance(last, ResponseDone):
+        raise RuntimeError("the agent's event stream ended without a response")
+    return last.response

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 
 from .agent import FinalResponse, ModaVerseAgent
+from .response import AgentEvent
 
 AgentInput = str | Mapping[str, Any] | BaseMessage
 
@@ -41,3 +43,25 @@ class AgentRunnable(Runnable[AgentInput, FinalResponse]):
     def _run(self, value: AgentInput) -> FinalResponse:
         instruction, media, output_dir = _split_input(value)
         return self.agent.run(instruction, media, output_dir=output_dir)
+
+    def stream(self, input: AgentInput, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[AgentEvent]:
+        """The answer as events: text deltas as they are decoded, the plan, each invocation's files as its
+        generator finishes, and the :class:`~.response.ResponseDone` with the whole response last."""
+        yield from self._transform_stream_with_config(iter([input]), self._events, config, run_type="chain")
+
+    async def astream(
+        self, input: AgentInput, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[AgentEvent]:
+        """:meth:`stream` for asyncio: each event is awaited from a worker thread."""
+        loop, done = asyncio.get_running_loop(), object()
+        events = self.stream(input, config, **kwargs)
+        try:
+            while (event := await loop.run_in_executor(None, next, events, done)) is not done:
+                yield event  # type: ignore[misc]
+        finally:
+            events.close()
+
+    def _events(self, inputs: Iterator[AgentInput]) -> Iterator[AgentEvent]:
+        for value in inputs:
+            instruction, media, output_dir = _split_input(value)
+            yield from self.agent.stream(instruction, media, output_dir=output_dir)

@@ -16,6 +16,7 @@ from modaverse_agent.artifacts import Artifact
 from modaverse_agent.chat_content import content_to_parts
 from modaverse_agent.errors import MediaError
 from modaverse_agent.generators import GenerationRequest, Generator
+from modaverse_agent.response import ResponseDone, TextDelta
 from modaverse_agent.runnable import AgentRunnable
 from modaverse_agent.testing import ScriptedLLM
 from modaverse_agent.tools import zoo_tools
@@ -99,7 +100,9 @@ def test_agent_runnable_invoke_batch_stream_async_and_lcel(echo_zoo: Zoo, tmp_pa
         llm.enqueue(plan)
     assert runnable.invoke("say hi").artifacts[0].task == "text-to-speech"
     assert all(isinstance(r, FinalResponse) and r.ok for r in runnable.batch(["a", "b"]))
-    assert [r.text for r in runnable.stream("c")] == ["ok"]
+    events = list(runnable.stream("c"))
+    assert [e.text for e in events if isinstance(e, TextDelta)] == ["ok"]
+    assert isinstance(events[-1], ResponseDone) and events[-1].response.ok and events[-1].response.text == "ok"
     assert asyncio.run(runnable.ainvoke({"instruction": "d", "media": [str(png_file)]})).media[0][0] == "image_1"
     msg = HumanMessage(content=[{"type": "text", "text": "e"}, {"type": "image", "url": str(png_file)}])
     assert runnable.invoke(msg).media[0][1].modality == "image"

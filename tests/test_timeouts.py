@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from modaverse_agent import Artifact, GenerationRequest, Generator
-from modaverse_agent import agent as agent_module
+from modaverse_agent import invocation as agent_module
 from modaverse_agent.agent import ModaVerseAgent
 from modaverse_agent.testing import ScriptedLLM
 from modaverse_agent.zoo import Zoo
@@ -180,7 +180,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import torch
 torch.set_num_threads(1)
 from modaverse_agent import Artifact, GenerationRequest, Generator
-from modaverse_agent import agent as agent_module
+from modaverse_agent import invocation as agent_module
 from modaverse_agent.agent import ModaVerseAgent
 from modaverse_agent.testing import ScriptedLLM
 from modaverse_agent.zoo import Zoo
