@@ -31,6 +31,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field
 
 from .agent import assign_media_ids, parse_output
+from .answer_stream import AnswerTextReader
 from .chat_content import content_to_parts
 from .llm_io import (
     ChatTurn,
@@ -235,29 +236,36 @@ class ChatModaVerse(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        """Stream raw tokens as they are decoded, then one chunk carrying the parsed text and tool calls.
+        """Stream the answer text as it is decoded, then one chunk with the rest, the tool calls and usage.
 
-        Token chunks carry the raw meta-response text in ``additional_kwargs["raw_delta"]`` (their content
-        is empty, since raw JSON is not the answer); the final chunk carries the answer text, tool calls and
-        usage, so the aggregated message equals what ``invoke`` returns.
+        Each token chunk's ``content`` holds the new characters of the meta-response's ``text`` (read
+        incrementally from the JSON; raw pieces are in ``additional_kwargs["raw_delta"]``); the final
+        chunk carries whatever text was not streamed yet, the tool calls and usage, so the aggregated
+        message equals what ``invoke`` returns.
         """
         request = self._request(messages, stop, **kwargs)
         pieces: list[str] = []
+        reader = AnswerTextReader()
         if isinstance(self.backend, StreamingResponder):
             stream = as_text_stream(self.backend.stream(request), self.model_name)
             for piece in stream:
                 pieces.append(piece)
-                chunk = ChatGenerationChunk(message=AIMessageChunk(content="", additional_kwargs={"raw_delta": piece}))
+                delta = reader.feed(piece)
+                chunk = ChatGenerationChunk(
+                    message=AIMessageChunk(content=delta, additional_kwargs={"raw_delta": piece})
+                )
                 if run_manager:
-                    run_manager.on_llm_new_token(piece, chunk=chunk)
+                    run_manager.on_llm_new_token(delta, chunk=chunk)
                 yield chunk
             completion = stream.completion or Completion(text="".join(pieces), model_name=self.model_name)
         else:
             completion = self._complete(request)
         final = self._message(request, completion)
+        text = str(final.content)
+        rest = text[len(reader.text) :] if text.startswith(reader.text) else text
         yield ChatGenerationChunk(
             message=AIMessageChunk(
-                content=final.content,
+                content=rest,
                 tool_call_chunks=[
                     {
                         "type": "tool_call_chunk",

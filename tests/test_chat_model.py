@@ -169,6 +169,9 @@ def test_stream_aggregates_to_the_invoke_message(chat: ChatModaVerse, echo_zoo: 
     for c in chunks[1:]:
         total += c
     assert total.content == "Here it is." and total.tool_calls[0]["args"]["prompt"] == "a green apple"
+    streamed = [str(c.content) for c in chunks[:-1] if c.content]
+    assert len(streamed) >= 2 and "".join(streamed) == "Here it is."  # the text arrives as it is decoded
+    assert chunks[-1].content == "" and chunks[-1].tool_call_chunks  # the last chunk: calls and usage
 
 
 def test_usage_comes_from_complete(echo_zoo: Zoo) -> None:
