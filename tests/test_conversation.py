@@ -1,0 +1,92 @@
+"""Conversations: earlier turns and media stay in context, generated files become media, save/load round-trips."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from modaverse_agent.agent import ModaVerseAgent
+from modaverse_agent.conversation import Conversation, ConversationError
+from modaverse_agent.response import ResponseDone, TextDelta
+from modaverse_agent.testing import ScriptedLLM
+from modaverse_agent.zoo import Zoo
+
+DRAW = {"text": "A cat.", "invocations": [{"task": "text-to-image", "prompt": "a cat"}]}
+EDIT = {
+    "text": "Watercolor.",
+    "invocations": [{"task": "image-editing", "prompt": "watercolor", "inputs": ["image_1"]}],
+}
+
+
+@pytest.fixture
+def conv(llm: ScriptedLLM, echo_zoo: Zoo, tmp_path: Path) -> Conversation:
+    return Conversation(ModaVerseAgent(llm, echo_zoo, output_dir=tmp_path / "out", seed=0))
+
+
+def test_the_second_turn_edits_the_picture_the_first_turn_made(conv: Conversation, llm: ScriptedLLM) -> None:
+    llm.enqueue(DRAW)
+    first = conv.send("draw a cat")
+    assert first.ok and [i for i, _ in conv.media] == ["image_1"]
+    assert conv.records[0].origin == "generated" and conv.records[0].path == str(first.artifacts[0].path)
+    llm.enqueue(EDIT)
+    second = conv.send("now make it a watercolor")
+    assert second.ok and second.artifacts[0].task == "image-editing"
+    asked = llm.history[-1]
+    assert [i for i, _ in asked.media] == ["image_1"]  # the generated picture is offered like an attachment
+    assert "image_1" in json.dumps(asked.schema)
+    assert [t.role for t in asked.history] == ["user", "assistant"]
+    assert "[made: image_1]" in asked.history[1].text and "A cat." in asked.history[1].text
+    assert [i for i, _ in conv.media] == ["image_1", "image_2"] and conv.turns[-1].media == ["image_2"]
+
+
+def test_attachments_keep_their_ids_across_turns_and_bad_ones_are_reported(
+    conv: Conversation, llm: ScriptedLLM, png_file: Path, tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not a picture")
+    llm.enqueue({"text": "I see it.", "invocations": []})
+    r = conv.send("look", [png_file, bad])
+    assert [e.stage for e in r.errors] == ["media"] and "input 2" in r.errors[0].message
+    assert conv.turns[0].media == ["image_1"] and "[attached: image_1]" in conv.history()[0].text
+    llm.enqueue({"text": "Still there.", "invocations": []})
+    conv.send("and now?")
+    assert [i for i, _ in llm.history[-1].media] == ["image_1"]
+
+
+def test_a_turn_streams_text_then_files(conv: Conversation, llm: ScriptedLLM) -> None:
+    llm.enqueue(DRAW)
+    events = list(conv.stream("draw a cat"))
+    assert isinstance(events[0], TextDelta) and events[0].text == "A cat."
+    assert [e.kind for e in events] == ["text", "plan", "invocation", "done"]
+    assert isinstance(events[-1], ResponseDone) and len(conv.turns) == 2
+
+
+def test_save_and_load_round_trip_with_in_memory_media(
+    conv: Conversation, llm: ScriptedLLM, echo_zoo: Zoo, tmp_path: Path, png_file: Path
+) -> None:
+    llm.enqueue(DRAW)
+    conv.send("draw", [png_file.read_bytes()])  # an upload that exists only in memory
+    path = conv.save(tmp_path / "chat.json")
+    saved = json.loads(path.read_text())
+    assert saved["version"] == 1 and [m["id"] for m in saved["media"]] == ["image_1", "image_2"]
+    assert Path(saved["media"][0]["path"]).parent == tmp_path / "chat.json.media"
+    llm2 = ScriptedLLM(EDIT)
+    again = Conversation.load(path, ModaVerseAgent(llm2, echo_zoo, output_dir=tmp_path / "out2"))
+    assert [t.text for t in again.turns] == [t.text for t in conv.turns]
+    assert again.send("make it a watercolor").ok
+    assert [i for i, _ in llm2.history[-1].media] == ["image_1", "image_2"]
+
+
+def test_clear_and_bad_files(conv: Conversation, llm: ScriptedLLM, tmp_path: Path) -> None:
+    llm.enqueue(DRAW)
+    conv.send("draw")
+    conv.clear()
+    assert conv.turns == [] and conv.media == []
+    (tmp_path / "x.json").write_text("{not json")
+    with pytest.raises(ConversationError, match="cannot read"):
+        Conversation.load(tmp_path / "x.json", conv.agent)
+    (tmp_path / "y.json").write_text(json.dumps({"version": 99}))
+    with pytest.raises(ConversationError, match="not a conversation"):
+        Conversation.load(tmp_path / "y.json", conv.agent)
