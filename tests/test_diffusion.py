@@ -14,15 +14,20 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
+import modaverse_audioldm  # noqa: E402, F401  (registers the tiny "audioldm" kind)
+import modaverse_stable_diffusion  # noqa: E402, F401  (registers the tiny "stable-diffusion" kind)
+
 from modaverse_agent import GenerationRequest, GeneratorError, OutputDir  # noqa: E402
 from modaverse_agent import diffusion as d  # noqa: E402
 from modaverse_agent.artifacts import Artifact  # noqa: E402
+from modaverse_agent.diffusion import tiny as tiny_module  # noqa: E402
 from modaverse_agent.generators import GenerationCancelled  # noqa: E402
 
 
 @pytest.fixture
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Point the user cache dir (platformdirs honours XDG_CACHE_HOME) at a temporary folder."""
+    monkeypatch.delenv("MODAVERSE_CACHE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     return tmp_path / "cache" / "modaverse" / "tiny-pipelines"
 
@@ -132,12 +137,61 @@ def test_tiny_random_is_built_once_into_the_user_cache(cache: Path, monkeypatch:
     def no_rebuild(kind: str, **_: Any) -> Any:
         raise AssertionError("rebuilt a cached tiny pipeline")
 
-    monkeypatch.setattr(d, "build_tiny_pipeline", no_rebuild)
+    monkeypatch.setattr(tiny_module, "build_tiny_pipeline", no_rebuild)
     assert d.tiny_pipeline_dir("stable-diffusion") == first
     loaded = d.load_pipeline(
         d.TINY_RANDOM, generator="g", accepted=("StableDiffusionPipeline",), tiny_kind="stable-diffusion", device="cpu"
     )
     assert (loaded.untrained, loaded.device, loaded.dtype, loaded.source) == (True, "cpu", "float32", str(first))
+
+
+def test_the_core_knows_no_tiny_kind_until_a_plugin_registers_one() -> None:
+    code = (
+        "import modaverse_agent.diffusion as d; assert d.tiny_kinds() == (), d.tiny_kinds(); "
+        "import modaverse_stable_diffusion as m; assert d.tiny_kinds() == ('stable-diffusion',), d.tiny_kinds(); "
+        "assert m.StableDiffusionGenerator.tiny_kind == 'stable-diffusion'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_registering_tiny_kinds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tiny_module, "_registry", {})
+
+    def build_a() -> Any:
+        raise AssertionError("not called")
+
+    def build_b() -> Any:
+        raise AssertionError("not called")
+
+    d.register_tiny_pipeline("kind-a", build_a, version=3)
+    d.register_tiny_pipeline("kind-a", build_a, version=3)  # a reloaded plugin registers again: fine
+    assert d.tiny_kinds() == ("kind-a",)
+    with pytest.raises(GeneratorError, match=r"'kind-a' is already registered by .*build_a; .*build_b must choose"):
+        d.register_tiny_pipeline("kind-a", build_b)
+    with pytest.raises(GeneratorError, match=r"kind '\.\./x' must be letters, digits"):
+        d.register_tiny_pipeline("../x", build_b)
+    with pytest.raises(GeneratorError, match="version must be a positive integer, not 0"):
+        d.register_tiny_pipeline("kind-b", build_b, version=0)
+    with pytest.raises(GeneratorError, match=r"unknown tiny pipeline kind 'kind-b'; known kinds: \['kind-a'\].*import"):
+        d.tiny_pipeline_dir("kind-b")
+
+
+def test_tiny_pipelines_follow_the_project_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from modaverse_agent.default_model import cache_dir
+
+    monkeypatch.setenv("MODAVERSE_CACHE", str(tmp_path / "project-cache"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert d.tiny_cache_root() == cache_dir() / "tiny-pipelines" == tmp_path / "project-cache" / "tiny-pipelines"
+    built = d.tiny_pipeline_dir("stable-diffusion")
+    assert built == tmp_path / "project-cache" / "tiny-pipelines" / "stable-diffusion-v1"
+    assert (built / "model_index.json").is_file() and not (tmp_path / "xdg").exists()
+
+
+def test_bytes_to_unicode_maps_every_byte_to_its_own_printable_character() -> None:
+    table = d.bytes_to_unicode()
+    assert sorted(table) == list(range(256)) and len(set(table.values())) == 256
+    assert all(c.isprintable() and not c.isspace() for c in table.values())
+    assert table[ord("a")] == "a" and table[ord(" ")] == "Ġ"
 
 
 def test_load_pipeline_errors_name_the_model_and_what_to_do(sd_dir: Path, tmp_path: Path) -> None:
@@ -237,6 +291,7 @@ def test_a_directory_without_the_mark_is_not_labelled_untrained(tmp_path: Path) 
 def test_an_unwritable_cache_gives_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
+    monkeypatch.delenv("MODAVERSE_CACHE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
     with pytest.raises(GeneratorError, match=r"cannot write the tiny audioldm pipeline under .*user cache dir"):
         d.tiny_pipeline_dir("audioldm")

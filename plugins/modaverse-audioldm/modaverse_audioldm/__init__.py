@@ -9,6 +9,7 @@ from modaverse_agent.diffusion import (
     Cap,
     DiffusersGenerator,
     call_pipeline,
+    register_tiny_pipeline,
     resolve_seed,
     seed_schema,
     torch_generator,
@@ -16,7 +17,11 @@ from modaverse_agent.diffusion import (
 from modaverse_agent.generators import GenerationRequest
 from modaverse_agent.hookspecs import hookimpl
 
+from . import tiny
+
 __all__ = ["AudioLDMGenerator", "register_generators"]
+
+register_tiny_pipeline(tiny.KIND, tiny.build_pipeline)
 
 
 class AudioLDMGenerator(DiffusersGenerator):
@@ -28,7 +33,7 @@ class AudioLDMGenerator(DiffusersGenerator):
     description = "Makes a sound clip (effects, ambience, music) from a short English description of the sound."
     default_model = "cvssp/audioldm-l-full"
     pipeline_classes = ("AudioLDMPipeline",)
-    tiny_kind = "audioldm"
+    tiny_kind = tiny.KIND
     caps: ClassVar[dict[str, Cap]] = {
         "duration": Cap("max_duration", 10.0, 30.0, "seconds of audio"),
         "steps": Cap("max_steps", 50, 200, "denoising steps"),

@@ -10,6 +10,7 @@ from modaverse_agent.diffusion import (
     Cap,
     DiffusersGenerator,
     call_pipeline,
+    register_tiny_pipeline,
     resolve_seed,
     seed_schema,
     torch_generator,
@@ -19,7 +20,11 @@ from modaverse_agent.generators import GenerationRequest
 from modaverse_agent.hookspecs import hookimpl
 from modaverse_agent.media import MediaItem
 
+from . import tiny
+
 __all__ = ["InstructPix2PixGenerator", "register_generators"]
+
+register_tiny_pipeline(tiny.KIND, tiny.build_pipeline)
 
 
 class InstructPix2PixGenerator(DiffusersGenerator):
@@ -32,7 +37,7 @@ class InstructPix2PixGenerator(DiffusersGenerator):
     input_modalities = ("image",)
     default_model = "timbrooks/instruct-pix2pix"
     pipeline_classes = ("StableDiffusionInstructPix2PixPipeline",)
-    tiny_kind = "instruct-pix2pix"
+    tiny_kind = tiny.KIND
     caps: ClassVar[dict[str, Cap]] = {"steps": Cap("max_steps", 50, 150, "denoising steps")}
     extra_options: ClassVar[dict[str, Any]] = {
         "max_side": {

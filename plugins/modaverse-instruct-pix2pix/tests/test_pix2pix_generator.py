@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import modaverse_instruct_pix2pix
+import modaverse_stable_diffusion  # noqa: F401  (registers the tiny "stable-diffusion" kind)
 import numpy as np
 import pytest
 from modaverse_instruct_pix2pix import InstructPix2PixGenerator, fit_size
@@ -157,7 +158,8 @@ def test_loaded_once_reused_and_unloaded(tiny_dir: Path, tmp_path: Path) -> None
 
 
 def test_tiny_random_builds_an_untrained_pipeline_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the user cache dir, via platformdirs
+    monkeypatch.delenv("MODAVERSE_CACHE", raising=False)  # the project cache dir is then the user cache dir,
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # which platformdirs reads from here
     g = InstructPix2PixGenerator(model="tiny-random", device="cpu")
     (art,) = g.generate(
         GenerationRequest(PROMPT, OutputDir(tmp_path), {"steps": 1, "seed": 0}, inputs=[_picture(16, 16)])

@@ -9,6 +9,7 @@ from modaverse_agent.diffusion import (
     Cap,
     DiffusersGenerator,
     call_pipeline,
+    register_tiny_pipeline,
     resolve_seed,
     seed_schema,
     torch_generator,
@@ -16,9 +17,13 @@ from modaverse_agent.diffusion import (
 from modaverse_agent.generators import GenerationRequest
 from modaverse_agent.hookspecs import hookimpl
 
+from . import tiny
+
 __all__ = ["StableDiffusionGenerator", "register_generators"]
 
 _SIZE = {"type": "integer", "minimum": 64, "maximum": 2048, "multipleOf": 8}
+
+register_tiny_pipeline(tiny.KIND, tiny.build_pipeline)
 
 
 class StableDiffusionGenerator(DiffusersGenerator):
@@ -30,7 +35,7 @@ class StableDiffusionGenerator(DiffusersGenerator):
     description = "Draws a picture from a detailed English description of its content and style."
     default_model = "stable-diffusion-v1-5/stable-diffusion-v1-5"
     pipeline_classes = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
-    tiny_kind = "stable-diffusion"
+    tiny_kind = tiny.KIND
     caps: ClassVar[dict[str, Cap]] = {
         "steps": Cap("max_steps", 50, 150, "denoising steps"),
         "width": Cap("max_side", 768, 2048, "pixels per side"),

@@ -9,6 +9,7 @@ from modaverse_agent.diffusion import (
     Cap,
     DiffusersGenerator,
     call_pipeline,
+    register_tiny_pipeline,
     resolve_seed,
     seed_schema,
     torch_generator,
@@ -16,7 +17,11 @@ from modaverse_agent.diffusion import (
 from modaverse_agent.generators import GenerationRequest
 from modaverse_agent.hookspecs import hookimpl
 
+from . import tiny
+
 __all__ = ["TextToVideoGenerator", "register_generators"]
+
+register_tiny_pipeline(tiny.KIND, tiny.build_pipeline)
 
 
 class TextToVideoGenerator(DiffusersGenerator):
@@ -28,7 +33,7 @@ class TextToVideoGenerator(DiffusersGenerator):
     description = "Makes a short silent video clip from an English description of the scene and its motion."
     default_model = "damo-vilab/text-to-video-ms-1.7b"
     pipeline_classes = ("TextToVideoSDPipeline",)
-    tiny_kind = "text-to-video"
+    tiny_kind = tiny.KIND
     caps: ClassVar[dict[str, Cap]] = {
         "frames": Cap("max_frames", 16, 64, "video frames"),
         "steps": Cap("max_steps", 25, 100, "denoising steps"),

@@ -142,7 +142,8 @@ def test_loaded_once_reused_and_unloaded(tiny_dir: Path, tmp_path: Path) -> None
 
 
 def test_tiny_random_builds_an_untrained_pipeline_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the user cache dir, via platformdirs
+    monkeypatch.delenv("MODAVERSE_CACHE", raising=False)  # the project cache dir is then the user cache dir,
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # which platformdirs reads from here
     g = TextToVideoGenerator(model="tiny-random", device="cpu")
     (art,) = g.generate(GenerationRequest(PROMPT, OutputDir(tmp_path), {"steps": 1, "frames": 2, "seed": 0}))
     assert art.path.is_file() and art.metadata["untrained"] is True and art.metadata["model"] == "tiny-random"
