@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from .cli_import import import_official
+from .cli_model import engine_options, load_model, model_options
 from .cli_output import (
     DEBUG_ENV,
     EXIT_FAILURE,
@@ -29,11 +30,10 @@ from .cli_output import (
     FiniteFloat,
     ProgressBars,
     clip,
-    echo,
     emit_json,
     exit_code,
     fail,
-    print_response,
+    print_stream,
     printable,
     report_unexpected,
     silence_stdout,
@@ -41,7 +41,6 @@ from .cli_output import (
 )
 from .cli_zoo import load_zoo, plugins, zoo, zoo_config_option
 from .diffusion import SEED_MAX
-from .errors import ModaVerseError
 
 __all__ = [
     "DEBUG_ENV",
@@ -54,7 +53,9 @@ __all__ = [
     "FiniteFloat",
     "cli",
     "engine_options",
+    "load_model",
     "main",
+    "model_options",
     "printable",
     "run",
     "zoo_config_option",
@@ -72,23 +73,6 @@ def cli() -> None:
 cli.add_command(plugins)
 cli.add_command(zoo)
 cli.add_command(import_official)
-
-
-def engine_options(command: Any) -> Any:
-    """``--engine`` and ``--gguf``: which inference engine runs a ModaVerse model."""
-    command = click.option(
-        "--gguf",
-        type=click.Path(exists=True, dir_okay=False),
-        help="The base LLM as a GGUF file, for --engine llama.cpp when the model's config names none.",
-    )(command)
-    return click.option(
-        "--engine",
-        type=click.Choice(["auto", "torch", "llama.cpp"]),
-        default="auto",
-        show_default=True,
-        help="Who runs the model: llama.cpp (fast on a CPU; needs llama-cpp-python and a GGUF base) or torch. "
-        "auto: llama.cpp when it is installed and the model can run on it, else torch.",
-    )(command)
 
 
 def _read_plan(value: str) -> str:
@@ -115,34 +99,13 @@ def _read_plan(value: str) -> str:
 @click.option("--output-dir", "-o", default="outputs", show_default=True, type=click.Path(file_okay=False))
 @click.option("--meta-response", "plan", help="Execute this meta-response JSON (or @file) instead of asking a model.")
 @click.option(
-    "--model",
-    "model_dir",
-    type=click.Path(file_okay=False),
-    help="Ask this ModaVerse model directory (default: the built-in Gemma 3 270M model).",
-)
-@click.option(
-    "--constrained/--no-constrained",
-    default=True,
-    show_default=True,
-    help="Constrain the model's answer to the zoo's meta-response schema (xgrammar).",
-)
-@click.option("--max-new-tokens", type=click.IntRange(min=1), default=None, help="Token budget of the model's answer.")
-@click.option(
-    "--precision",
-    type=click.Choice(["auto", "float32", "bfloat16"]),
-    default="auto",
-    show_default=True,
-    help="Weights of the model while it answers (auto: as trained). bfloat16 decodes faster on a CPU, "
-    "but its prompt processing is slower on CPUs without bf16 instructions.",
-)
-@click.option(
     "--temperature",
     type=FiniteFloat(0, inclusive=True),
     default=0.0,
     show_default=True,
     help="Sample the model's answer at this temperature (0: greedy); --seed seeds it.",
 )
-@engine_options
+@model_options
 @click.option("--use", multiple=True, help="TASK=GENERATOR for this run only (repeatable).")
 @click.option(
     "--timeout",
@@ -174,6 +137,7 @@ def run(
 ) -> None:
     """Answer INSTRUCTION (with --media files) with text and generated files."""
     from .agent import ModaVerseAgent
+    from .llm_io import GenerationParams
     from .testing import FixedPlanLLM
 
     if plan is not None and model_dir is not None:
@@ -182,7 +146,7 @@ def run(
     if plan is not None:
         llm: Any = FixedPlanLLM(_read_plan(plan))
     else:
-        llm = _load_model(
+        llm = load_model(
             model_dir,
             constrained=constrained,
             max_new_tokens=max_new_tokens,
@@ -190,53 +154,17 @@ def run(
             engine=engine,
             gguf=gguf,
         )
-        llm.options.do_sample, llm.options.temperature, llm.options.seed = temperature > 0, temperature or 1.0, seed
+    params = GenerationParams(temperature=temperature, seed=seed)
     agent = ModaVerseAgent(llm, served, output_dir=output_dir, timeout=timeout, seed=seed)
     with ProgressBars(enabled=not as_json) as on_progress:
         agent.on_progress = on_progress
-        response = agent.run(instruction, list(media))
+        if as_json:
+            response = agent.run(instruction, list(media), params=params)
+        else:
+            response = print_stream(agent.stream(instruction, list(media), params=params))
     if as_json:
         emit_json(response.to_dict())
-    else:
-        print_response(response)
     sys.exit(0 if response.ok else EXIT_PARTIAL)
-
-
-def _load_model(
-    directory: str | None,
-    *,
-    constrained: bool,
-    max_new_tokens: int | None,
-    precision: str = "auto",
-    engine: str = "auto",
-    gguf: str | None = None,
-) -> Any:
-    """Load a ModaVerse model directory, or the built-in default model, on the chosen engine."""
-    from transformers.utils import logging as hf_logging
-
-    from .model.llamacpp import load_engine
-
-    hf_logging.disable_progress_bar()
-    if precision != "auto":
-        if engine == "llama.cpp":
-            fail("--precision applies to the torch engine; llama.cpp runs the GGUF's own quantisation")
-        engine = "torch"
-    say = lambda m: echo(m, err=True)  # noqa: E731
-    try:
-        if directory is None:
-            from .default_model import load_default_model
-
-            say("using the built-in default model (Gemma 3 270M + the shipped LoRA adapter)")
-            model = load_default_model(say, engine=engine)
-        else:
-            model = load_engine(directory, engine, gguf=gguf, log=say, merge=True)
-        if precision != "auto":
-            model.to_dtype(precision)
-    except ModaVerseError as e:
-        fail(str(e))
-    model.options.constrained = constrained
-    model.options.max_new_tokens = max_new_tokens
-    return model
 
 
 def main(argv: Sequence[str] | None = None) -> int:

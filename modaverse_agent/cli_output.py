@@ -13,6 +13,7 @@ import math
 import os
 import re
 import sys
+from collections.abc import Iterable
 from typing import Any, NoReturn
 
 import click
@@ -111,12 +112,30 @@ class ProgressBars:
             self.bar.stop()
 
 
-def print_response(response: Any) -> None:
-    """Print an agent response for a person: the meta-response, text, files, manifest, notes and errors."""
+def print_stream(events: Iterable[Any]) -> Any:
+    """Print an agent's streamed answer for a person: the text as it arrives, then what
+    :func:`print_response` prints after it; returns the final response."""
+    shown = False
+    for event in events:
+        if event.kind == "text":
+            click.echo(printable(event.text), nl=False)
+            sys.stdout.flush()
+            shown = True
+        elif event.kind == "done":
+            if shown:
+                click.echo()
+            print_response(event.response, text_shown=shown)
+            return event.response
+    raise RuntimeError("the agent's event stream ended without a response")
+
+
+def print_response(response: Any, *, text_shown: bool = False) -> None:
+    """Print an agent response for a person: the text (unless already shown), the meta-response, files,
+    manifest, notes and errors."""
+    if response.text and not text_shown:
+        echo(response.text)
     if response.meta_response is not None:
         echo("meta-response: " + response.meta_response.to_json())
-    if response.text:
-        echo(f"\n{response.text}")
     for a in response.artifacts:
         label = f"{a.task} via {a.generator}" + (", untrained weights" if a.metadata.get("untrained") else "")
         echo(f"  [{label}] {a.path}")

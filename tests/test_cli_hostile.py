@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from click.testing import CliRunner
 from modaverse_agent import plugins
 from modaverse_agent.agent import FinalResponse, ModaVerseAgent, ResponseError
 from modaverse_agent.cli import EXIT_INTERRUPTED, MESSAGE_MAX_CHARS, cli, main, printable
+from modaverse_agent.response import AgentEvent, ResponseDone, TextDelta
 
 PLAN = json.dumps({"text": "ok", "invocations": [{"task": "text-to-image", "prompt": "a kite", "args": {"width": 16}}]})
 EXE = Path(sys.executable).with_name("modaverse")
@@ -266,10 +268,17 @@ def _surrogate_response(*args: object, **kwargs: object) -> FinalResponse:
     )
 
 
+def _surrogate_stream(*args: object, **kwargs: object) -> Iterator[AgentEvent]:
+    response = _surrogate_response()
+    yield TextDelta(response.text)  # text mode prints the answer as it streams
+    yield ResponseDone(response)
+
+
 @pytest.mark.parametrize("as_json", [False, True])
 def test_lone_surrogates_print_without_crashing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, as_json: bool) -> None:
     """CliRunner's streams are strict UTF-8, like a plain stdout: an unprintable character must be replaced."""
     monkeypatch.setattr(ModaVerseAgent, "run", _surrogate_response)
+    monkeypatch.setattr(ModaVerseAgent, "stream", _surrogate_stream)
     res = CliRunner().invoke(
         cli, ["run", "x\ud800", "--meta-response", PLAN, "-o", str(tmp_path)] + (["--json"] if as_json else [])
     )
@@ -331,6 +340,7 @@ def test_unexpected_error_is_one_line(
         raise RuntimeError("boom\nsecond line")
 
     monkeypatch.setattr(ModaVerseAgent, "run", boom)
+    monkeypatch.setattr(ModaVerseAgent, "stream", boom)  # text mode streams the answer
     monkeypatch.delenv("MODAVERSE_DEBUG", raising=False)
     code, _, err = run_main(capsys, "run", "x", "--meta-response", PLAN, "-o", str(tmp_path))
     assert code == 1
@@ -347,6 +357,7 @@ def test_a_huge_unexpected_message_is_clipped(
         raise ValueError("x" * 1_000_000)
 
     monkeypatch.setattr(ModaVerseAgent, "run", boom)
+    monkeypatch.setattr(ModaVerseAgent, "stream", boom)  # text mode streams the answer
     monkeypatch.delenv("MODAVERSE_DEBUG", raising=False)
     code, _, err = run_main(capsys, "run", "x", "--meta-response", PLAN, "-o", str(tmp_path))
     assert code == 1 and len(err) < MESSAGE_MAX_CHARS + 100 and "1000012 characters in all" in err
@@ -359,6 +370,7 @@ def test_ctrl_c_exits_130_quietly(
         raise KeyboardInterrupt
 
     monkeypatch.setattr(ModaVerseAgent, "run", interrupted)
+    monkeypatch.setattr(ModaVerseAgent, "stream", interrupted)  # text mode streams the answer
     code, out, err = run_main(capsys, "run", "x", "--meta-response", PLAN, "-o", str(tmp_path))
     assert code == EXIT_INTERRUPTED == 130
     assert out == "" and err.strip() == ""

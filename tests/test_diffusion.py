@@ -177,7 +177,7 @@ def test_registering_tiny_kinds(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_tiny_pipelines_follow_the_project_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from modaverse_agent.default_model import cache_dir
+    from modaverse_agent.cache import cache_dir
 
     monkeypatch.setenv("MODAVERSE_CACHE", str(tmp_path / "project-cache"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))

@@ -202,6 +202,7 @@ def test_a_cancelled_diffusers_pipeline_stops_and_the_process_exits_cleanly(tmp_
     proc = _run_script(
         """
         from modaverse_agent import diffusion as d
+        import modaverse_stable_diffusion  # registers the tiny "stable-diffusion" kind
 
         class TinyImage(d.DiffusersGenerator):
             name = "tiny-image"

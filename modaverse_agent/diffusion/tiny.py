@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..default_model import CACHE_ENV, cache_dir
+from ..cache import CACHE_ENV, cache_dir
 from ..errors import GeneratorError
 
 #: Value of the ``model`` option that builds a tiny random-weight pipeline from configs (no download).

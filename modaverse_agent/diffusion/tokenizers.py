@@ -7,23 +7,10 @@ from __future__ import annotations
 
 import json
 import tempfile
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-
-@lru_cache(maxsize=1)
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP's reversible map from bytes to printable unicode characters (shared: do not mutate)."""
-    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs), strict=True))
+from ..byte_unicode import bytes_to_unicode
 
 
 def _write_bpe(folder: Path, vocab: dict[str, int]) -> tuple[str, str]:

@@ -114,7 +114,7 @@ def adapter_gguf(root: Path, meta: dict[str, Any], cache: Path | None = None) ->
     if why:
         raise ModelError(f"{why}; use the torch engine")
     if cache is None:
-        from ..default_model import cache_dir
+        from ..cache import cache_dir
 
         cache = cache_dir() / "llamacpp"
     arch, heads = meta["arch"], (int(meta["n_head"]), int(meta["n_head_kv"]))

@@ -19,26 +19,14 @@ import ftfy
 import regex  # type: ignore[import-untyped]
 import torch
 
+from ...byte_unicode import bytes_to_unicode
+
 VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
 SOT, EOT = "<|startoftext|>", "<|endoftext|>"
 _PATTERN = regex.compile(
     r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
     regex.IGNORECASE,
 )
-
-
-@lru_cache
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible map from bytes to printable unicode characters."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, (chr(c) for c in cs), strict=True))
 
 
 def clean(text: str) -> str:
