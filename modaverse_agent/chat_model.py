@@ -301,9 +301,4 @@ class ChatModaVerse(BaseChatModel):
         return self.model_copy(update={"bound_tools": specs, "tool_choice": tool_choice}).bind(**kwargs)
 
 
-def media_of(message: AIMessage) -> list[dict[str, Any]]:
-    """The media ids the model saw for this reply (from ``response_metadata``)."""
-    return list(message.response_metadata.get("media", []))
-
-
-__all__ = ["ChatModaVerse", "MediaItem", "MetaResponse", "media_of"]
+__all__ = ["ChatModaVerse", "MediaItem", "MetaResponse"]

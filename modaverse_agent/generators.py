@@ -16,7 +16,6 @@ from .errors import GeneratorError
 from .media import MediaItem
 
 #: Tasks the paper and the first-party plugins define. Plugins may add any other task string.
-KNOWN_TASKS = ("text-to-image", "text-to-audio", "text-to-video", "text-to-speech", "image-editing")
 OUTPUT_MODALITIES = ("image", "audio", "video", "text")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _EMPTY_ARGS: dict[str, Any] = {"type": "object", "properties": {}, "additionalProperties": False}

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 
-from .agent import FinalResponse, ModaVerseAgent
-from .response import AgentEvent
+from .response import AgentEvent, FinalResponse
+
+if TYPE_CHECKING:  # the agent builds its runnable (ModaVerseAgent.as_runnable): no import back at run time
+    from .agent import ModaVerseAgent
 
 AgentInput = str | Mapping[str, Any] | BaseMessage
 

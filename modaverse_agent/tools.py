@@ -8,7 +8,6 @@ A failure comes back as the tool's content (``ToolException``), so an agent loop
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -134,8 +133,3 @@ def zoo_tools(
         generator_tool(zoo.generator_for(t), output_dir=output_dir, media=media)
         for t in (tasks if tasks is not None else zoo.tasks())
     ]
-
-
-def tool_result_summary(artifacts: Sequence[Artifact]) -> str:
-    """A JSON summary of artifacts (for messages and logs)."""
-    return json.dumps([{"modality": a.modality, "path": str(a.path), "generator": a.generator} for a in artifacts])
