@@ -42,7 +42,16 @@ from .llm_io import (
 )
 from .media import MediaItem, load_media
 from .meta_response import Invocation, MetaResponse, parse_legacy_lenient, parse_lenient
-from .response import AgentEvent, FinalResponse, InvocationDone, PlanReady, ResponseDone, ResponseError, TextDelta
+from .response import (
+    AgentEvent,
+    FinalResponse,
+    InvocationDone,
+    InvocationStarted,
+    PlanReady,
+    ResponseDone,
+    ResponseError,
+    TextDelta,
+)
 from .zoo import Zoo
 
 DEFAULT_TIMEOUT_S = 600.0
@@ -266,6 +275,9 @@ class ModaVerseAgent:
             index = inv.position if isinstance(inv.position, int) else kept  # where the model put it
             made: list[Artifact] = []
             error: ResponseError | None = None
+            task = inv.task if isinstance(inv.task, str) else None
+            served = self.zoo.generator_for(task).name if task in self.zoo.tasks() else None
+            yield InvocationStarted(index, task, inv.prompt if isinstance(inv.prompt, str) else "", served)
             try:
                 made, problem = self._invoke(index, inv, by_id, out)
                 if problem:

@@ -1,8 +1,9 @@
 """What the agent answers: the final response, its errors, and the events of a streamed answer.
 
 ``ModaVerseAgent.stream`` yields, in order: :class:`TextDelta` pieces of the answer text as the model
-decodes them, one :class:`PlanReady` with the parsed meta-response, one :class:`InvocationDone` as each
-generator finishes (its files, or its error), and last :class:`ResponseDone` with the whole
+decodes them, one :class:`PlanReady` with the parsed meta-response, for each invocation an
+:class:`InvocationStarted` before its generator runs and an :class:`InvocationDone` when it finishes (its
+files, or its error), and last :class:`ResponseDone` with the whole
 :class:`FinalResponse` (what ``run`` returns).
 """
 
@@ -88,6 +89,17 @@ class PlanReady:
 
 
 @dataclass(frozen=True)
+class InvocationStarted:
+    """One invocation is about to run on its generator."""
+
+    index: int
+    task: str | None
+    prompt: str
+    generator: str | None = None
+    kind: str = "invocation-start"
+
+
+@dataclass(frozen=True)
 class InvocationDone:
     """One invocation finished: the files it made, and its error if it failed (or lost some files)."""
 
@@ -106,4 +118,4 @@ class ResponseDone:
     kind: str = "done"
 
 
-AgentEvent = TextDelta | PlanReady | InvocationDone | ResponseDone
+AgentEvent = TextDelta | PlanReady | InvocationStarted | InvocationDone | ResponseDone

@@ -59,7 +59,7 @@ def test_a_turn_streams_text_then_files(conv: Conversation, llm: ScriptedLLM) ->
     llm.enqueue(DRAW)
     events = list(conv.stream("draw a cat"))
     assert isinstance(events[0], TextDelta) and events[0].text == "A cat."
-    assert [e.kind for e in events] == ["text", "plan", "invocation", "done"]
+    assert [e.kind for e in events] == ["text", "plan", "invocation-start", "invocation", "done"]
     assert isinstance(events[-1], ResponseDone) and len(conv.turns) == 2
 
 
