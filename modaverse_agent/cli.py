@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from .cli_chat import chat
 from .cli_import import import_official
 from .cli_model import engine_options, load_model, model_options
 from .cli_output import (
@@ -73,6 +74,7 @@ def cli() -> None:
 cli.add_command(plugins)
 cli.add_command(zoo)
 cli.add_command(import_official)
+cli.add_command(chat)
 
 
 def _read_plan(value: str) -> str:

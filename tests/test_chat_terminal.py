@@ -1,0 +1,372 @@
+"""``modaverse chat`` driven as a person drives it: through a pseudo-terminal (pexpect), and through a pipe.
+
+The chat talks to a scripted LLM given with ``--llm-factory`` (a module written into the test's tmp dir:
+it replays meta-responses from a JSONL script, streams them in small pieces, optionally slowly, and logs
+what each turn was offered) and the echo plugin's generators. The in-process tests at the end cover the
+progress line, untrained generators, notes shown once, and the line reader's Ctrl-C handling.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pexpect
+import pytest
+
+from modaverse_agent.agent import ModaVerseAgent
+from modaverse_agent.conversation import Conversation
+from modaverse_agent.generators import GenerationRequest
+from modaverse_agent.serving.terminal import LEAVE_HINT, ChatTerminal, LineDiscarded
+from modaverse_agent.serving.terminal_turn import STOPPED, TurnRunner, progress_text
+from modaverse_agent.testing import ScriptedLLM
+from modaverse_agent.zoo import Zoo
+
+FAKE_LLM = textwrap.dedent(
+    """
+    import json, os, time
+    from modaverse_agent.llm_io import PieceStream
+
+    class SlowScripted:
+        output_format = "json"
+
+        def __init__(self):
+            with open(os.environ["CHAT_FAKE_SCRIPT"], encoding="utf-8") as f:
+                self.script = [json.loads(line) for line in f if line.strip()]
+
+        def _next(self, request):
+            with open(os.environ["CHAT_FAKE_LOG"], "a", encoding="utf-8") as f:
+                seen = {"instruction": request.instruction, "media": [i for i, _ in request.media],
+                        "history": [t.role for t in request.history]}
+                f.write(json.dumps(seen) + "\\n")
+            return self.script.pop(0)
+
+        def respond(self, request):
+            return json.dumps(self._next(request)["reply"])
+
+        def stream(self, request):
+            step = self._next(request)
+            raw, delay = json.dumps(step["reply"]), step.get("delay", 0)
+
+            def pieces():
+                for i in range(0, len(raw), 3):
+                    time.sleep(delay)
+                    yield raw[i:i + 3]
+
+            return PieceStream(pieces())
+
+    def make():
+        return SlowScripted()
+    """
+)
+DRAW = {"text": "A cat on a mat.", "invocations": [{"task": "text-to-image", "prompt": "a cat on a mat"}]}
+EDIT = {
+    "text": "Here it is as a watercolor.",
+    "invocations": [{"task": "image-editing", "prompt": "watercolor", "inputs": ["image_1"]}],
+}
+LOOK = {"text": "I see your picture.", "invocations": []}
+SLOW = {
+    "text": "Let me think about this for quite a long while before I answer you.",
+    "invocations": [{"task": "text-to-video", "prompt": "a long film"}],
+}
+PROMPT = "you>"  # prompt_toolkit draws the prompt's trailing space as a cursor move
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+PASTE_ON, PASTE_OFF = "\x1b[?2004h", "\x1b[?2004l"
+
+
+class Chat:
+    """One ``modaverse chat`` under a pseudo-terminal, with its scripted LLM's script and log."""
+
+    def __init__(self, tmp: Path, script: list[dict[str, Any]], *extra: str) -> None:
+        self.tmp, self.log = tmp, tmp / "llm-log.jsonl"
+        (tmp / "chat_fake_llm.py").write_text(FAKE_LLM, encoding="utf-8")
+        (tmp / "script.jsonl").write_text("".join(json.dumps(s) + "\n" for s in script), encoding="utf-8")
+        args = ["-m", "modaverse_agent.cli", "chat", "--llm-factory", "chat_fake_llm:make", "--seed", "0"]
+        args += ["--output-dir", str(tmp / "out"), *extra]
+        self.child = pexpect.spawn(
+            sys.executable, args, env=chat_env(tmp), cwd=str(tmp), encoding="utf-8", timeout=20, dimensions=(40, 200)
+        )
+        self.transcript = io.StringIO()
+        self.child.logfile_read = self.transcript
+        self.prompt()
+
+    def prompt(self) -> str:
+        """Wait for a new prompt; returns what was printed since the last expectation.
+
+        prompt_toolkit redraws ``you>`` with every key typed, so a new prompt is known by the bracketed-paste
+        switch it turns on when it starts reading (it turns it off when Enter or Ctrl-C ends the line).
+        """
+        self.child.expect_exact(PASTE_ON)
+        before = self.child.before
+        self.child.expect_exact(PROMPT)
+        return before
+
+    def say(self, line: str) -> str:
+        """Type ``line``, wait for the next prompt; returns the output in between."""
+        self.child.sendline(line)
+        self.child.expect_exact(PASTE_OFF)  # the line is read
+        return self.prompt()
+
+    def requests(self) -> list[dict[str, Any]]:
+        """What the scripted LLM was asked, turn by turn."""
+        return [json.loads(line) for line in self.log.read_text(encoding="utf-8").splitlines()]
+
+    def exit_status(self) -> int:
+        """Wait for the chat to end; its exit status."""
+        self.child.expect(pexpect.EOF)
+        self.child.close()
+        assert "Traceback" not in self.transcript.getvalue()
+        return self.child.exitstatus
+
+
+def chat_env(tmp: Path) -> dict[str, str]:
+    """Only the echo plugin, a private zoo config, cache and history, the fake LLM importable."""
+    env = dict(os.environ)
+    env.update(
+        PYTHONPATH=os.pathsep.join([str(tmp), env.get("PYTHONPATH", "")]),
+        CHAT_FAKE_SCRIPT=str(tmp / "script.jsonl"),
+        CHAT_FAKE_LOG=str(tmp / "llm-log.jsonl"),
+        MODAVERSE_LOAD_PLUGINS="echo",
+        MODAVERSE_ZOO_CONFIG=str(tmp / "zoo.toml"),
+        MODAVERSE_CACHE=str(tmp / "cache"),
+        TERM="xterm",
+        PROMPT_TOOLKIT_NO_CPR="1",  # the pty answers no cursor-position request, as a real terminal would
+        OMP_NUM_THREADS="1",
+    )
+    return env
+
+
+@pytest.fixture
+def png(tmp_path: Path) -> Path:
+    from PIL import Image
+
+    path = tmp_path / "photo.png"
+    Image.new("RGB", (16, 12), (10, 200, 30)).save(path)
+    return path
+
+
+def printed_paths(output: str) -> list[Path]:
+    """The paths of the file lines (``  image_1  /path  (task via generator)``), terminal escapes left out."""
+    lines = ANSI.sub("", output).replace("\r", "\n").splitlines()
+    return [Path(line.split()[1]) for line in lines if line.startswith(("  image_", "  audio_", "  video_"))]
+
+
+def test_second_turn_edits_the_first_turns_picture_and_save_load_round_trip(tmp_path: Path) -> None:
+    chat = Chat(tmp_path, [{"reply": DRAW}, {"reply": EDIT}, {"reply": LOOK}])
+    first = chat.say("draw a cat on a mat")
+    assert "A cat on a mat." in first
+    [drawn] = printed_paths(first)
+    assert drawn.is_file() and "(text-to-image via echo-image)" in first and "image_1" in first
+    second = chat.say("now make it a watercolor")
+    assert "Here it is as a watercolor." in second
+    [edited] = printed_paths(second)
+    assert edited.is_file() and edited != drawn and "image_2" in second and "via echo-edit" in second
+    assert edited.read_bytes() != drawn.read_bytes()
+    asked = chat.requests()
+    assert asked[1]["media"] == ["image_1"] and asked[1]["history"] == ["user", "assistant"]
+
+    saved = chat.say(f"/save {tmp_path / 'chat.json'}")
+    assert "saved 4 turns and 2 media" in saved
+    data = json.loads((tmp_path / "chat.json").read_text(encoding="utf-8"))
+    assert [m["id"] for m in data["media"]] == ["image_1", "image_2"] and len(data["turns"]) == 4
+    assert "a new conversation" in chat.say("/clear")
+    loaded = chat.say(f"/load {tmp_path / 'chat.json'}")
+    assert "4 turns, media: image_1, image_2" in loaded and "you: now make it a watercolor" in loaded
+    assert "I see your picture." in chat.say("what do you see?")
+    assert chat.requests()[2]["media"] == ["image_1", "image_2"] and len(chat.requests()[2]["history"]) == 4
+    assert "not loaded" in chat.say(f"/load {tmp_path / 'missing.json'}")
+    chat.child.sendline("/quit")
+    assert chat.exit_status() == 0
+    history = (tmp_path / "cache" / "chat_history").read_text(encoding="utf-8")
+    assert "+draw a cat on a mat" in history and "+/quit" in history
+
+
+def test_commands_attach_zoo_use_help(tmp_path: Path, png: Path) -> None:
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not a picture")
+    chat = Chat(tmp_path, [{"reply": LOOK}], "--use", "text-to-image=echo-image")
+    assert "/attach PATH" in chat.say("/help") and "/quit" in chat.transcript.getvalue()
+    zoo = chat.say("/zoo")
+    assert "text-to-image    -> echo-image  (chosen for this session)" in zoo and "image-editing    -> echo-edit" in zoo
+    assert "image-editing -> echo-edit for the rest of this session" in chat.say("/use image-editing=echo-edit")
+    assert "serves 'text-to-image', not 'image-editing'" in chat.say("/use image-editing=echo-image")
+    assert "no generator named 'nope'" in chat.say("/use text-to-image=nope")
+    assert "takes TASK=GENERATOR" in chat.say("/use text-to-image")
+    attached = chat.say(f"/attach {png} {bad}")
+    assert f"attached {png} as image_1" in attached and f"error: cannot attach {bad}" in attached
+    assert "image_1  photo.png (image/png)" in chat.say("/attach")
+    assert "unknown command /frobnicate" in chat.say("/frobnicate")
+    assert "I see your picture." in chat.say("what is in it?")
+    assert chat.requests()[0]["media"] == ["image_1"]
+    assert "nothing attached" in chat.say("/attach")  # attachments went with that message
+    chat.child.send("half a line")
+    chat.child.sendcontrol("c")  # discards the typed line: no hint, the prompt comes back
+    chat.child.expect_exact(PASTE_OFF)
+    assert LEAVE_HINT not in chat.prompt()
+    chat.child.sendeof()
+    assert chat.exit_status() == 0
+
+
+def test_ctrl_c_stops_the_running_answer_but_not_the_session(tmp_path: Path) -> None:
+    chat = Chat(tmp_path, [{"reply": SLOW, "delay": 0.25}, {"reply": DRAW}])
+    chat.child.sendline("tell me a long story")
+    chat.child.expect_exact("Let me")  # the answer is streaming
+    chat.child.sendcontrol("c")
+    chat.child.expect_exact("stopped: nothing more runs for this answer")
+    chat.prompt()
+    after = chat.say("draw a cat on a mat")  # the session goes on; the stopped step ends first
+    assert "A cat on a mat." in after and len(printed_paths(after)) == 1
+    assert not list((tmp_path / "out").rglob("*.mp4"))  # the stopped answer's video was never made
+    assert chat.requests()[1]["history"] == ["user", "assistant"]  # the stopped turn is kept
+    chat.child.sendcontrol("c")
+    chat.child.expect_exact(PASTE_OFF)
+    assert LEAVE_HINT in chat.prompt()
+    chat.child.sendcontrol("c")  # a second Ctrl-C in a row at an empty prompt leaves
+    assert chat.exit_status() == 0
+
+
+def test_piped_stdin_reads_plain_lines_without_prompts(tmp_path: Path) -> None:
+    (tmp_path / "chat_fake_llm.py").write_text(FAKE_LLM, encoding="utf-8")
+    (tmp_path / "script.jsonl").write_text(json.dumps({"reply": DRAW}) + "\n", encoding="utf-8")
+    args = [sys.executable, "-m", "modaverse_agent.cli", "chat", "--llm-factory", "chat_fake_llm:make"]
+    args += ["-o", str(tmp_path / "out")]
+    done = subprocess.run(
+        args, input="draw a cat\n/zoo\n", capture_output=True, text=True, env=chat_env(tmp_path), timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "you>" not in done.stdout and "A cat on a mat." in done.stdout
+    assert all(p.is_file() for p in printed_paths(done.stdout)) and printed_paths(done.stdout)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--llm-factory", "no_such_module_xyz:make"], "cannot import no_such_module_xyz"),
+        (["--llm-factory", "json"], "takes MODULE:ATTR"),
+        (["--llm-factory", "json:dumps"], "the factory failed"),
+        (["--llm-factory", "json:loads", "--model", "m"], "either --model or --llm-factory"),
+        (["--use", "text-to-image=nope"], "no generator named 'nope'"),
+    ],
+)
+def test_a_bad_command_line_is_one_clear_line(tmp_path: Path, extra: list[str], message: str) -> None:
+    args = [sys.executable, "-m", "modaverse_agent.cli", "chat", *extra]
+    done = subprocess.run(args, input="", capture_output=True, text=True, env=chat_env(tmp_path), timeout=60)
+    assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+# -- in process: progress, untrained generators, notes once, the reader's Ctrl-C --------------------------------
+
+
+class TtyBuffer(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture
+def progress_zoo(echo_zoo: Zoo) -> Zoo:
+    from modaverse_echo import EchoImage
+
+    class ProgressImage(EchoImage):
+        name = "progress-image"
+        priority: ClassVar[int] = 10
+
+        @property
+        def untrained(self) -> bool:
+            return True
+
+        def real_weights_hint(self) -> str:
+            return "modaverse zoo set text-to-image real-one"
+
+        def make(self, request: GenerationRequest, rng: Any) -> Any:
+            for step in range(1, 4):
+                assert request.progress is not None
+                request.progress(step, 3)
+            return super().make(request, rng)
+
+    echo_zoo.add(ProgressImage())
+    return echo_zoo
+
+
+def reader_of(*items: str | type[BaseException]) -> Any:
+    """A line reader that returns the lines and raises the exception classes, then EOF."""
+    feed = iter(items)
+
+    def read(prompt: str) -> str:
+        item = next(feed, EOFError)
+        if isinstance(item, type):
+            raise item()
+        return item
+
+    return read
+
+
+def test_progress_line_untrained_marks_and_notes_once(
+    progress_zoo: Zoo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    llm = ScriptedLLM(DRAW, DRAW)
+    agent = ModaVerseAgent(llm, progress_zoo, output_dir=tmp_path / "out", seed=0)
+    err = TtyBuffer()
+    monkeypatch.setattr(sys, "stderr", err)
+    reader = reader_of("/zoo", "draw", "again", KeyboardInterrupt, KeyboardInterrupt, "never read")
+    assert ChatTerminal(agent, reader=reader).run() == 0
+    out = capsys.readouterr().out
+    assert "text-to-image    -> progress-image  (untrained: placeholder output)  also: echo-image" in out
+    assert out.count("(text-to-image via progress-image, untrained weights)") == 2
+    assert out.count("note: text-to-image ran progress-image on untrained tiny weights") == 1  # once a session
+    assert out.count(LEAVE_HINT) == 1 and "never read" not in out
+    drawn = err.getvalue()
+    assert progress_text(1, 1, "text-to-image", 3, 3) in drawn and "[1/1] text-to-image ..." in drawn
+    assert drawn.endswith("\r\x1b[K")  # the line is cleared before the files are listed
+
+
+def test_a_discarded_line_disarms_leaving_and_a_failed_turn_is_kept(
+    agent: ModaVerseAgent, llm: ScriptedLLM, capsys: pytest.CaptureFixture[str]
+) -> None:
+    terminal = ChatTerminal(agent, reader=reader_of(KeyboardInterrupt, LineDiscarded, KeyboardInterrupt, "hi"))
+    assert terminal.run() == 0  # Ctrl-C, a discarded line, Ctrl-C: still here; "hi", then EOF leaves
+    captured = capsys.readouterr()
+    assert captured.out.count(LEAVE_HINT) == 2
+    assert "ScriptedLLM has no reply queued" in captured.err  # the LLM failing is an error line, not a crash
+    assert [t.role for t in terminal.conv.turns] == ["user", "assistant"]
+    assert STOPPED not in terminal.conv.turns[-1].errors
+
+
+def test_a_stopped_turn_starts_no_further_invocation_and_is_kept(echo_zoo: Zoo, tmp_path: Path) -> None:
+    import threading
+
+    from modaverse_echo import EchoImage
+
+    started, gate = threading.Event(), threading.Event()
+
+    class GatedImage(EchoImage):
+        name = "gated-image"
+        priority: ClassVar[int] = 10
+
+        def make(self, request: GenerationRequest, rng: Any) -> Any:
+            started.set()
+            assert gate.wait(10)
+            return super().make(request, rng)
+
+    echo_zoo.add(GatedImage())
+    plan = {
+        "text": "Two things.",
+        "invocations": [{"task": "text-to-image", "prompt": "a"}, {"task": "text-to-audio", "prompt": "b"}],
+    }
+    conv = Conversation(ModaVerseAgent(ScriptedLLM(plan), echo_zoo, output_dir=tmp_path / "out", seed=0))
+    runner = TurnRunner(conv, "draw and play", [])
+    assert started.wait(10)  # the first generator runs
+    runner.stop()
+    gate.set()
+    while runner.next() is not None:
+        pass
+    assert runner.done() and runner.response is None and [a.generator for a in runner.made] == ["gated-image"]
+    assert not list((tmp_path / "out").rglob("*.wav"))  # the second invocation never started
+    assert [t.role for t in conv.turns] == ["user", "assistant"] and conv.turns[-1].errors == [STOPPED]
+    assert conv.turns[-1].text == "Two things." and conv.turns[-1].artifacts[0]["generator"] == "gated-image"
