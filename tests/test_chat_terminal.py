@@ -195,6 +195,7 @@ def test_commands_attach_zoo_use_help(tmp_path: Path, png: Path) -> None:
     assert "/attach PATH" in chat.say("/help") and "/quit" in chat.transcript.getvalue()
     zoo = chat.say("/zoo")
     assert "text-to-image    -> echo-image  (chosen for this session)" in zoo and "image-editing    -> echo-edit" in zoo
+    assert "text-to-video    -> echo-video" in chat.say("\x1b[A")  # Up recalls the last line (/zoo)
     assert "image-editing -> echo-edit for the rest of this session" in chat.say("/use image-editing=echo-edit")
     assert "serves 'text-to-image', not 'image-editing'" in chat.say("/use image-editing=echo-image")
     assert "no generator named 'nope'" in chat.say("/use text-to-image=nope")

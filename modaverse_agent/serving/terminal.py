@@ -18,8 +18,8 @@ stopped, and the prompt comes back at once. At the prompt, Ctrl-C discards what 
 line it tells how to leave, and a second Ctrl-C in a row leaves (as Node's REPL does), as do Ctrl-D and
 ``/quit``. Leaving exits with status 0.
 
-When stdin is not a terminal (a pipe, a script) lines are read with ``input()`` and prompt_toolkit is not
-loaded; the prompt is printed only when stdout is a terminal.
+When stdin or stdout is not a terminal (a pipe, a script, ``| tee``) lines are read with ``input()`` and
+prompt_toolkit is not loaded; the prompt is printed only when one of them is a terminal.
 """
 
 from __future__ import annotations
@@ -70,8 +70,9 @@ def history_path() -> Path:
 
 
 def plain_reader(prompt: str) -> str:
-    """``input()``, showing ``prompt`` only when stdout is a terminal (raises EOFError at the end)."""
-    return input(prompt if sys.stdout.isatty() else "")
+    """``input()``, showing ``prompt`` only when a person is there (stdin or stdout is a terminal);
+    raises EOFError at the end of the input."""
+    return input(prompt if sys.stdin.isatty() or sys.stdout.isatty() else "")
 
 
 def prompt_reader(history: Path, completions: dict[str, Any]) -> tuple[LineReader, str | None]:
