@@ -40,6 +40,7 @@ from .cli_output import (
     silence_stdout,
     tolerant_streams,
 )
+from .cli_serve import serve
 from .cli_zoo import load_zoo, plugins, zoo, zoo_config_option
 from .diffusion import SEED_MAX
 
@@ -74,6 +75,7 @@ def cli() -> None:
 cli.add_command(plugins)
 cli.add_command(zoo)
 cli.add_command(import_official)
+cli.add_command(serve)
 cli.add_command(chat)
 
 

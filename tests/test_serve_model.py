@@ -1,0 +1,102 @@
+"""The server on a tiny real ModaVerse model (torch engine, constrained decoding): the ``openai`` client and
+LangChain's ``ChatOpenAI``, streaming and not, with an image attached; the streamed text adds up to the
+answer; concurrent answers decoded in one batch equal the answers decoded alone."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("xgrammar")
+
+from langchain_core.messages import HumanMessage  # noqa: E402
+from langchain_openai import ChatOpenAI  # noqa: E402
+from openai import OpenAI  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from modaverse_agent.agent import ModaVerseAgent  # noqa: E402
+from modaverse_agent.model.modeling import ModaVerseModel  # noqa: E402
+from modaverse_agent.model.tiny import save_tiny_base, tiny_config  # noqa: E402
+from modaverse_agent.serving.live import serve_in_thread  # noqa: E402
+from modaverse_agent.serving.server import create_app  # noqa: E402
+from modaverse_agent.zoo import Zoo  # noqa: E402
+
+pytestmark = pytest.mark.allow_hosts(["127.0.0.1"])
+torch.set_num_threads(1)
+
+
+@pytest.fixture
+def served(tmp_path: Path, echo_zoo: Zoo) -> Iterator[tuple[str, Any]]:
+    base = save_tiny_base(tmp_path / "base", hidden=64)
+    torch.manual_seed(0)
+    ModaVerseModel.from_config(
+        tiny_config(base, blind_media=True, lora_alpha=16), init_lora_weights=False
+    ).save_pretrained(tmp_path / "model")
+    model = ModaVerseModel.from_pretrained(tmp_path / "model")
+    model.options.max_new_tokens = 40
+    agent = ModaVerseAgent(model, echo_zoo, output_dir=tmp_path / "out", timeout=60, seed=0)
+    app = create_app(agent, max_batch=4, batch_window_s=0.2)
+    with serve_in_thread(app) as url:
+        yield url, app
+
+
+def _image() -> str:
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 12), (20, 120, 220)).save(buf, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _shape(text: str) -> str:
+    return re.sub(r"file-[0-9a-f]{32}", "file-ID", text)
+
+
+def test_real_clients_on_a_tiny_model(served: tuple[str, Any]) -> None:
+    url = served[0]
+    client = OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0, timeout=120)
+    content = [
+        {"type": "text", "text": "draw me a picture of this"},
+        {"type": "image_url", "image_url": {"url": _image()}},
+    ]
+    messages = [{"role": "user", "content": content}]
+    done = client.chat.completions.create(model="modaverse", messages=messages, temperature=0)
+    answer = done.choices[0].message
+    ext = answer.model_extra["modaverse"]
+    assert ext["media"] == [{"id": "image_1", "mime_type": "image/png"}] and ext["meta_response"] is not None
+    assert done.usage is not None and done.usage.completion_tokens > 0
+    assert any("no media encoder" in n for n in ext["notes"])  # the blind tiny model says it did not see the image
+    chunks = list(client.chat.completions.create(model="modaverse", messages=messages, temperature=0, stream=True))
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert _shape(streamed) == _shape(answer.content or "")
+    chat = ChatOpenAI(base_url=f"{url}/v1", api_key="none", model="modaverse", temperature=0, max_retries=0)
+    message = HumanMessage(content)
+    assert _shape(str(chat.invoke([message]).content)) == _shape(answer.content or "")
+    assert _shape("".join(str(c.content) for c in chat.stream([message]))) == _shape(answer.content or "")
+
+
+def test_a_batch_of_concurrent_answers_equals_the_answers_alone(served: tuple[str, Any]) -> None:
+    url, app = served
+    client = OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0, timeout=120)
+    prompts = ["say hello", "make a short song", "what is the capital of france", "a video of the sea"]
+
+    def ask(text: str) -> str:
+        got = client.chat.completions.create(model="m", messages=[{"role": "user", "content": text}], temperature=0)
+        return json.dumps(got.choices[0].message.model_extra["modaverse"]["meta_response"])
+
+    alone = [ask(p) for p in prompts]
+    together: dict[str, str] = {}
+    threads = [threading.Thread(target=lambda p=p: together.__setitem__(p, ask(p))) for p in prompts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert [together[p] for p in prompts] == alone
+    assert max(app.state.service.served.batcher.sizes) > 1  # they were decoded together
