@@ -10,6 +10,8 @@ and nothing outside that string is ever returned. Output that is not JSON (the r
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 _SIMPLE = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 
 
@@ -113,3 +115,33 @@ class AnswerTextReader:
             out.append("\ufffd")
             self.high = ""
         out.append(ch)
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """``text`` cut before the first occurrence of any of ``stop``, and whether a cut happened."""
+    hits = [i for i in (text.find(s) for s in stop if s) if i >= 0]
+    return (text[: min(hits)], True) if hits else (text, False)
+
+
+class StopHoldBack:
+    """Streamed text with stop strings applied: text that could begin a stop string is held back until
+    it is known not to, and nothing from the first stop string on is ever shown."""
+
+    def __init__(self, stop: Sequence[str] = ()) -> None:
+        self.stop = [s for s in stop if s]
+        self.hold = max((len(s) for s in self.stop), default=1) - 1
+        self.seen = ""  # everything fed
+        #: Everything shown so far.
+        self.text = ""
+        self.stopped = False
+
+    def feed(self, delta: str) -> str:
+        """Take new text; return the part that can be shown now."""
+        if self.stopped or not delta:
+            return ""
+        self.seen += delta
+        cut, self.stopped = cut_at_stop(self.seen, self.stop)
+        upto = len(cut) if self.stopped else max(len(self.text), len(self.seen) - self.hold)
+        out = self.seen[len(self.text) : upto]
+        self.text += out
+        return out

@@ -10,6 +10,7 @@ model is asked for text only, so an agent loop ends.
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -28,10 +29,10 @@ from langchain_core.messages.tool import invalid_tool_call, tool_call
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
 from .agent import assign_media_ids, parse_output
-from .answer_stream import AnswerTextReader
+from .answer_stream import AnswerTextReader, StopHoldBack, cut_at_stop
 from .chat_content import content_to_parts
 from .llm_io import (
     ChatTurn,
@@ -39,6 +40,7 @@ from .llm_io import (
     GenerationParams,
     LLMRequest,
     StreamingResponder,
+    TokenCounter,
     as_text_stream,
     complete,
     output_format,
@@ -92,12 +94,17 @@ class ChatModaVerse(BaseChatModel):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    backend: Any
-    """The LLM: a ModaVerseModel or any object with ``respond(LLMRequest) -> str``."""
-    zoo: Zoo | None = None
+    model: str | None = None
+    """Which model to load when no ``backend`` is given: a ModaVerse directory, or ``"default"`` for the
+    built-in default model (``engine`` picks who runs it). The chat model serialises by this reference."""
+    engine: str = "auto"
+    """The engine that runs ``model``: "auto", "torch" or "llama.cpp"."""
+    backend: Any = Field(default=None, exclude=True)
+    """The LLM: a ModaVerseModel or any object with ``respond(LLMRequest) -> str`` (None: load ``model``)."""
+    zoo: Zoo | None = Field(default=None, exclude=True)
     """The zoo whose tasks the model may invoke (None: the installed plugins' zoo)."""
-    model_name: str = "modaverse"
-    """Reported in ``response_metadata``."""
+    model_name: str | None = None
+    """Reported in ``response_metadata`` (None: ``model``, else "modaverse")."""
     temperature: float | None = None
     """Sampling temperature; 0 or None decodes greedily."""
     top_p: float | None = None
@@ -108,14 +115,40 @@ class ChatModaVerse(BaseChatModel):
     """Strings that end generation."""
     seed: int | None = None
     """Sampling seed."""
-    fetcher: Callable[[str], bytes] | None = None
+    fetcher: Callable[[str], bytes] | None = Field(default=None, exclude=True)
     """Downloads http(s) media URLs; None refuses them."""
-    resolver: Callable[[str], Any] | None = None
+    resolver: Callable[[str], Any] | None = Field(default=None, exclude=True)
     """Maps a content block's ``file_id`` to a path or bytes."""
     bound_tools: list[TaskSpec] | None = Field(default=None, exclude=True)
     """Tools restricting the schema (set by ``bind_tools``)."""
     tool_choice: str | None = None
     """"any"/"required" forces a call; a tool name forces that tool; None lets the model decide."""
+
+    @model_validator(mode="after")
+    def _needs_a_model(self) -> ChatModaVerse:
+        if self.backend is None and not self.model:
+            raise ValueError("give `model` (a ModaVerse directory, or 'default' for the built-in model) or `backend`")
+        if self.model_name is None:
+            self.model_name = self.model or "modaverse"
+        return self
+
+    @classmethod
+    def is_lc_serializable(cls) -> bool:
+        """Serialisable by reference (``model``, ``engine`` and the settings; never the loaded weights)."""
+        return True
+
+    @classmethod
+    def get_lc_namespace(cls) -> list[str]:
+        """``["modaverse_agent", "chat_model"]``: pass ``valid_namespaces=["modaverse_agent"]`` to ``loads``."""
+        return ["modaverse_agent", "chat_model"]
+
+    def _backend(self) -> Any:
+        """The LLM, loaded from ``model`` on first use when no ``backend`` was given."""
+        if self.backend is None:
+            with _LOADING:
+                if self.backend is None:
+                    self.backend = _load_backend(str(self.model), self.engine)
+        return self.backend
 
     @property
     def _llm_type(self) -> str:
@@ -124,6 +157,13 @@ class ChatModaVerse(BaseChatModel):
     @property
     def _identifying_params(self) -> dict[str, Any]:
         return {"model_name": self.model_name, "temperature": self.temperature, "max_tokens": self.max_tokens}
+
+    def get_num_tokens(self, text: str) -> int:
+        """Tokens of ``text`` in the model's own tokenizer (LangChain's GPT-2 estimate for a backend without one)."""
+        backend = self._backend()
+        if isinstance(backend, TokenCounter):
+            return backend.count_tokens(text)
+        return super().get_num_tokens(text)
 
     def _zoo(self) -> Zoo:
         if self.zoo is None:
@@ -159,6 +199,7 @@ class ChatModaVerse(BaseChatModel):
         named = assign_media_ids(media)
         specs = self._specs()
         choice = kwargs.get("tool_choice", self.tool_choice)
+        _check_tool_choice(choice, specs)
         if answered:  # tool results are in: answer in text, call nothing more
             specs, minimum = [], 0
         elif choice in ("any", "required"):
@@ -174,26 +215,29 @@ class ChatModaVerse(BaseChatModel):
             max_new_tokens=kwargs.get("max_tokens", self.max_tokens),
             temperature=kwargs.get("temperature", self.temperature),
             top_p=kwargs.get("top_p", self.top_p),
-            stop=tuple(stop or self.stop or ()),
             seed=kwargs.get("seed", self.seed),
-        )
+        )  # stop strings apply to the answer text, not the raw JSON: see _message
         return LLMRequest(instruction, named, schema, specs, history, "\n".join(system) or None, params)
 
+    def _stops(self, stop: list[str] | None) -> list[str]:
+        return [s for s in (stop or self.stop or ()) if s]
+
     def _complete(self, request: LLMRequest) -> Completion:
-        return complete(self.backend, request, self.model_name)
+        return complete(self._backend(), request, self.model_name or "")
 
     # -- raw text -> AIMessage -----------------------------------------------------------------------
-    def _message(self, request: LLMRequest, completion: Completion, chunk: bool = False) -> AIMessage:
-        meta, errors = parse_output(completion.text, request.schema, output_format(self.backend))
+    def _message(self, request: LLMRequest, completion: Completion, stop: Sequence[str] = ()) -> AIMessage:
+        meta, errors = parse_output(completion.text, request.schema, output_format(self._backend()))
+        text, cut = cut_at_stop(meta.text, stop)
         specs = {s.task: s for s in request.tasks}
-        calls = [
-            tool_call(
-                name=inv.task,
-                args=_invocation_args(specs.get(inv.task), inv),
-                id=f"call_{uuid.uuid4().hex[:24]}",
-            )
-            for inv in meta.invocations
-        ]
+        calls, seen = [], set()
+        for inv in meta.invocations:
+            args = _invocation_args(specs.get(inv.task), inv)
+            key = json.dumps([inv.task, args], sort_keys=True)
+            if key in seen:  # the same call twice does the same work twice: keep one
+                continue
+            seen.add(key)
+            calls.append(tool_call(name=inv.task, args=args, id=f"call_{uuid.uuid4().hex[:24]}"))
         invalid = [
             invalid_tool_call(name=None, args=completion.text, id=f"call_{uuid.uuid4().hex[:24]}", error=e.message)
             for e in errors
@@ -204,14 +248,15 @@ class ChatModaVerse(BaseChatModel):
             "total_tokens": completion.input_tokens + completion.output_tokens,
         }
         metadata = {
-            "model_name": completion.model_name or self.model_name,
-            "finish_reason": completion.finish_reason,
+            "model_name": self.model_name,
+            "engine_model": completion.model_name,
+            "finish_reason": "stop" if cut else completion.finish_reason,
             "meta_response": meta.to_dict(),
             "raw": completion.text,
             "media": [{"id": i, "name": m.name, "mime_type": m.mime_type} for i, m in request.media],
         }
         return AIMessage(
-            content=meta.text,
+            content=text,
             tool_calls=calls,
             invalid_tool_calls=invalid,
             usage_metadata=usage,
@@ -226,7 +271,7 @@ class ChatModaVerse(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         request = self._request(messages, stop, **kwargs)
-        message = self._message(request, self._complete(request))
+        message = self._message(request, self._complete(request), self._stops(stop))
         return ChatResult(generations=[ChatGeneration(message=message)])
 
     def _stream(
@@ -244,25 +289,27 @@ class ChatModaVerse(BaseChatModel):
         message equals what ``invoke`` returns.
         """
         request = self._request(messages, stop, **kwargs)
+        stops = self._stops(stop)
         pieces: list[str] = []
-        reader = AnswerTextReader()
-        if isinstance(self.backend, StreamingResponder):
-            stream = as_text_stream(self.backend.stream(request), self.model_name)
+        reader, shown = AnswerTextReader(), StopHoldBack(stops)
+        backend = self._backend()
+        if isinstance(backend, StreamingResponder):
+            stream = as_text_stream(backend.stream(request), self.model_name or "")
             for piece in stream:
                 pieces.append(piece)
-                delta = reader.feed(piece)
+                delta = shown.feed(reader.feed(piece))
                 chunk = ChatGenerationChunk(
                     message=AIMessageChunk(content=delta, additional_kwargs={"raw_delta": piece})
                 )
                 if run_manager:
                     run_manager.on_llm_new_token(delta, chunk=chunk)
                 yield chunk
-            completion = stream.completion or Completion(text="".join(pieces), model_name=self.model_name)
+            completion = stream.completion or Completion(text="".join(pieces), model_name=self.model_name or "")
         else:
             completion = self._complete(request)
-        final = self._message(request, completion)
+        final = self._message(request, completion, stops)
         text = str(final.content)
-        rest = text[len(reader.text) :] if text.startswith(reader.text) else text
+        rest = text[len(shown.text) :] if text.startswith(shown.text) else text
         yield ChatGenerationChunk(
             message=AIMessageChunk(
                 content=rest,
@@ -298,7 +345,31 @@ class ChatModaVerse(BaseChatModel):
             tool_choice = "any"
         elif tool_choice is False:
             tool_choice = None
+        _check_tool_choice(tool_choice, specs)
         return self.model_copy(update={"bound_tools": specs, "tool_choice": tool_choice}).bind(**kwargs)
+
+
+_LOADING = threading.Lock()
+_CHOICES = (None, "auto", "none", "any", "required")
+
+
+def _check_tool_choice(choice: Any, specs: Sequence[TaskSpec]) -> None:
+    """Refuse a ``tool_choice`` that names no bound tool (LangChain's partner models raise too)."""
+    if choice in _CHOICES or (isinstance(choice, str) and choice in {s.task for s in specs}):
+        return
+    names = sorted(s.task for s in specs)
+    raise ValueError(f"tool_choice {choice!r} is neither a bound tool {names} nor one of auto, none, any, required")
+
+
+def _load_backend(model: str, engine: str) -> Any:
+    """The engine for ``model``: "default" is the built-in model, anything else a ModaVerse directory."""
+    if model == "default":
+        from .default_model import load_default_model
+
+        return load_default_model(engine=engine)
+    from .model.llamacpp import load_engine
+
+    return load_engine(model, engine, merge=True)
 
 
 __all__ = ["ChatModaVerse", "MediaItem", "MetaResponse"]

@@ -24,9 +24,11 @@ from .artifacts import Artifact, safe_stem
 from .errors import ModaVerseError
 from .llm_io import ChatTurn, GenerationParams
 from .media import MediaItem, load_media
-from .response import AgentEvent, FinalResponse, ResponseDone, ResponseError
+from .response import AgentEvent, FinalResponse, InvocationDone, ResponseDone, ResponseError, TextDelta
 
 FORMAT_VERSION = 1
+#: The error of a turn whose reader stopped before the answer was complete.
+STOPPED = "the answer was stopped before it finished; what it had made so far is kept"
 _EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "audio/wav": ".wav", "video/mp4": ".mp4"}
 
 
@@ -127,16 +129,26 @@ class Conversation:
             ids = [self._add(item, "attached", index) for _, item in loaded]
             # the agent names media by order, as we do: hand it every medium, already loaded
             self.turns.append(Turn("user", text, ids))
-            response = None
-            for event in self.agent.stream(
+            response, said, made = None, [], []
+            events = self.agent.stream(
                 text, list(self._items), output_dir=output_dir, params=self.params, history=history
-            ):
-                if isinstance(event, ResponseDone):
-                    response = event.response
-                    response.errors[:0] = errors
-                yield event
-            assert response is not None
-            self._answered(response, index + 1)
+            )
+            try:
+                for event in events:
+                    if isinstance(event, ResponseDone):
+                        response = event.response
+                        response.errors[:0] = errors
+                    elif isinstance(event, TextDelta):
+                        said.append(event.text)
+                    elif isinstance(event, InvocationDone):
+                        made += event.artifacts
+                    yield event
+            finally:
+                events.close()  # a reader that stops early: no further invocation starts
+                if response is None:  # keep what the turn got, so history still alternates
+                    stopped = FinalResponse("".join(said), list(made), [*errors, ResponseError("stopped", STOPPED)])
+                    response = stopped
+                self._answered(response, index + 1)
 
     def _answered(self, response: FinalResponse, index: int) -> None:
         made = []

@@ -11,7 +11,8 @@ types and neither imports the other. An LLM is anything with ``respond(LLMReques
   :class:`Completion` on the stream itself (a value, not state left on the engine);
 * :class:`MediaAware` - ``sees_media``: False when media are only marked present (no encoder);
 * :class:`FormatAware` - ``output_format``: "json" (a meta-response), "legacy" (the official release's
-  ``Modality:`` lines) or "auto" (test doubles that replay either).
+  ``Modality:`` lines) or "auto" (test doubles that replay either);
+* :class:`TokenCounter` - ``count_tokens(text)`` in the model's own tokenizer.
 """
 
 from __future__ import annotations
@@ -138,6 +139,15 @@ class FormatAware(Protocol):
     @property
     def output_format(self) -> OutputFormat:
         """ "json", "legacy" or "auto"."""
+        ...
+
+
+@runtime_checkable
+class TokenCounter(Protocol):
+    """An LLM that counts tokens in its own tokenizer."""
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text``."""
         ...
 
 

@@ -64,7 +64,8 @@ class _Tiny:
 
     @property
     def chat_model_params(self) -> dict[str, Any]:
-        return {"backend": _STATE["backend"], "zoo": _STATE["zoo"], "model_name": "modaverse-tiny"}
+        # `model` is the reference the chat model serialises by (the backend given here is used, not loaded)
+        return {"backend": _STATE["backend"], "zoo": _STATE["zoo"], "model": "default", "model_name": "modaverse-tiny"}
 
     @property
     def standard_chat_model_params(self) -> dict[str, Any]:
@@ -99,8 +100,47 @@ class _Tiny:
         return False
 
 
+def _inherited(suite: type, name: str) -> Callable[..., Any]:
+    """A copy of the suite's test ``name`` (same signature, same body) that can carry marks of its own."""
+    fn = getattr(suite, name)
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def run_async(*args: Any, **kwargs: Any) -> Any:
+            return await fn(*args, **kwargs)
+
+        return run_async
+
+    @functools.wraps(fn)
+    def run_sync(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    return run_sync
+
+
+def _xfail(name: str, reason: str, *, run: bool = True) -> Callable[..., Any]:
+    """The suite's test ``name`` marked as an expected failure with ``reason``, strict: a pass fails the run, so
+    the mark cannot outlive its reason (``run=False`` only for tests that cannot run here at all)."""
+    return pytest.mark.xfail(reason=reason, strict=True, run=run)(_inherited(ChatModelIntegrationTests, name))
+
+
 class TestChatModaVerseUnit(_Tiny, ChatModelUnitTests):
     """The unit suite: construction, standard params, bind_tools, structured output wiring."""
+
+    test_serdes = pytest.mark.xfail(
+        reason="the suite loads with allowed_objects='all', which langchain-core limits to the classes in its "
+        "own mapping, so no third-party model can pass it; test_serdes_by_reference is the same round trip "
+        "with ChatModaVerse allowed by name",
+        strict=True,
+    )(_inherited(ChatModelUnitTests, "test_serdes"))
+
+    def test_serdes_by_reference(self, model: BaseChatModel, snapshot: Any) -> None:
+        """dumpd -> load gives an equal ChatModaVerse (by reference: ``model``, ``engine``, settings)."""
+        from langchain_core.load import dumpd, load
+
+        assert dumpd(model) == snapshot(name="serialized")
+        again = load(dumpd(model), valid_namespaces=["modaverse_agent"], allowed_objects=[ChatModaVerse])
+        assert isinstance(again, ChatModaVerse) and again.model_dump() == model.model_dump()
 
 
 ARGS = (
@@ -111,25 +151,6 @@ OFFLINE = (
     "the suite downloads its {} from wikimedia.org and the tests run offline (pytest-socket); local {} "
     "blocks reaching the encoder are tested in tests/test_model_chat.py"
 )
-
-
-def _xfail(name: str, reason: str, *, run: bool = True) -> Callable[..., Any]:
-    """The suite's test ``name`` (same signature, same body) marked xfail with ``reason``."""
-    fn = getattr(ChatModelIntegrationTests, name)
-    mark = pytest.mark.xfail(reason=reason, run=run, strict=False)
-    if inspect.iscoroutinefunction(fn):
-
-        @functools.wraps(fn)
-        async def run_async(*args: Any, **kwargs: Any) -> Any:
-            return await fn(*args, **kwargs)
-
-        return mark(run_async)
-
-    @functools.wraps(fn)
-    def run_sync(*args: Any, **kwargs: Any) -> Any:
-        return fn(*args, **kwargs)
-
-    return mark(run_sync)
 
 
 class TestChatModaVerseIntegration(_Tiny, ChatModelIntegrationTests):

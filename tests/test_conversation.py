@@ -90,3 +90,21 @@ def test_clear_and_bad_files(conv: Conversation, llm: ScriptedLLM, tmp_path: Pat
     (tmp_path / "y.json").write_text(json.dumps({"version": 99}))
     with pytest.raises(ConversationError, match="not a conversation"):
         Conversation.load(tmp_path / "y.json", conv.agent)
+
+
+def test_a_turn_stopped_early_keeps_what_it_made_and_the_history_alternates(
+    conv: Conversation, llm: ScriptedLLM
+) -> None:
+    two = {
+        "text": "Two.",
+        "invocations": [{"task": "text-to-image", "prompt": "a"}, {"task": "text-to-image", "prompt": "b"}],
+    }
+    llm.enqueue(two)
+    events = conv.stream("draw two")
+    for event in events:
+        if event.kind == "invocation":  # the reader stops after the first picture
+            break
+    events.close()
+    assert [t.role for t in conv.turns] == ["user", "assistant"]
+    assert conv.turns[1].text == "Two." and "stopped" in conv.turns[1].errors[0]
+    assert [i for i, _ in conv.media] == ["image_1"] and len(conv.turns[1].artifacts) == 1

@@ -114,3 +114,35 @@ def test_agent_runnable_batch_runs_every_request(engine, echo_zoo: Zoo, tmp_path
     alone = [agent.run(p).raw for p in PROMPTS]
     results = agent.as_runnable().batch(PROMPTS, config={"max_concurrency": len(PROMPTS)})
     assert [r.raw for r in results] == alone
+
+
+def test_closing_a_stream_ends_its_decode_and_frees_the_engine(engine, echo_zoo: Zoo, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from modaverse_agent.model import responder
+
+    made: list = []
+    real = responder._cancellable_streamer
+
+    def counting(tokenizer):  # type: ignore[no-untyped-def]
+        streamer = real(tokenizer)
+        streamer.tokens = 0
+        put = streamer.put
+
+        def counted(value):  # type: ignore[no-untyped-def]
+            put(value)
+            streamer.tokens += 1
+
+        streamer.put = counted
+        made.append(streamer)
+        return streamer
+
+    monkeypatch.setattr(responder, "_cancellable_streamer", counting)
+    request = _request(echo_zoo, "draw me a picture of a cat")
+    request.params.max_new_tokens = 120
+    whole = "".join(engine.stream(request))
+    stream = engine.stream(request)
+    assert whole.startswith(next(iter(stream)))
+    stream.close()  # the decode ends at its next token, the thread is joined and the lock is free
+    assert made[1].tokens < made[0].tokens / 2 and stream.completion is None
+    assert engine._lock.acquire(blocking=False)
+    engine._lock.release()
+    assert engine.respond(_request(echo_zoo, "say hello"))  # the engine still answers

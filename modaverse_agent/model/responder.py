@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..answer_stream import StopHoldBack, cut_at_stop
 from ..errors import ModelError
 from ..llm_io import Completion, LLMRequest, OutputFormat
 from .constrained import GrammarCache, MetaResponseLogitsProcessor
@@ -75,12 +76,6 @@ def fold_conversation(request: LLMRequest) -> str:
     if not parts:
         return request.instruction
     return "\n\n".join([*parts, request.instruction]) if request.instruction.strip() else "\n\n".join(parts)
-
-
-def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
-    """``text`` cut before the first occurrence of any of ``stop``, and whether a cut happened."""
-    hits = [i for i in (text.find(s) for s in stop if s) if i >= 0]
-    return (text[: min(hits)], True) if hits else (text, False)
 
 
 #: Decoding attempts when a constrained row ends unfinished (each doubles the closing reserve).
@@ -436,6 +431,10 @@ class MetaResponseEngine:
         """
         return CompletionStream(self, request)
 
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` in this model's tokenizer (no special tokens added)."""
+        return len(self.tokenizer.encode(text, add_special_tokens=False))
+
     @property
     def output_format(self) -> OutputFormat:
         """What this model writes: "json" meta-responses, or the release's "legacy" ``Modality:`` lines."""
@@ -466,13 +465,13 @@ class CompletionStream:
     def __next__(self) -> str:
         return next(self._pieces)
 
-    def _run(self) -> Iterator[str]:
-        from transformers import TextIteratorStreamer
+    def close(self) -> None:
+        """Stop reading: the decode in progress ends at its next token and frees the engine."""
+        self._pieces.close()
 
+    def _run(self) -> Iterator[str]:
         engine, request = self.engine, self.request
-        streamer = TextIteratorStreamer(
-            engine.tokenizer, skip_prompt=True, skip_special_tokens=True, clean_up_tokenization_spaces=False
-        )
+        streamer = _cancellable_streamer(engine.tokenizer)
         result: dict[str, Any] = {}
 
         def work() -> None:
@@ -484,23 +483,42 @@ class CompletionStream:
 
         thread = threading.Thread(target=work, name="modaverse-stream", daemon=True)
         thread.start()
-        stops = [s for s in request.params.stop if s]
-        hold = max((len(s) for s in stops), default=1) - 1
-        text, sent, stopped = "", 0, False
+        shown = StopHoldBack(request.params.stop)
+        finished = False
         try:
-            for piece in streamer:
-                if stopped:
-                    continue  # drain: decoding finishes in its thread
-                text += piece
-                cut, stopped = cut_at_stop(text, stops)
-                upto = len(cut) if stopped else max(sent, len(text) - hold)
-                if upto > sent:
-                    yield text[sent:upto]
-                    sent = upto
-            if not stopped and len(text) > sent:
-                yield text[sent:]
+            for piece in streamer:  # after a stop string, drain: decoding finishes in its thread
+                out = shown.feed(piece)
+                if out:
+                    yield out
+            if not shown.stopped and len(shown.seen) > len(shown.text):
+                yield shown.seen[len(shown.text) :]
+            finished = True
         finally:
+            if not finished:  # the reader stopped early (closed, or an error here): end the decode too
+                streamer.cancelled.set()
             thread.join()
         if "error" in result:
             raise result["error"]
         self.completion = result["completion"]
+
+
+class DecodeCancelled(Exception):
+    """The reader of a stream stopped; its decode ends at the next token."""
+
+
+def _cancellable_streamer(tokenizer: Any) -> Any:
+    """A transformers ``TextIteratorStreamer`` whose ``put`` raises :class:`DecodeCancelled` once
+    ``cancelled`` is set: both engines hand every new token to it, so the decode loop ends there."""
+    from transformers import TextIteratorStreamer
+
+    class Streamer(TextIteratorStreamer):
+        def __init__(self) -> None:
+            super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+            self.cancelled = threading.Event()
+
+        def put(self, value: Any) -> None:
+            if self.cancelled.is_set():
+                raise DecodeCancelled("the stream's reader stopped")
+            super().put(value)
+
+    return Streamer()
