@@ -18,7 +18,7 @@ import re
 import string
 import tomllib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
@@ -27,6 +27,9 @@ from typing import Any, Protocol
 from .dataset import MEDIA_MODALITIES, DatasetError
 
 SPLITS = ("train", "test")
+#: The phrasing families of ``phrasings.toml``: ``[train]`` and ``[test]`` (the original split, same pools)
+#: and one ``[families.NAME]`` table per further family (any subset of the pools).
+LEGACY_FAMILIES = SPLITS
 #: Share of captions, questions and lines held out for the test split (by a hash of the text).
 TEST_PERCENT = 15
 
@@ -47,7 +50,10 @@ POOL_PLACEHOLDERS: dict[str, frozenset[str]] = {
     "scene_": frozenset({"scene"}),
     "media_prefix_": frozenset(),
     "question_wrap": frozenset({"question"}),
+    "cross_told_": frozenset({"scene"}),
     "cross_": frozenset(),
+    "derived": frozenset({"request"}),
+    "multi_q": frozenset({"a", "question"}),
     "spoken_answer": frozenset({"question"}),
     "opener": frozenset(),
     "closer": frozenset(),
@@ -64,6 +70,13 @@ RESPONSE_KEYS = (
     "blind_audio",
     "blind_video",
 )
+#: Optional replies: a cross-modal request served from placeholder media (the output is made from the
+#: words; the reply says the media were not seen). Without them the output's own reply is used.
+OPTIONAL_RESPONSE_KEYS = ("cross_image", "cross_audio", "cross_video")
+#: What a cross-modal request can ask for (``music`` is text-to-audio too, with a music prompt).
+CROSS_OUTPUTS = ("image", "audio", "music", "video")
+#: Tasks a derived picture (``derived.txt``) may use.
+DERIVED_TASKS = ("image-editing", "text-to-image")
 
 EXTENSIONS = {
     "image": (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"),
@@ -102,6 +115,15 @@ class Scene:
 
 
 @dataclass(frozen=True)
+class Derived:
+    """A picture derived from an attached photo: the request (an imperative clause), its task and prompt."""
+
+    request: str
+    task: str
+    prompt: str
+
+
+@dataclass(frozen=True)
 class CaptionedItem:
     """One row of a captioned corpus: modality, caption and media file (None = caption only)."""
 
@@ -126,9 +148,19 @@ class Corpora:
     image_styles: tuple[Style, ...]
     video_styles: tuple[Style, ...]
     style_defaults: Mapping[str, str]
+    #: Phrasing family -> pool -> templates; ``train`` and ``test`` are the original two families.
     phrasings: Mapping[str, Mapping[str, tuple[str, ...]]]
     responses: Mapping[str, tuple[str, ...]]
     name: str = "builtin"
+    #: Pictures derived from an attached photo (``derived.txt``; optional file).
+    derived: tuple[Derived, ...] = ()
+    #: Generator prompts for cross-modal requests on placeholder media, by ``SRC_DST`` (``[blind_prompts]``).
+    blind_prompts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def families(self) -> tuple[str, ...]:
+        """The phrasing families, in file order."""
+        return tuple(self.phrasings)
 
 
 def split_of(text: str, test_percent: int = TEST_PERCENT) -> str:
@@ -158,8 +190,13 @@ def _pool_placeholders(pool: str) -> frozenset[str]:
     raise DatasetError(f"phrasings: unknown pool {pool!r}; known pools start with {sorted(POOL_PLACEHOLDERS)}")
 
 
+def _section(family: str) -> str:
+    return f"[{family}]" if family in LEGACY_FAMILIES else f"[families.{family}]"
+
+
 def check_phrasings(phrasings: Mapping[str, Mapping[str, tuple[str, ...]]], where: str = "phrasings") -> None:
-    """Same pools in both splits, the right placeholders, and no template in both splits."""
+    """``[train]`` and ``[test]`` with the same pools, the right placeholders in every family's pools, and no
+    template in two families (so that any family can be held out; bare placeholders are the exception)."""
     missing = [s for s in SPLITS if s not in phrasings]
     if missing:
         raise DatasetError(f"{where}: missing section(s) {['[' + s + ']' for s in missing]}")
@@ -167,30 +204,54 @@ def check_phrasings(phrasings: Mapping[str, Mapping[str, tuple[str, ...]]], wher
     if set(train) != set(test):
         diff = sorted(set(train) ^ set(test))
         raise DatasetError(f"{where}: [train] and [test] must have the same pools; only in one: {diff}")
-    for split in SPLITS:
-        for pool, templates in phrasings[split].items():
+    for family, pools in phrasings.items():
+        for pool, templates in pools.items():
             if not templates:
-                raise DatasetError(f"{where}: [{split}].{pool} is empty; give it at least one template")
+                raise DatasetError(f"{where}: {_section(family)}.{pool} is empty; give it at least one template")
             want = _pool_placeholders(pool)
             for t in templates:
                 try:
                     got = placeholders(t)
                 except ValueError as e:
-                    raise DatasetError(f"{where}: [{split}].{pool}: bad template {t!r} ({e})") from None
+                    raise DatasetError(f"{where}: {_section(family)}.{pool}: bad template {t!r} ({e})") from None
                 if got != want:
+                    where_pool = f"{where}: {_section(family)}.{pool}"
+                    raise DatasetError(f"{where_pool}: template {t!r} uses {sorted(got)}, expected {sorted(want)}")
+    seen: dict[str, tuple[str, str, str]] = {}
+    for family, pools in phrasings.items():
+        for pool, templates in pools.items():
+            for t in templates:
+                if _is_bare(t):
+                    continue
+                other_family, other_pool, other = seen.setdefault(normalise_template(t), (family, pool, t))
+                if other_family != family:
                     raise DatasetError(
-                        f"{where}: [{split}].{pool}: template {t!r} uses {sorted(got)}, expected {sorted(want)}"
+                        f"{where}: held-out template {t!r} ({_section(family)}.{pool}) is also a training template "
+                        f"{other!r} ({_section(other_family)}.{other_pool}); held-out phrasings must differ "
+                        "(a template belongs to one family)"
                     )
-    seen = {normalise_template(t): (pool, t) for pool, ts in train.items() for t in ts if not _is_bare(t)}
-    for pool, templates in test.items():
-        for t in templates:
-            norm = normalise_template(t)
-            if norm in seen and not _is_bare(t):
-                other_pool, other = seen[norm]
-                raise DatasetError(
-                    f"{where}: held-out template {t!r} ([test].{pool}) is also a training template "
-                    f"{other!r} ([train].{other_pool}); held-out phrasings must differ"
-                )
+
+
+def split_phrasings(
+    phrasings: Mapping[str, Mapping[str, tuple[str, ...]]], heldout_family: str | None = None
+) -> dict[str, dict[str, list[tuple[str, str]]]]:
+    """Pools of ``(family, template)`` per split: ``train`` draws on every family but ``heldout_family``;
+    ``test`` on that family alone, or on every family when none is held out (then only the content differs)."""
+    if heldout_family is not None and heldout_family not in phrasings:
+        raise DatasetError(
+            f"unknown phrasing family {heldout_family!r}; known: {', '.join(phrasings)} (see `modaverse data corpora`)"
+        )
+
+    def merged(families: list[str]) -> dict[str, list[tuple[str, str]]]:
+        out: dict[str, list[tuple[str, str]]] = {}
+        for family in families:
+            for pool, templates in phrasings[family].items():
+                out.setdefault(pool, []).extend((family, t) for t in templates)
+        return out
+
+    train = merged([f for f in phrasings if f != heldout_family])
+    test = merged([heldout_family]) if heldout_family is not None else train
+    return {"train": train, "test": test}
 
 
 # -- reading the built-in text files --------------------------------------------------------------
@@ -200,10 +261,12 @@ class _Dir(Protocol):
     def joinpath(self, *parts: str) -> Any: ...
 
 
-def _lines(folder: _Dir, name: str) -> list[tuple[int, str]]:
+def _lines(folder: _Dir, name: str, *, optional: bool = False) -> list[tuple[int, str]]:
     try:
         text = folder.joinpath(name).read_text(encoding="utf-8")
     except FileNotFoundError:
+        if optional:
+            return []
         raise DatasetError(f"corpus file {name} is missing from {folder}") from None
     out = []
     for lineno, line in enumerate(text.splitlines(), 1):
@@ -220,14 +283,60 @@ def _plain(folder: _Dir, name: str) -> tuple[str, ...]:
     return items
 
 
-def _fields(folder: _Dir, name: str, count: int) -> list[list[str]]:
+def _fields(folder: _Dir, name: str, count: int, *, optional: bool = False) -> list[tuple[int, list[str]]]:
     rows = []
-    for lineno, line in _lines(folder, name):
+    for lineno, line in _lines(folder, name, optional=optional):
         parts = [p.strip() for p in line.split("||")]
         if len(parts) != count or not all(parts):
             raise DatasetError(f"{name}:{lineno}: expected {count} non-empty fields separated by ' || '")
-        rows.append(parts)
+        rows.append((lineno, parts))
     return rows
+
+
+def _derived(folder: _Dir) -> tuple[Derived, ...]:
+    out = []
+    for lineno, (request, task, prompt) in _fields(folder, "derived.txt", 3, optional=True):
+        if task not in DERIVED_TASKS:
+            raise DatasetError(f"derived.txt:{lineno}: task {task!r} is not one of {list(DERIVED_TASKS)}")
+        out.append(Derived(request, task, prompt))
+    return tuple(dict.fromkeys(out))
+
+
+def _string_lists(raw: Any, where: str) -> dict[str, tuple[str, ...]]:
+    """A TOML table of string arrays (a family's pools, or blind prompts), checked."""
+    if not isinstance(raw, dict):
+        raise DatasetError(f"phrasings.toml: {where} must be a table of string lists")
+    out = {}
+    for key, value in raw.items():
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise DatasetError(f"phrasings.toml: {where}.{key} must be a list of strings")
+        out[str(key)] = tuple(value)
+    return out
+
+
+def _phrasings(phr: Mapping[str, Any]) -> dict[str, dict[str, tuple[str, ...]]]:
+    phrasings = {s: _string_lists(phr[s], f"[{s}]") for s in SPLITS if s in phr}
+    families = phr.get("families", {})
+    if not isinstance(families, dict) or not all(isinstance(v, dict) for v in families.values()):
+        raise DatasetError("phrasings.toml: [families] must hold one table per family ([families.NAME])")
+    for family, pools in families.items():
+        if family in SPLITS or not re.fullmatch(r"[a-z][a-z0-9_]*", family):
+            raise DatasetError(f"phrasings.toml: family name {family!r}: use a-z, 0-9 and _, not train or test")
+        phrasings[family] = _string_lists(pools, f"[families.{family}]")
+    check_phrasings(phrasings, "phrasings.toml")
+    return phrasings
+
+
+def _blind_prompts(raw: Any) -> dict[str, tuple[str, ...]]:
+    prompts = _string_lists(raw, "[blind_prompts]")
+    for key, values in prompts.items():
+        src, _, dst = key.partition("_")
+        if src not in MEDIA_MODALITIES or dst not in CROSS_OUTPUTS or src == dst or not values:
+            raise DatasetError(
+                f"phrasings.toml: [blind_prompts].{key}: keys are SRC_DST (SRC image/audio/video, "
+                f"DST {'/'.join(CROSS_OUTPUTS)}) with at least one prompt"
+            )
+    return prompts
 
 
 def _toml(folder: _Dir, name: str) -> dict[str, Any]:
@@ -260,9 +369,8 @@ def load_corpora(folder: str | Path | None = None) -> Corpora:
     if folder is not None and not Path(folder).is_dir():
         raise DatasetError(f"corpora folder {folder} does not exist")
     phr = _toml(root, "phrasings.toml")
-    phrasings = {s: {k: tuple(v) for k, v in phr.get(s, {}).items()} for s in SPLITS if s in phr}
-    check_phrasings(phrasings, "phrasings.toml")
-    responses = {k: tuple(v) for k, v in phr.get("responses", {}).items()}
+    phrasings = _phrasings(phr)
+    responses = _string_lists(phr.get("responses", {}), "[responses]")
     missing = [k for k in RESPONSE_KEYS if not responses.get(k)]
     if missing:
         raise DatasetError(f"phrasings.toml: [responses] lacks {missing}")
@@ -274,14 +382,16 @@ def load_corpora(folder: str | Path | None = None) -> Corpora:
         videos=_plain(root, "videos.txt"),
         speech=_plain(root, "speech.txt"),
         edits=_plain(root, "edits.txt"),
-        questions=tuple(QA(q, a) for q, a in _fields(root, "questions.txt", 2)),
-        scenes=tuple(Scene(*row) for row in _fields(root, "scenes.txt", 4)),
+        questions=tuple(QA(q, a) for _, (q, a) in _fields(root, "questions.txt", 2)),
+        scenes=tuple(Scene(*row) for _, row in _fields(root, "scenes.txt", 4)),
         image_styles=_styles(styles.get("image"), "image"),
         video_styles=_styles(styles.get("video"), "video"),
         style_defaults={str(k): str(v) for k, v in styles.get("defaults", {}).items()},
         phrasings=phrasings,
         responses=responses,
         name="builtin" if folder is None else str(folder),
+        derived=_derived(root),
+        blind_prompts=_blind_prompts(phr.get("blind_prompts", {})),
     )
 
 
