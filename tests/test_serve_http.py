@@ -420,3 +420,14 @@ def test_a_factory_loads_in_the_background(echo_zoo: Zoo, tmp_path: Path) -> Non
         assert health.status_code == 503 and "no weights here" in health.json()["error"]
         r = httpx.post(f"{url}/v1/chat/completions", json={"messages": [user("x")]})
         assert r.status_code == 503 and "failed to load" in r.json()["error"]["message"]
+
+
+def test_a_reply_does_not_wait_for_a_delayed_ack(echo_zoo: Zoo, tmp_path: Path) -> None:
+    """Nagle is off on the server's connections: a small reply takes about a millisecond, not ~40 ms."""
+    with serving(PlanLLM(DRAW), echo_zoo, tmp_path / "out") as url, httpx.Client(base_url=url) as http:
+        times = []
+        for _ in range(21):
+            t = time.perf_counter()
+            assert http.get("/health").status_code == 200
+            times.append(time.perf_counter() - t)
+    assert sorted(times)[10] < 0.02
