@@ -37,6 +37,8 @@ _LAZY = {
     "zoo_tools": ".tools",
     "generator_tool": ".tools",
     "AgentRunnable": ".runnable",
+    "ChatModaVerse": ".chat_model",
+    "Conversation": ".conversation",
 }
 
 __all__ = [
