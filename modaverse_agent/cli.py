@@ -41,6 +41,7 @@ from .cli_output import (
     tolerant_streams,
 )
 from .cli_serve import serve
+from .cli_web import web
 from .cli_zoo import load_zoo, plugins, zoo, zoo_config_option
 from .diffusion import SEED_MAX
 
@@ -77,6 +78,7 @@ cli.add_command(zoo)
 cli.add_command(import_official)
 cli.add_command(serve)
 cli.add_command(chat)
+cli.add_command(web)
 
 
 def _read_plan(value: str) -> str:
