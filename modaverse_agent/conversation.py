@@ -133,6 +133,7 @@ class Conversation:
             events = self.agent.stream(
                 text, list(self._items), output_dir=output_dir, params=self.params, history=history
             )
+            reason = STOPPED
             try:
                 for event in events:
                     if isinstance(event, ResponseDone):
@@ -143,11 +144,13 @@ class Conversation:
                     elif isinstance(event, InvocationDone):
                         made += event.artifacts
                     yield event
+            except Exception as e:  # recorded below, then raised to the reader
+                reason = f"the answer failed: {type(e).__name__}: {e}"
+                raise
             finally:
                 events.close()  # a reader that stops early: no further invocation starts
                 if response is None:  # keep what the turn got, so history still alternates
-                    stopped = FinalResponse("".join(said), list(made), [*errors, ResponseError("stopped", STOPPED)])
-                    response = stopped
+                    response = FinalResponse("".join(said), list(made), [*errors, ResponseError("stopped", reason)])
                 self._answered(response, index + 1)
 
     def _answered(self, response: FinalResponse, index: int) -> None:

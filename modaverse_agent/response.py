@@ -22,7 +22,7 @@ from .meta_response import MetaResponse
 class ResponseError:
     """One thing that went wrong, where, and what to do about it."""
 
-    stage: str  # "media" | "llm" | "meta-response" | "output" | "invocation"
+    stage: str  # "media" | "llm" | "meta-response" | "output" | "invocation" | "stopped"
     message: str
     task: str | None = None
     index: int | None = None

@@ -22,10 +22,10 @@ import pexpect
 import pytest
 
 from modaverse_agent.agent import ModaVerseAgent
-from modaverse_agent.conversation import Conversation
+from modaverse_agent.conversation import STOPPED, Conversation
 from modaverse_agent.generators import GenerationRequest
 from modaverse_agent.serving.terminal import LEAVE_HINT, ChatTerminal, LineDiscarded
-from modaverse_agent.serving.terminal_turn import STOPPED, TurnRunner, progress_text
+from modaverse_agent.serving.terminal_turn import TurnRunner, progress_text
 from modaverse_agent.testing import ScriptedLLM
 from modaverse_agent.zoo import Zoo
 
@@ -336,7 +336,7 @@ def test_a_discarded_line_disarms_leaving_and_a_failed_turn_is_kept(
     assert captured.out.count(LEAVE_HINT) == 2
     assert "ScriptedLLM has no reply queued" in captured.err  # the LLM failing is an error line, not a crash
     assert [t.role for t in terminal.conv.turns] == ["user", "assistant"]
-    assert STOPPED not in terminal.conv.turns[-1].errors
+    assert f"stopped: {STOPPED}" not in terminal.conv.turns[-1].errors
 
 
 def test_a_stopped_turn_starts_no_further_invocation_and_is_kept(echo_zoo: Zoo, tmp_path: Path) -> None:
@@ -369,5 +369,5 @@ def test_a_stopped_turn_starts_no_further_invocation_and_is_kept(echo_zoo: Zoo, 
         pass
     assert runner.done() and runner.response is None and [a.generator for a in runner.made] == ["gated-image"]
     assert not list((tmp_path / "out").rglob("*.wav"))  # the second invocation never started
-    assert [t.role for t in conv.turns] == ["user", "assistant"] and conv.turns[-1].errors == [STOPPED]
+    assert [t.role for t in conv.turns] == ["user", "assistant"] and conv.turns[-1].errors == [f"stopped: {STOPPED}"]
     assert conv.turns[-1].text == "Two things." and conv.turns[-1].artifacts[0]["generator"] == "gated-image"

@@ -4,7 +4,7 @@
 main thread through a queue, so Ctrl-C (a ``KeyboardInterrupt`` in the main thread) never lands inside the
 agent: the main thread calls :meth:`TurnRunner.stop`, and the worker closes the event iterator as soon
 as the step in progress (a decode, a generator) returns - no further step of that answer starts. The
-stopped (or failed) turn is recorded in the conversation with the text and files it got so far, so the
+stopped (or failed) turn is recorded by the conversation with the text and files it got so far, so the
 next turn's history still alternates user / assistant.
 
 :class:`AnswerView` prints the events for a person: the text as it decodes, a one-line progress display
@@ -25,11 +25,10 @@ import click
 
 from ..artifacts import Artifact
 from ..cli_output import clip, printable
-from ..conversation import Conversation, Turn
+from ..conversation import Conversation
 from ..media import MediaItem
 from ..response import AgentEvent, FinalResponse, InvocationDone, PlanReady, ResponseDone, TextDelta
 
-STOPPED = "stopped by the user (Ctrl-C) before it finished"
 _END = object()
 
 
@@ -91,16 +90,7 @@ class TurnRunner:
             self.failure = e
         finally:
             self._events.close()  # GeneratorExit at the agent's yield: no further invocation starts
-            self._record_unfinished()
             self._queue.put(_END)
-
-    def _record_unfinished(self) -> None:
-        """A turn that ended without its response keeps an assistant turn saying so (history alternates)."""
-        turns = self.conv.turns
-        if self.response is not None or not turns or turns[-1].role != "user":
-            return
-        reason = STOPPED if self.failure is None else f"failed: {type(self.failure).__name__}: {self.failure}"
-        turns.append(Turn("assistant", self.text, errors=[reason], artifacts=[a.to_dict() for a in self.made]))
 
 
 class ProgressLine:
