@@ -244,7 +244,8 @@ def part_default_model(a: argparse.Namespace, work: Path) -> None:
             f"decode: 1 client {one / one_s:.1f} tokens/s ({one} tokens, {one_s:.1f} s); 8 concurrent clients "
             f"{eight / eight_s:.1f} tokens/s aggregate ({eight} tokens, {eight_s:.1f} s)"
         )
-        print(f"server peak RSS: {peak_rss_mb(proc.pid):.0f} MiB")
+        batches = httpx.get(f"{base}/health").json()["batches"]
+        print(f"server peak RSS: {peak_rss_mb(proc.pid):.0f} MiB; decode batches (size: count): {batches}")
     finally:
         stop_server(proc)
 

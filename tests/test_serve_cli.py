@@ -53,8 +53,10 @@ def test_the_script_serves_openai_clients_until_ctrl_c(tmp_path: Path) -> None:
         assert done.choices[0].message.content.startswith("A kite.") and len(ext["artifacts"]) == 1
         assert list((tmp_path / "o").rglob(ext["artifacts"][0]["filename"]))
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(30) == 130  # the CLI's exit code for Ctrl-C, after a graceful shutdown
-        assert "Traceback" not in (proc.stderr.read() if proc.stderr else "")
+        code = proc.wait(30)
+        rest = proc.stderr.read() if proc.stderr else ""
+        assert code == 130, rest  # the CLI's exit code for Ctrl-C, after a graceful shutdown
+        assert "Traceback" not in rest, rest
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -340,6 +340,40 @@ def test_a_client_that_disconnects_mid_stream_frees_its_slot(echo_zoo: Zoo, tmp_
         assert sorted(started) == ["one", "one", "two"]
 
 
+def test_a_waiting_request_whose_client_left_never_runs(echo_zoo: Zoo, tmp_path: Path) -> None:
+    gate, started = threading.Event(), []
+    zoo = Zoo([echo_zoo.get("echo-image"), _gate_image(gate, started)])
+    llm = PlanLLM({"text": "ok", "invocations": [{"task": "gated-image", "prompt": "p"}]})
+    with serving(llm, zoo, tmp_path / "out", workers=1, max_queue=4) as url:
+        first = threading.Thread(
+            target=httpx.post,
+            args=(f"{url}/v1/chat/completions",),
+            kwargs={"json": {"messages": [user("first")]}, "timeout": 60},
+        )
+        first.start()
+        while not started:
+            time.sleep(0.01)
+        with pytest.raises(httpx.ReadTimeout):  # waits behind the first, then gives up
+            httpx.post(f"{url}/v1/chat/completions", json={"messages": [user("second")]}, timeout=0.5)
+        deadline = time.monotonic() + 10
+        while httpx.get(f"{url}/health").json()["waiting"] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert httpx.get(f"{url}/health").json()["waiting"] == 0  # it left the queue when its client left
+        gate.set()
+        first.join(30)
+    assert [r.instruction for r in llm.requests] == ["first"] and started == ["p"]
+
+
+def test_a_bad_attachment_is_reported_and_the_good_one_is_used(echo_zoo: Zoo, tmp_path: Path) -> None:
+    llm = PlanLLM(DRAW)
+    broken = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n broken").decode()
+    with serving(llm, echo_zoo, tmp_path / "out") as url:
+        msg = client(url).chat.completions.create(model="m", messages=[user("edit", broken, png_url())])
+    ext = msg.choices[0].message.model_extra["modaverse"]
+    assert [e["stage"] for e in ext["errors"]] == ["media"] and "messages[0].content[1]" in ext["errors"][0]["message"]
+    assert [i for i, _ in llm.requests[0].media] == ["image_1"] and len(ext["artifacts"]) == 2
+
+
 def test_failures_stay_in_their_response(echo_zoo: Zoo, tmp_path: Path) -> None:
     zoo = Zoo([echo_zoo.get("echo-image"), _broken_audio()])
     plan = {
@@ -364,20 +398,23 @@ def test_concurrent_answers_are_decoded_in_batches_and_a_bad_one_fails_alone(ech
     llm = BatchLLM({"text": "Hi.", "invocations": []})
     with serving(llm, echo_zoo, tmp_path / "out", workers=8, max_batch=8, batch_window_s=0.05) as url:
         codes: dict[str, int] = {}
+        usages: list[dict[str, int]] = []
 
         def ask(text: str) -> None:
             r = httpx.post(f"{url}/v1/chat/completions", json={"messages": [user(text)]}, timeout=60)
             codes[text] = r.status_code
             if r.status_code == 200:
-                assert r.json()["usage"] == {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+                usages.append(r.json()["usage"])
 
         threads = [threading.Thread(target=ask, args=(t,)) for t in ["boom", *[f"hello {i}" for i in range(7)]]]
         for t in threads:
             t.start()
         for t in threads:
             t.join(60)
-    assert max(llm.sizes) > 1
+        batches = httpx.get(f"{url}/health").json()["batches"]
+    assert max(llm.sizes) > 1 and max(int(k) for k in batches) > 1
     assert codes.pop("boom") == 500 and set(codes.values()) == {200} and len(codes) == 7
+    assert usages == [{"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}] * 7
 
 
 def test_cors_is_off_unless_an_origin_is_given(echo_zoo: Zoo, tmp_path: Path) -> None:

@@ -5,7 +5,8 @@ events in OpenAI's chunk format, ending with ``data: [DONE]``), ``GET /v1/files/
 ``GET /v1/files/{id}/content`` (the files answers made; their ids are unguessable, so the content URL
 works without the API key and a markdown link opens in a browser).
 
-By default a request is answered by the agent: its invocations run and the files come back as URLs
+One model is served: a request's ``model`` is not checked (its answer names the served model). By
+default a request is answered by the agent: its invocations run and the files come back as URLs
 (see :mod:`.chunks`). A request with ``tools`` is answered like a plain LLM: OpenAI ``tool_calls``, nothing
 run. Every request gets an id (``x-request-id``, echoed, and the completion id); an API key (Bearer)
 is checked when one is set; CORS is off unless origins are given. Under load: a bounded queue (429 with
@@ -45,7 +46,10 @@ from .scheduler import QueueFull, Scheduler
 
 logger = logging.getLogger(__name__)
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
+#: A client's request id is kept when it is this tame (it names the request's output folder).
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$")
+#: Bodies larger than this are parsed on a worker thread, not on the event loop.
+_PARSE_INLINE_BYTES = 256 * 1024
 AgentSource = ModaVerseAgent | Callable[[], ModaVerseAgent]
 
 
@@ -236,6 +240,8 @@ def create_app(agent: AgentSource, options: ServeOptions | None = None, **overri
     @app.get("/health")
     async def health() -> JSONResponse:
         body = {"status": service.status, "model": opts.model_name, **service.scheduler.load(), "error": service.error}
+        batcher = service.served.batcher if service.served is not None else None
+        body["batches"] = {str(k): v for k, v in sorted(batcher.sizes.items())} if batcher is not None else None
         return JSONResponse(body, 200 if service.status == "ok" else 503)
 
     @app.get("/v1/models", dependencies=[Depends(check_key)])
@@ -272,7 +278,10 @@ def create_app(agent: AgentSource, options: ServeOptions | None = None, **overri
     @app.post("/v1/chat/completions", dependencies=[Depends(check_key)])
     async def chat_completions(request: Request) -> Response:
         body = await _read_body(request, opts.max_body_bytes)
-        chat = parse_chat_request(body, allow_local_files=opts.allow_local_files)
+        if len(body) > _PARSE_INLINE_BYTES:  # decoding megabytes of base64 media must not stall other requests
+            chat = await asyncio.to_thread(parse_chat_request, body, allow_local_files=opts.allow_local_files)
+        else:
+            chat = parse_chat_request(body, allow_local_files=opts.allow_local_files)
         served = service.ready()
         rid = request.state.request_id
         base = opts.public_url or str(request.base_url)
