@@ -117,10 +117,10 @@ def test_agent_runnable_batch_runs_every_request(engine, echo_zoo: Zoo, tmp_path
 
 
 def test_closing_a_stream_ends_its_decode_and_frees_the_engine(engine, echo_zoo: Zoo, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from modaverse_agent.model import responder
+    from modaverse_agent.model import streaming
 
     made: list = []
-    real = responder._cancellable_streamer
+    real = streaming.cancellable_streamer
 
     def counting(tokenizer):  # type: ignore[no-untyped-def]
         streamer = real(tokenizer)
@@ -135,7 +135,7 @@ def test_closing_a_stream_ends_its_decode_and_frees_the_engine(engine, echo_zoo:
         made.append(streamer)
         return streamer
 
-    monkeypatch.setattr(responder, "_cancellable_streamer", counting)
+    monkeypatch.setattr(streaming, "cancellable_streamer", counting)
     request = _request(echo_zoo, "draw me a picture of a cat")
     request.params.max_new_tokens = 120
     whole = "".join(engine.stream(request))

@@ -18,13 +18,15 @@ from modaverse_agent.agent import LLMRequest  # noqa: E402
 from modaverse_agent.errors import ModelError  # noqa: E402
 from modaverse_agent.media import load_media  # noqa: E402
 from modaverse_agent.meta_response import parse_meta_response  # noqa: E402
-from modaverse_agent.model.gguf_export import gguf_metadata, lora_tensors, write_llama_gguf  # noqa: E402
+from modaverse_agent.model.gguf_export import lora_tensors, write_llama_gguf  # noqa: E402
+from modaverse_agent.model.gguf_file import gguf_metadata  # noqa: E402
 from modaverse_agent.model.llamacpp import (  # noqa: E402
     LlamaCppModel,
-    _suits_llama_cpp,
     adapter_gguf,
     load_engine,
+    not_plain_lora,
     resolve_engine,
+    suits_llama_cpp,
 )
 from modaverse_agent.model.modeling import ModaVerseModel  # noqa: E402
 from modaverse_agent.model.tiny import save_tiny_base, tiny_config  # noqa: E402
@@ -93,7 +95,7 @@ def test_media_go_in_as_embeddings_and_move_the_answer(engines: tuple[ModaVerseM
     for f in (feats[:1], -feats[:1]):
         with torch.no_grad():
             ref = torch_model(input_ids=ids, media_features=f, media_modalities=["image"]).logits[0, -1, : lc.n_vocab]
-        lc._prefill(prompts[0], lc._media_rows(f, ["image"]))
+        lc._prefill(lc._lay_out(prompts[:1], lc._media_rows(f, ["image"]))[0])
         got = lc._logits(lc.grammars.vocab_size)[0, : lc.n_vocab]
         assert torch.allclose(got, ref, atol=1e-3, rtol=1e-3)
         seen.append(got)
@@ -186,9 +188,9 @@ def test_load_engine_picks_and_refuses(dirs: tuple[Path, Path], tmp_path: Path) 
     config = json.loads((model_dir / "modaverse_config.json").read_text())
     moved = shutil.copytree(model_dir, tmp_path / "m")
     (moved / "modaverse_config.json").write_text(json.dumps({**config, "lora_targets": ["q_proj", "lm_head"]}))
-    assert not _suits_llama_cpp(moved, gguf)  # auto leaves LoRA on the output layer to torch
+    assert not suits_llama_cpp(moved, gguf)  # auto leaves LoRA on the output layer to torch
     (moved / "modaverse_config.json").write_text(json.dumps({**config, "train_embeddings": True}))
-    assert not _suits_llama_cpp(moved, gguf) and _suits_llama_cpp(model_dir, gguf)
+    assert not suits_llama_cpp(moved, gguf) and suits_llama_cpp(model_dir, gguf)
     with pytest.raises(ModelError, match="whole embedding table"):
         LlamaCppModel.from_pretrained(moved, gguf=gguf)
     other = save_tiny_base(tmp_path / "other", hidden=32)
@@ -215,7 +217,7 @@ def test_load_engine_picks_and_refuses(dirs: tuple[Path, Path], tmp_path: Path) 
 def test_a_builtin_base_on_llama_cpp_caches_only_its_tokenizer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``modaverse:gemma-3-270m`` on llama.cpp runs the GGUF as it is: the first load caches the tokenizer and
     generation config only (read from the GGUF), and never converts the weights to a safetensors folder."""
-    from modaverse_agent import default_model
+    from modaverse_agent.model import builtin
 
     # transformers reads a GPT-2-style GGUF tokenizer with "<|endoftext|>" added unless the vocabulary has it
     base = save_tiny_base(tmp_path / "base", hidden=32, extra_specials=["<|endoftext|>"])
@@ -228,13 +230,13 @@ def test_a_builtin_base_on_llama_cpp_caches_only_its_tokenizer(tmp_path: Path, m
     reference = LlamaCppModel.from_pretrained(tmp_path / "model", gguf=gguf, cache=tmp_path / "adapters")
 
     monkeypatch.setenv("MODAVERSE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(default_model, "ensure_gguf", lambda log=None: gguf)
+    monkeypatch.setattr(builtin, "ensure_gguf", lambda log=None: gguf)
 
     def no_conversion(log: object = None) -> Path:
         raise AssertionError("the llama.cpp engine converted the base LLM")
 
-    _whole, tokenizer_only = default_model.BUILTIN_LLMS["gemma-3-270m"]
-    monkeypatch.setitem(default_model.BUILTIN_LLMS, "gemma-3-270m", (no_conversion, tokenizer_only))
+    _whole, tokenizer_only = builtin.BUILTIN_LLMS["gemma-3-270m"]
+    monkeypatch.setitem(builtin.BUILTIN_LLMS, "gemma-3-270m", (no_conversion, tokenizer_only))
     config = json.loads((tmp_path / "model" / "modaverse_config.json").read_text())
     (tmp_path / "model" / "modaverse_config.json").write_text(json.dumps({**config, "llm": "modaverse:gemma-3-270m"}))
 
@@ -266,11 +268,9 @@ def test_lora_names_follow_llama_cpp() -> None:
     assert out["blk.1.attn_q.weight.lora_b"][1, 0] == 8.0  # rows permuted to llama.cpp's rotary layout
     with pytest.raises(ModelError, match="not a LoRA"):
         lora_tensors({"base_model.model.lm_head.weight": torch.ones(2, 2)}, "llama", 2)
-    from modaverse_agent.model.llamacpp import _not_plain_lora
-
-    assert _not_plain_lora({"r": 8}) is None
-    assert "DoRA" in str(_not_plain_lora({"use_dora": True}))
-    assert "one LoRA rank" in str(_not_plain_lora({"rank_pattern": {"q_proj": 4}}))
+    assert not_plain_lora({"r": 8}) is None
+    assert "DoRA" in str(not_plain_lora({"use_dora": True}))
+    assert "one LoRA rank" in str(not_plain_lora({"rank_pattern": {"q_proj": 4}}))
 
 
 def test_cli_runs_and_evaluates_on_llama_cpp(dirs: tuple[Path, Path], png_file: Path, tmp_path: Path) -> None:

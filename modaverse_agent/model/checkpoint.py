@@ -1,54 +1,58 @@
-"""A ModaVerse directory on disk, and the importer of the official ModaVerse-7b-v0 release.
+"""Saving and loading a ModaVerse directory on the torch engine, and the importer of the official ModaVerse-7b-v0
+release.
 
-Layout (nothing pickled; the base LLM is referenced by ``llm`` in the config, not copied)::
-
-    modaverse_config.json          ModaVerseConfig (versioned)
-    projector.safetensors          proj.<modality|shared>.{weight,bias}
-    adapter/adapter_config.json    the peft LoRA config (loadable with peft alone)
-    adapter/adapter_model.safetensors
-    token_rows.safetensors         embed.indices / embed.weight: trained input rows (media tokens, and for an
-                                   imported release the whole table); lm_head.indices / lm_head.weight: output
-                                   rows when they were trained (the release trained all of lm_head)
-    tokenizer/                     the tokenizer with the added tokens, so ids never shift
-
-Loading checks every file and every tensor before touching the model; errors name the file and the
-tensor (``adapter/adapter_model.safetensors: `...q_proj.lora_A.weight` has shape (8, 32), the model
-expects (4, 32)``).
+The directory's layout and its reader live in :mod:`.model_dir` (shared with the llama.cpp engine); here
+the torch model's parts are written (:func:`save_pretrained`) and loaded into a fresh model
+(:func:`load_pretrained`). Loading checks every file and every tensor before touching the model; errors name
+the file and the tensor (``adapter/adapter_model.safetensors: `...q_proj.lora_A.weight` has shape (8, 32),
+the model expects (4, 32)``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import re
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..errors import ModelError
-from .config import CONFIG_NAME, ModaVerseConfig
+from .builtin import BUILTIN_LLM_PREFIX
+from .config import ModaVerseConfig
 from .llm import TrainedRowsEmbedding, load_llm
-from .modeling import ModaVerseModel
+from .model_dir import (
+    ADAPTER_CONFIG,
+    ADAPTER_DIR,
+    ADAPTER_WEIGHTS,
+    PROJECTOR_FILE,
+    ROWS_FILE,
+    TOKENIZER_DIR,
+    check_tensors,
+    read_model_dir,
+)
+
+if TYPE_CHECKING:
+    from .modeling import ModaVerseModel
+
+#: The layout names, re-exported for existing importers (they live in :mod:`.model_dir` and :mod:`.builtin`).
+__all__ = [
+    "ADAPTER_CONFIG",
+    "ADAPTER_DIR",
+    "ADAPTER_WEIGHTS",
+    "BUILTIN_LLM_PREFIX",
+    "PROJECTOR_FILE",
+    "RELEASE_TOKENS",
+    "ROWS_FILE",
+    "TOKENIZER_DIR",
+    "import_official",
+    "load_pretrained",
+    "save_pretrained",
+]
 
 logger = logging.getLogger(__name__)
 
-PROJECTOR_FILE = "projector.safetensors"
-ADAPTER_DIR = "adapter"
-ADAPTER_CONFIG = f"{ADAPTER_DIR}/adapter_config.json"
-ADAPTER_WEIGHTS = f"{ADAPTER_DIR}/adapter_model.safetensors"
-ROWS_FILE = "token_rows.safetensors"
-TOKENIZER_DIR = "tokenizer"
-REQUIRED = (
-    CONFIG_NAME,
-    PROJECTOR_FILE,
-    ADAPTER_CONFIG,
-    ADAPTER_WEIGHTS,
-    ROWS_FILE,
-)
-#: Names the base LLM's own folder in the cache (see modaverse_agent.default_model); resolved on load.
-BUILTIN_LLM_PREFIX = "modaverse:"
 _META = {"format": "pt"}
 
 
@@ -98,115 +102,46 @@ def _row_tensors(model: ModaVerseModel) -> dict[str, torch.Tensor]:
 
 
 # -- loading ------------------------------------------------------------------------------------------
-def _check_files(root: Path) -> None:
-    if not root.is_dir():
-        raise ModelError(f"ModaVerse model directory {root} does not exist")
-    for name in REQUIRED:
-        if not (root / name).is_file():
-            raise ModelError(
-                f"{root} is missing {name}; it was not written completely by save_pretrained (or was moved in parts)"
-            )
-
-
-def _read(path: Path, root: Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError) as e:
-        raise ModelError(f"{path.relative_to(root)} is not a readable safetensors file ({e})") from e
-
-
-def _check_tensors(found: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], where: str) -> None:
-    missing = sorted(set(expected) - set(found))
-    if missing:
-        raise ModelError(f"{where}: tensor `{missing[0]}` is missing ({len(missing)} missing in all)")
-    unexpected = sorted(set(found) - set(expected))
-    if unexpected:
-        raise ModelError(f"{where}: unexpected tensor `{unexpected[0]}`; was this file written for another model?")
-    for name, tensor in found.items():
-        if tuple(tensor.shape) != tuple(expected[name].shape):
-            raise ModelError(
-                f"{where}: `{name}` has shape {tuple(tensor.shape)}, the model expects {tuple(expected[name].shape)}; "
-                "the checkpoint does not match its config or base LLM"
-            )
-
-
 def load_pretrained(
     directory: str | Path,
     *,
+    model_class: type[ModaVerseModel],
     encoder: Any | None = None,
     llm: str | None = None,
     device: torch.device | str | None = None,
     dtype: str | None = None,
     merge: bool = False,
 ) -> ModaVerseModel:
-    """Load a ModaVerse directory. ``llm`` overrides where the base LLM is (a moved copy); ``encoder``
-    attaches a media encoder (else the one named in the config is loaded, if any); ``merge`` folds
-    LoRA and the media rows into the weights for faster inference (the model can then not be saved)."""
+    """Load a ModaVerse directory into a fresh ``model_class`` (:meth:`ModaVerseModel.from_pretrained` passes
+    itself). ``llm`` overrides where the base LLM is (a moved copy); ``encoder`` attaches a media encoder
+    (else the one named in the config is loaded, if any); ``merge`` folds LoRA and the media rows into the
+    weights for faster inference (the model can then not be saved)."""
     from transformers import AutoTokenizer
 
-    root = Path(directory)
-    _check_files(root)
-    config = ModaVerseConfig.load(root)
-    if llm is not None:
-        config = dataclasses.replace(config, llm=llm, gguf_file=None)
-    if dtype is not None:
-        config = dataclasses.replace(config, dtype=dtype)
-    base_path = _resolve_llm(config.llm, root)
-    saved_tokenizer = (root / TOKENIZER_DIR / "tokenizer_config.json").is_file()
+    model_dir = read_model_dir(directory, llm=llm, dtype=dtype)
+    config = model_dir.config
+    base_path = model_dir.llm_path()
+    saved_tokenizer = model_dir.saved_tokenizer
     base, tokenizer = load_llm(
-        base_path, gguf_file=config.gguf_file, dtype=config.dtype, device=device, with_tokenizer=not saved_tokenizer
+        base_path, gguf_file=config.gguf_file, dtype=config.dtype, device=device, with_tokenizer=saved_tokenizer is None
     )
-    if saved_tokenizer:
-        tokenizer = AutoTokenizer.from_pretrained(str(root / TOKENIZER_DIR))
-    model = ModaVerseModel.from_config(config, llm=base, tokenizer=tokenizer)
-    _load_rows(model, _read(root / ROWS_FILE, root), ROWS_FILE)
-    _load_adapter(model, _read(root / ADAPTER_WEIGHTS, root))
-    load_projector(model.projector, root)
-    model.encoder = encoder if encoder is not None else _load_encoder(config, root)
+    if saved_tokenizer is not None:
+        tokenizer = AutoTokenizer.from_pretrained(str(saved_tokenizer))
+    model = model_class.from_config(config, llm=base, tokenizer=tokenizer)
+    _load_rows(model, model_dir.read(ROWS_FILE), ROWS_FILE)
+    _load_adapter(model, model_dir.read(ADAPTER_WEIGHTS))
+    model_dir.load_projector(model.projector)
+    model.encoder = encoder if encoder is not None else model_dir.load_encoder()
     if merge:
         model.merge_and_unload()
     return model.eval()
-
-
-def load_projector(projector: Any, root: Path) -> None:
-    """Load ``projector.safetensors`` of the ModaVerse directory ``root`` into ``projector`` (shapes checked)."""
-    state = _read(root / PROJECTOR_FILE, root)
-    _check_tensors(state, projector.state_dict(), PROJECTOR_FILE)
-    projector.load_state_dict(state)
-
-
-def _resolve_llm(name: str, root: Path, *, tokenizer_only: bool = False) -> str:
-    """A path relative to the model directory if it exists there, else as given (a hub id stays one).
-
-    ``modaverse:gemma-3-270m`` names the built-in base LLM, converted into the cache on first use (with
-    ``tokenizer_only``, a folder that may hold only its tokenizer and generation config).
-    """
-    if name.startswith(BUILTIN_LLM_PREFIX):
-        from ..default_model import ensure_builtin_llm
-
-        return str(ensure_builtin_llm(name[len(BUILTIN_LLM_PREFIX) :], tokenizer_only=tokenizer_only))
-    path = Path(name).expanduser()
-    if not path.is_absolute() and (root / path).exists():
-        return str(root / path)
-    return str(path) if path.exists() else name
-
-
-def _load_encoder(config: ModaVerseConfig, root: Path) -> Any | None:
-    if config.encoder is None:
-        return None
-    from ..encoders.imagebind import ImageBindEncoder
-
-    return ImageBindEncoder.from_pretrained(_resolve_llm(config.encoder, root), config.encoder_config)
 
 
 def _load_adapter(model: ModaVerseModel, tensors: dict[str, torch.Tensor]) -> None:
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
     expected = get_peft_model_state_dict(model.llm, save_embedding_layers=False)
-    _check_tensors(tensors, expected, ADAPTER_WEIGHTS)
+    check_tensors(tensors, expected, ADAPTER_WEIGHTS)
     result = set_peft_model_state_dict(model.llm, tensors)
     unused = list(getattr(result, "unexpected_keys", []))
     if unused:

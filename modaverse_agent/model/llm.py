@@ -22,6 +22,7 @@ from torch import nn
 
 from ..errors import ModelError
 from .config import ModaVerseConfig
+from .gguf_file import gguf_architecture
 
 logger = logging.getLogger(__name__)
 
@@ -34,18 +35,13 @@ def torch_dtype(name: str) -> torch.dtype:
 
 
 # -- loading ---------------------------------------------------------------------------------------
-def _gguf_architecture(path: Path) -> str:
-    """``general.architecture`` of a GGUF file; ModelError when it is not a readable GGUF."""
-    from gguf import GGUFReader
-
-    try:
-        reader = GGUFReader(str(path))
-        arch_field = reader.get_field("general.architecture")
-        if arch_field is None:
-            raise ValueError("no `general.architecture` key")
-        return str(arch_field.contents())
-    except Exception as e:  # the reader raises many kinds on a bad file
-        raise ModelError(f"{path} is not a readable GGUF file ({type(e).__name__}: {e})") from e
+def forget_gguf_quantization(model: Any) -> Any:
+    """Drop the marker transformers leaves on a model read from a GGUF: its weights are dequantised already,
+    and the marker blocks saving and adapters. Returns ``model``."""
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    return model
 
 
 def _check_causal_lm(config: Any, what: str) -> None:
@@ -79,7 +75,7 @@ def load_llm(
         path = Path(source) / gguf_file
         if not path.is_file():
             raise ModelError(f"GGUF file {path} does not exist")
-        arch = _gguf_architecture(path)
+        arch = gguf_architecture(path)
         kwargs["gguf_file"] = gguf_file
         what = f"GGUF file {path} (architecture {arch!r})"
     elif not Path(source).is_dir() and (Path(source).exists() or source.startswith((".", "/", "~"))):
@@ -98,10 +94,7 @@ def load_llm(
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         raise ModelError(f"cannot load the LLM {what}: {type(e).__name__}: {e}") from e
     if gguf_file is not None:
-        # dequantized already; drop the marker that blocks saving and adapters
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
+        forget_gguf_quantization(model)
     if device is not None:
         model.to(device)
     model.eval()

@@ -29,7 +29,7 @@ from .responder import (
     Sampling,
     check_encoder,
 )
-from .splice import splice_media
+from .splice import EncodedMedia, splice_media
 
 if TYPE_CHECKING:
     pass
@@ -88,9 +88,9 @@ class ModaVerseModel(MetaResponseEngine, nn.Module):
         if (llm is None) != (tokenizer is None):
             raise ValueError("pass both `llm` and `tokenizer`, or neither (then `config.llm` is loaded)")
         if llm is None:
-            from .checkpoint import _resolve_llm
+            from .builtin import resolve_llm
 
-            source = _resolve_llm(config.llm, Path.cwd())
+            source = resolve_llm(config.llm, Path.cwd())
             llm, tokenizer = load_llm(source, gguf_file=config.gguf_file, dtype=config.dtype, device=device)
         prepare_tokenizer(tokenizer)
         ids = add_media_tokens(llm, tokenizer, config)
@@ -119,7 +119,7 @@ class ModaVerseModel(MetaResponseEngine, nn.Module):
         """Load a directory written by :meth:`save_pretrained` (see :func:`.checkpoint.load_pretrained`)."""
         from .checkpoint import load_pretrained
 
-        return load_pretrained(directory, **kwargs)
+        return load_pretrained(directory, model_class=cls, **kwargs)
 
     def save_pretrained(self, directory: str | Path, *, tokenizer: bool = True) -> Path:
         """Write config, projector, LoRA adapter, trained token rows and tokenizer (no pickles)."""
@@ -173,14 +173,9 @@ class ModaVerseModel(MetaResponseEngine, nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Token embeddings with the projected media spliced in; labels masked at media positions."""
         embeds = self.llm.get_input_embeddings()(input_ids)
-        media = None
-        if media_features is not None and media_features.shape[0]:
-            n = media_features.shape[0]
-            if media_modalities is None:
-                raise ValueError("`media_modalities` is required with `media_features` (one modality per row)")
-            mods = [media_modalities] * n if isinstance(media_modalities, str) else list(media_modalities)
-            media = self.projector.project_items(mods, media_features.to(device=embeds.device))
-        return splice_media(embeds, input_ids, media, self.placeholder_id, labels)
+        media = EncodedMedia.of(media_features, media_modalities)
+        rows = None if media is None else media.to(embeds.device).project(self.projector)
+        return splice_media(embeds, input_ids, rows, self.placeholder_id, labels)
 
     # -- training --------------------------------------------------------------------------------------
     def forward(

@@ -17,17 +17,19 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..answer_stream import StopHoldBack, cut_at_stop
+from ..answer_stream import cut_at_stop
 from ..errors import ModelError
 from ..llm_io import Completion, LLMRequest, OutputFormat
 from .constrained import GrammarCache, MetaResponseLogitsProcessor
 from .prompting import Prompter, special_token_ids
+from .splice import EncodedMedia
+from .streaming import CompletionStream
 
 if TYPE_CHECKING:
     from ..media import MediaItem
@@ -159,12 +161,12 @@ class MetaResponseEngine:
         return Prompter(self.tokenizer, self.config, limit, self.stop_ids)
 
     # -- media ---------------------------------------------------------------------------------------
-    def encode_media(self, items: Sequence[MediaItem]) -> tuple[torch.Tensor | None, list[str]]:
-        """Encoder features ``(len(items), encoder_dim)`` in item order, and each item's modality."""
+    def encode_media(self, items: Sequence[MediaItem]) -> EncodedMedia | None:
+        """Encoder features ``(len(items), encoder_dim)`` in item order with each item's modality (None: no items)."""
         if not items:
-            return None, []
+            return None
         if self.encoder is None and self.config.blind_media:
-            return self.blind_features(len(items)), [str(m.modality) for m in items]
+            return EncodedMedia(self.blind_features(len(items)), tuple(str(m.modality) for m in items))
         if self.encoder is None:
             raise ModelError(
                 f"this model has no media encoder, so it cannot read the {len(items)} media item(s) given; "
@@ -174,8 +176,8 @@ class MetaResponseEngine:
         unsupported = sorted(set(modalities) - set(self.config.modalities))
         if unsupported:
             raise ModelError(f"this model reads {list(self.config.modalities)}, not {unsupported}")
-        out: torch.Tensor | None = None
-        for modality in dict.fromkeys(modalities):
+        out = torch.empty(0)
+        for k, modality in enumerate(dict.fromkeys(modalities)):
             rows = [i for i, m in enumerate(modalities) if m == modality]
             feats = self.encoder.encode(modality, [items[i] for i in rows])
             if tuple(feats.shape) != (len(rows), self.config.encoder_dim):
@@ -183,10 +185,10 @@ class MetaResponseEngine:
                     f"the encoder returned {tuple(feats.shape)} for {len(rows)} {modality} item(s); "
                     f"expected ({len(rows)}, {self.config.encoder_dim})"
                 )
-            if out is None:
+            if k == 0:
                 out = feats.new_empty((len(items), feats.shape[1]))
             out[rows] = feats
-        return out, modalities
+        return EncodedMedia(out, tuple(modalities))
 
     def blind_features(self, n: int) -> torch.Tensor:
         """Zero encoder features for ``n`` items whose content is unknown (``blind_media``)."""
@@ -360,8 +362,8 @@ class MetaResponseEngine:
         """
         ids = [mid for mid, _ in request.media]
         prompt = self.prompter_for(max_new_tokens).ids(fold_conversation(request), ids, request.tasks)
-        feats, modalities = self.encode_media([item for _, item in request.media])
-        return prompt, feats, modalities
+        media = self.encode_media([item for _, item in request.media])
+        return prompt, None if media is None else media.features, [] if media is None else list(media.modalities)
 
     def decoding(self, request: LLMRequest) -> dict[str, Any]:
         """``generate`` keyword arguments for ``request``: its ``params`` over :attr:`options`."""
@@ -444,81 +446,3 @@ class MetaResponseEngine:
     def model_name(self) -> str:
         """A name for responses: the base LLM's path or id."""
         return str(self.config.llm)
-
-
-class CompletionStream:
-    """An iterator of raw meta-response pieces that carries its :class:`Completion` once it has ended.
-
-    Each stream owns its result (no state is left on the engine), so streams from several threads are
-    independent; the engine's lock makes their decodes take turns.
-    """
-
-    def __init__(self, engine: MetaResponseEngine, request: LLMRequest) -> None:
-        self.engine, self.request = engine, request
-        #: Token accounting of the whole answer, set when iteration ends (None before, or after an error).
-        self.completion: Completion | None = None
-        self._pieces = self._run()
-
-    def __iter__(self) -> Iterator[str]:
-        return self._pieces
-
-    def __next__(self) -> str:
-        return next(self._pieces)
-
-    def close(self) -> None:
-        """Stop reading: the decode in progress ends at its next token and frees the engine."""
-        self._pieces.close()
-
-    def _run(self) -> Iterator[str]:
-        engine, request = self.engine, self.request
-        streamer = _cancellable_streamer(engine.tokenizer)
-        result: dict[str, Any] = {}
-
-        def work() -> None:
-            try:
-                result["completion"] = engine.complete_batch([request], streamer=streamer)[0]
-            except BaseException as e:  # re-raised in the caller's thread
-                result["error"] = e
-                streamer.end()
-
-        thread = threading.Thread(target=work, name="modaverse-stream", daemon=True)
-        thread.start()
-        shown = StopHoldBack(request.params.stop)
-        finished = False
-        try:
-            for piece in streamer:  # after a stop string, drain: decoding finishes in its thread
-                out = shown.feed(piece)
-                if out:
-                    yield out
-            if not shown.stopped and len(shown.seen) > len(shown.text):
-                yield shown.seen[len(shown.text) :]
-            finished = True
-        finally:
-            if not finished:  # the reader stopped early (closed, or an error here): end the decode too
-                streamer.cancelled.set()
-            thread.join()
-        if "error" in result:
-            raise result["error"]
-        self.completion = result["completion"]
-
-
-class DecodeCancelled(Exception):
-    """The reader of a stream stopped; its decode ends at the next token."""
-
-
-def _cancellable_streamer(tokenizer: Any) -> Any:
-    """A transformers ``TextIteratorStreamer`` whose ``put`` raises :class:`DecodeCancelled` once
-    ``cancelled`` is set: both engines hand every new token to it, so the decode loop ends there."""
-    from transformers import TextIteratorStreamer
-
-    class Streamer(TextIteratorStreamer):
-        def __init__(self) -> None:
-            super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True, clean_up_tokenization_spaces=False)
-            self.cancelled = threading.Event()
-
-        def put(self, value: Any) -> None:
-            if self.cancelled.is_set():
-                raise DecodeCancelled("the stream's reader stopped")
-            super().put(value)
-
-    return Streamer()
