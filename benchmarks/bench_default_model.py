@@ -60,9 +60,9 @@ def llama_cpp_reference(gguf: Path, prompt: list[int], tokens: int, threads: int
     """Plain llama.cpp on ``gguf`` (no adapter, no grammar): greedy decode tok/s after the first token."""
     from llama_cpp import Llama
 
-    from modaverse_agent.model.llamacpp import _captured_stderr
+    from modaverse_agent.model.llamacpp import captured_stderr
 
-    with _captured_stderr():
+    with captured_stderr():
         llm = Llama(model_path=str(gguf), n_ctx=4096, n_threads=threads, verbose=False)
     stamps = []
     for _ in llm.generate(prompt, top_k=1, temp=0.0, reset=True):
