@@ -86,6 +86,20 @@ class AltImage(EchoImage):
         return "modaverse zoo set text-to-image echo-image"
 
 
+@pytest.fixture(autouse=True)
+def connections(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every host this process connects to during the test (the page's server runs in it)."""
+    seen: list[str] = []
+    connect = socket.socket.connect
+
+    def recording(sock: socket.socket, address: Any) -> Any:
+        seen.append(str(address[0]) if isinstance(address, tuple) else "unix")
+        return connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", recording)
+    return seen
+
+
 def _browser() -> tuple[str, str]:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = "/usr/bin/chromedriver" if os.path.exists("/usr/bin/chromedriver") else shutil.which("chromedriver")
@@ -160,6 +174,8 @@ def browser(site: dict[str, Any]) -> Iterator[Any]:
         "--autoplay-policy=no-user-gesture-required",
         "--use-fake-device-for-media-stream",  # a test microphone (a beep) and camera (a moving pattern)
         "--use-fake-ui-for-media-stream",  # grant them without a prompt
+        "--disable-crash-reporter",
+        "--disable-breakpad",
         "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
     ):
         opts.add_argument(arg)
@@ -248,7 +264,7 @@ def _jpeg(path: Path) -> Path:
 
 
 def test_a_person_attaches_a_photo_and_gets_a_picture_a_sound_and_a_clip(
-    site: dict[str, Any], browser: Any, tmp_path: Path
+    site: dict[str, Any], browser: Any, tmp_path: Path, connections: list[str]
 ) -> None:
     import base64
 
@@ -326,6 +342,7 @@ def test_a_person_attaches_a_photo_and_gets_a_picture_a_sound_and_a_clip(
     assert [m["origin"] for m in saved["media"]] == ["attached", "generated", "generated", "generated"]
     shot = base64.b64decode(browser.get_screenshot_as_base64())
     assert shot[:4] == b"\x89PNG"
+    assert connections and set(connections) <= {"127.0.0.1", "::1", "unix"}, f"connected to {set(connections)}"
     print(
         f"\npage load {load_s:.2f} s; time to first streamed token: page {ttft_page:.3f} s, "
         f"in-process {site['ttft_in_process']:.3f} s; screenshots in {p.shots}"
@@ -432,7 +449,7 @@ def test_the_microphone_and_the_webcam_attach_to_the_next_message(
 
     button("#prompt", "Record audio").click()
     button("#prompt", "Start recording").click()
-    time.sleep(1.0)
+    time.sleep(0.5)
     button("#prompt", "Stop recording").click()
     button("#prompt", "Attach audio")  # the recording is ready
     p.shot("microphone-recorded")

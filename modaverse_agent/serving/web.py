@@ -29,7 +29,7 @@ from ..media import MAX_FILE_BYTES
 from ..zoo import Zoo
 from .web_render import Message, TurnSettings, waiting_messages
 from .web_session import AgentFactory, AgentSource, WebSession, constrained_applies
-from .web_zoo import zoo_markdown, zoo_switches
+from .web_zoo import zoo_hints, zoo_markdown, zoo_switches
 
 #: Uploads larger than this are refused (by Gradio before they are sent, and again when loaded).
 DEFAULT_MAX_UPLOAD_BYTES = 50 * 1024 * 1024
@@ -41,6 +41,8 @@ CSS = """
 #chat { flex-grow: 1; }
 #prompt textarea { font-size: 1.05em; }
 .modaverse-footnote { opacity: 0.75; font-size: 0.9em; }
+/* Gradio's "share to Hugging Face" button on chat media: this page stays on this machine */
+#chat button[aria-label="Share"] { display: none; }
 """
 
 
@@ -74,7 +76,8 @@ def _header(source: AgentSource, title: str) -> str:
     if not source.ready:
         return f"## {title}\nAny-to-any chat: attach images, audio or video, ask for pictures, sounds, speech or clips."
     agent = source.get()
-    name = getattr(agent.llm, "model_name", "") or type(agent.llm).__name__
+    name = str(getattr(agent.llm, "model_name", "") or type(agent.llm).__name__)
+    name = Path(name).name if "/" in name or "\\" in name else name  # a base LLM path: its file name says enough
     from ..llm_io import sees_media
 
     sight = (
@@ -210,6 +213,10 @@ def build_web_app(
                 with gr.Accordion("Generators (zoo)", open=True, elem_id="zoo"):
                     zoo_md = gr.Markdown(zoo_markdown(zoo), elem_id="zoo-table")
                     switches = zoo_switches(zoo)
+                hints = zoo_hints(zoo)
+                if hints:
+                    with gr.Accordion("Real weights for the untrained generators", open=False):
+                        gr.Markdown(hints, elem_id="zoo-hints")
 
         settings = [temperature, budget, seed, constrained]
 

@@ -41,14 +41,14 @@ class TurnSettings:
 
     def describe(self, constrained_applies: bool) -> str:
         """One line for the details panel."""
-        budget = self.max_new_tokens if self.max_new_tokens is not None else "model default"
+        budget = f"{self.max_new_tokens} tokens" if self.max_new_tokens is not None else "the model's default"
         seed = self.seed if self.seed is not None else "random"
         if constrained_applies:
             constrained = "on" if self.constrained else "off"
         else:
             constrained = "n/a (this model is not constrained)"
         return (
-            f"temperature {self.temperature:g} · answer budget {budget} tokens · seed {seed} · "
+            f"temperature {self.temperature:g} · answer budget: {budget} · seed {seed} · "
             f"constrained decoding {constrained}"
         )
 

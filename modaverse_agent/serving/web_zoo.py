@@ -7,31 +7,40 @@ from typing import Any
 from ..zoo import Zoo
 
 
-def _cell(text: str) -> str:
+def _plain(text: str) -> str:
+    """``text`` on one line, safe in Markdown."""
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
 def zoo_markdown(zoo: Zoo) -> str:
-    """A table of the tasks and their generators (untrained ones flagged), then how to make a choice stick."""
+    """The tasks and the generator serving each (untrained ones flagged), then how to make a choice stick."""
     tasks = zoo.tasks()
     if not tasks:
         return "No generators installed: answers are text only. Install a plugin (see `modaverse plugins`)."
-    lines, hints = [], []
+    lines = []
     for task in tasks:
         gen = zoo.generator_for(task)
         weights = " ⚠ **untrained** (placeholder output)" if gen.untrained else ""
-        lines.append(f"- **{_cell(task)}** → `{_cell(gen.name)}`{weights}")
-        if gen.untrained and gen.real_weights_hint():
-            hints.append(f"- {_cell(task)}: `{gen.real_weights_hint()}`")
+        lines.append(f"- **{_plain(task)}** → `{_plain(gen.name)}`{weights}")
     out = "\n".join(lines)
-    if hints:
-        out += "\n\nReal weights for the untrained ones (run in a terminal, then restart):\n" + "\n".join(hints)
     if any(len(zoo.candidates(t)) > 1 for t in tasks):
         out += (
             "\n\nA switch below applies to this tab's next answer; to keep a choice for every session run "
             "`modaverse zoo set TASK GENERATOR`."
         )
     return out
+
+
+def zoo_hints(zoo: Zoo) -> str:
+    """For every untrained generator installed: the command that points it at real weights ("" for none)."""
+    hints = [
+        f"- {_plain(g.task)} ({_plain(g.name)}): `{g.real_weights_hint()}`"
+        for g in zoo.generators
+        if g.untrained and g.real_weights_hint()
+    ]
+    if not hints:
+        return ""
+    return "Run in a terminal, then restart the page:\n" + "\n".join(hints)
 
 
 def _label(gen: Any) -> str:
