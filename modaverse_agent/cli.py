@@ -20,7 +20,7 @@ import click
 
 from .cli_chat import chat
 from .cli_import import import_official
-from .cli_model import engine_options, load_model, model_options
+from .cli_model import PLAN_FILE_MAX_BYTES, engine_options, load_model, model_options, read_plan
 from .cli_output import (
     DEBUG_ENV,
     EXIT_FAILURE,
@@ -64,8 +64,6 @@ __all__ = [
     "zoo_config_option",
 ]
 
-PLAN_FILE_MAX_BYTES = 1 << 20  # a meta-response is a few KB; this only stops /dev/zero and the like
-
 
 @click.group()
 @click.version_option(package_name="modaverse-agent")
@@ -79,24 +77,6 @@ cli.add_command(import_official)
 cli.add_command(serve)
 cli.add_command(chat)
 cli.add_command(web)
-
-
-def _read_plan(value: str) -> str:
-    """The meta-response text: ``value`` itself, or the UTF-8 file named after an ``@``."""
-    if not value.startswith("@"):
-        return value
-    name = value[1:]
-    try:
-        with open(name, "rb") as f:
-            data = f.read(PLAN_FILE_MAX_BYTES + 1)
-    except OSError as e:
-        fail(f"cannot read meta-response file {name}: {e.strerror or e}")
-    if len(data) > PLAN_FILE_MAX_BYTES:
-        fail(f"meta-response file {name} is larger than {PLAN_FILE_MAX_BYTES} bytes; a meta-response is a few KB")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        fail(f"meta-response file {name} is not UTF-8 text (invalid byte at offset {e.start}); save it as UTF-8")
 
 
 @cli.command()
@@ -150,7 +130,7 @@ def run(
         fail("pass either --model or --meta-response, not both")
     served = load_zoo(zoo_config, use)  # a bad config or --use fails here, before a model takes its time to load
     if plan is not None:
-        llm: Any = FixedPlanLLM(_read_plan(plan))
+        llm: Any = FixedPlanLLM(read_plan(plan))
     else:
         llm = load_model(
             model_dir,

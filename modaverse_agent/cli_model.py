@@ -10,6 +10,26 @@ import click
 from .cli_output import echo, fail
 from .errors import ModaVerseError
 
+PLAN_FILE_MAX_BYTES = 1 << 20  # a meta-response is a few KB; this only stops /dev/zero and the like
+
+
+def read_plan(value: str) -> str:
+    """The meta-response text: ``value`` itself, or the UTF-8 file named after an ``@``."""
+    if not value.startswith("@"):
+        return value
+    name = value[1:]
+    try:
+        with open(name, "rb") as f:
+            data = f.read(PLAN_FILE_MAX_BYTES + 1)
+    except OSError as e:
+        fail(f"cannot read meta-response file {name}: {e.strerror or e}")
+    if len(data) > PLAN_FILE_MAX_BYTES:
+        fail(f"meta-response file {name} is larger than {PLAN_FILE_MAX_BYTES} bytes; a meta-response is a few KB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        fail(f"meta-response file {name} is not UTF-8 text (invalid byte at offset {e.start}); save it as UTF-8")
+
 
 def engine_options(command: Any) -> Any:
     """``--engine`` and ``--gguf``: which inference engine runs a ModaVerse model."""

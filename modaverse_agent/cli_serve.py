@@ -8,14 +8,13 @@ from typing import Any
 
 import click
 
-from .cli_model import load_model, model_options
+from .cli_model import load_model, model_options, read_plan
 from .cli_output import FiniteFloat, echo, fail
 from .cli_zoo import load_zoo, zoo_config_option
 from .diffusion import SEED_MAX
 
 #: Engines that decode the rows of a batch one after another gain nothing from micro-batching.
 _SERIAL_ENGINES = ("LlamaCppModel",)
-PLAN_MAX_BYTES = 1 << 20
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -29,23 +28,6 @@ def _listen(host: str, port: int) -> socket.socket:
     except OSError as e:
         fail(f"cannot listen on {host}:{port}: {e.strerror or e}; choose another --host or --port")
     return sock
-
-
-def _plan_text(value: str) -> str:
-    """The meta-response: ``value`` itself, or the UTF-8 file named after an ``@`` (as ``modaverse run`` reads it)."""
-    if not value.startswith("@"):
-        return value
-    try:
-        with open(value[1:], "rb") as f:
-            data = f.read(PLAN_MAX_BYTES + 1)
-    except OSError as e:
-        fail(f"cannot read meta-response file {value[1:]}: {e.strerror or e}")
-    if len(data) > PLAN_MAX_BYTES:
-        fail(f"meta-response file {value[1:]} is larger than {PLAN_MAX_BYTES} bytes; a meta-response is a few KB")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        fail(f"meta-response file {value[1:]} is not UTF-8 text (invalid byte at offset {e.start}); save it as UTF-8")
 
 
 def _is_loopback(host: str) -> bool:
@@ -164,7 +146,7 @@ def serve(
     zoo = load_zoo(zoo_config, use)
     llm: Any
     if plan is not None:
-        llm = FixedPlanLLM(_plan_text(plan))
+        llm = FixedPlanLLM(read_plan(plan))
     else:
         llm = load_model(
             model_dir,
