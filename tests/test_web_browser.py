@@ -297,6 +297,7 @@ def test_a_person_attaches_a_photo_and_gets_a_picture_a_sound_and_a_clip(
     out = str(site["out"].resolve())
     for img in (made[0], uploaded[0]):  # the upload and the picture are served from the output dir
         assert img.get_attribute("src").split("/file=", 1)[1].startswith(out + "/")
+    assert (site["out"] / ".gradio" / "vibe_edit_history").is_dir()  # Gradio's own folder is in there too
 
     p.send("Now make a sound of rain")
     p.answers_done(2)

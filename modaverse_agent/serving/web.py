@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -69,6 +70,12 @@ def prepare_environment(output_dir: str | Path) -> Path:
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     os.environ["GRADIO_TEMP_DIR"] = str(cache)
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    # a few of Gradio's routes copy GRADIO_TEMP_DIR when they are imported: if Gradio was imported
+    # before this, point those copies here too (its server makes a folder there at start)
+    for name in ("gradio.route_utils", "gradio.routes"):
+        module = sys.modules.get(name)
+        if module is not None and hasattr(module, "DEFAULT_TEMP_DIR"):
+            module.DEFAULT_TEMP_DIR = str(cache)
     return out
 
 
