@@ -48,7 +48,7 @@ def _run_until_dispatch(
     agent: ModaVerseAgent, model: ModaVerseModel, png: Path, out: Path
 ) -> tuple[int, FinalResponse]:
     """Sample a few seeds (random weights) until the meta-response invokes something."""
-    model.options.do_sample = True
+    model.options.temperature = 1.0  # sample
     try:
         for seed in range(12):
             model.options.seed = seed
@@ -57,7 +57,7 @@ def _run_until_dispatch(
             if response.meta_response.invocations:
                 return seed, response
     finally:
-        model.options.do_sample, model.options.seed = False, None
+        model.options.temperature, model.options.seed = None, None
     pytest.fail("no seed gave an invocation")
 
 

@@ -14,7 +14,7 @@ from .config import ModaVerseConfig
 #: Public name -> (module, attribute path in it).
 _LAZY = {
     "ModaVerseModel": (".modeling", "ModaVerseModel"),
-    "GenerationOptions": (".responder", "GenerationOptions"),
+    "EngineOptions": (".responder", "EngineOptions"),
     "MediaProjector": (".projector", "MediaProjector"),
     "EncodedMedia": (".splice", "EncodedMedia"),
     "splice_media": (".splice", "splice_media"),

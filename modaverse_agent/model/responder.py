@@ -25,7 +25,7 @@ import torch
 
 from ..answer_stream import cut_at_stop
 from ..errors import ModelError
-from ..llm_io import Completion, LLMRequest, OutputFormat
+from ..llm_io import Completion, GenerationParams, LLMRequest, OutputFormat
 from .constrained import GrammarCache, MetaResponseLogitsProcessor
 from .prompting import Prompter, special_token_ids
 from .splice import EncodedMedia
@@ -41,15 +41,11 @@ Schema = Mapping[str, Any] | None
 
 
 @dataclass
-class GenerationOptions:
-    """How :meth:`MetaResponseEngine.respond` decodes (``generate`` takes the same as arguments)."""
+class EngineOptions(GenerationParams):
+    """An engine's defaults: the request's own settings type (a request's ``params`` override them field by
+    field) plus whether answers are constrained to the request's schema."""
 
     constrained: bool = True
-    max_new_tokens: int | None = None
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_p: float = 1.0
-    seed: int | None = None
 
 
 def fold_conversation(request: LLMRequest) -> str:
@@ -95,7 +91,8 @@ def check_encoder(config: ModaVerseConfig, encoder: Any | None) -> None:
 
 @dataclass(frozen=True)
 class Sampling:
-    """One ``generate`` call's decoding settings, as an engine receives them."""
+    """One ``generate`` call's settings, resolved (request over engine defaults) and internal to the engines:
+    the settings people set are :class:`~modaverse_agent.llm_io.GenerationParams`, per request or as defaults."""
 
     max_new_tokens: int
     min_new_tokens: int | None = None
@@ -117,7 +114,7 @@ class MetaResponseEngine:
     config: ModaVerseConfig
     tokenizer: Any
     encoder: Any | None
-    options: GenerationOptions
+    options: EngineOptions
     projector: Any
     token_ids: dict[str, int]
     placeholder_id: int
@@ -135,7 +132,7 @@ class MetaResponseEngine:
         self.stop_ids = list(stop_ids)
         media = (config.media_start_token, config.media_end_token, config.media_placeholder_token)
         self.banned_ids = sorted(set(special_token_ids(tokenizer)) | {self.token_ids[t] for t in media})
-        self.options = GenerationOptions()
+        self.options = EngineOptions()
         #: One decode at a time: llama.cpp's context is not thread-safe, and neither is a shared KV prefix.
         self._lock = threading.RLock()
 
@@ -366,16 +363,17 @@ class MetaResponseEngine:
         return prompt, None if media is None else media.features, [] if media is None else list(media.modalities)
 
     def decoding(self, request: LLMRequest) -> dict[str, Any]:
-        """``generate`` keyword arguments for ``request``: its ``params`` over :attr:`options`."""
+        """``generate`` keyword arguments for ``request``: its ``params`` over :attr:`options`, field by field
+        (a temperature above 0 samples; None or 0 decodes greedily)."""
         opts, p = self.options, request.params
-        sample = opts.do_sample if p.temperature is None else p.temperature > 0
-        temperature = p.temperature if p.temperature else opts.temperature
+        temperature = p.temperature if p.temperature is not None else opts.temperature
+        top_p = p.top_p if p.top_p is not None else opts.top_p
         return {
             "max_new_tokens": p.max_new_tokens or opts.max_new_tokens,
-            "do_sample": sample,
-            "temperature": temperature,
-            "top_p": opts.top_p if p.top_p is None else p.top_p,
-            "seed": opts.seed if p.seed is None else p.seed,
+            "do_sample": bool(temperature and temperature > 0),
+            "temperature": temperature or 1.0,
+            "top_p": 1.0 if top_p is None else top_p,
+            "seed": p.seed if p.seed is not None else opts.seed,
         }
 
     def complete_batch(self, requests: Sequence[LLMRequest], *, streamer: Any | None = None) -> list[Completion]:
