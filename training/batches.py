@@ -156,12 +156,13 @@ class TargetLoss(nn.Module):
         if p:
             from transformers import DynamicCache
 
+            name = _cache_kwarg(decoder)
             with torch.no_grad():
                 cache = DynamicCache()
-                decoder(inputs_embeds=embeds[:1, :p].detach(), past_key_values=cache, use_cache=True)
+                decoder(inputs_embeds=embeds[:1, :p].detach(), use_cache=True, **{name: cache})
             cache.batch_repeat_interleave(input_ids.shape[0])
             hidden = decoder(
-                inputs_embeds=embeds[:, p:], attention_mask=attention_mask, past_key_values=cache, use_cache=True
+                inputs_embeds=embeds[:, p:], attention_mask=attention_mask, use_cache=True, **{name: cache}
             ).last_hidden_state
         else:
             hidden = decoder(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state

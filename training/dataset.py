@@ -257,21 +257,32 @@ def validate_sample(obj: Any, specs: Sequence[TaskSpec] = STANDARD_TASKS) -> Sam
 # -- files ------------------------------------------------------------------------------------------
 
 
+def _text_lines(p: Path) -> Iterator[tuple[int, str]]:
+    """(line number, line) of a UTF-8 text file; DatasetError when it cannot be read or is not UTF-8 text."""
+    lineno = 0
+    try:
+        with p.open(encoding="utf-8") as handle:
+            for lineno, line in enumerate(handle, 1):
+                yield lineno, line
+    except OSError as e:
+        raise DatasetError(f"cannot read dataset {p}: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        raise DatasetError(
+            f"{p}:{lineno + 1}: not UTF-8 text ({e.reason}); a dataset is a JSONL file, one JSON object "
+            "per line (`modaverse data generate` writes one)"
+        ) from None
+
+
 def iter_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
     """(line number, parsed JSON) for every non-blank line; bad JSON raises DatasetError naming the line."""
     p = Path(path)
-    try:
-        handle = p.open(encoding="utf-8")
-    except OSError as e:
-        raise DatasetError(f"cannot read dataset {p}: {e.strerror}") from e
-    with handle:
-        for lineno, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                yield lineno, json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DatasetError(f"{p}:{lineno}: not JSON ({e.msg} at column {e.colno}); one object per line") from e
+    for lineno, line in _text_lines(p):
+        if not line.strip():
+            continue
+        try:
+            yield lineno, json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DatasetError(f"{p}:{lineno}: not JSON ({e.msg} at column {e.colno}); one object per line") from e
 
 
 @dataclass
@@ -293,27 +304,22 @@ def check_file(path: str | Path, specs: Sequence[TaskSpec] = STANDARD_TASKS) -> 
     p = Path(path)
     report = FileCheck(p)
     seen: dict[str, int] = {}
-    try:
-        handle = p.open(encoding="utf-8")
-    except OSError as e:
-        raise DatasetError(f"cannot read dataset {p}: {e.strerror}") from e
-    with handle:
-        for lineno, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                sample = validate_sample(json.loads(line), specs)
-            except json.JSONDecodeError as e:
-                report.errors.append((lineno, f"not JSON ({e.msg} at column {e.colno})"))
-                continue
-            except DatasetError as e:
-                report.errors.append((lineno, str(e)))
-                continue
-            if sample.id in seen:
-                report.errors.append((lineno, f"duplicate id {sample.id!r} (first on line {seen[sample.id]})"))
-                continue
-            seen[sample.id] = lineno
-            report.samples.append(sample)
+    for lineno, line in _text_lines(p):
+        if not line.strip():
+            continue
+        try:
+            sample = validate_sample(json.loads(line), specs)
+        except json.JSONDecodeError as e:
+            report.errors.append((lineno, f"not JSON ({e.msg} at column {e.colno})"))
+            continue
+        except DatasetError as e:
+            report.errors.append((lineno, str(e)))
+            continue
+        if sample.id in seen:
+            report.errors.append((lineno, f"duplicate id {sample.id!r} (first on line {seen[sample.id]})"))
+            continue
+        seen[sample.id] = lineno
+        report.samples.append(sample)
     return report
 
 

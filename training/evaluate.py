@@ -13,6 +13,8 @@ Metrics (each over the samples named):
   punctuation ignored);
 * ``prompt_additions``: share of them that hold the whole reference and add words to it (a spoken line
   with a sentence nobody asked for, which BLEU and chrF barely notice);
+* ``closed_early``: answers that ran to the token budget and were cut short (counted once, with a note,
+  when the predictor returns Completions with finish reasons);
 * ``placeholder_rate``: share of text-only answers (to samples that want text only) that say nothing: empty,
   a filler line ("Here's the image.") or the request echoed back.
 
@@ -27,11 +29,12 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from modaverse_agent.errors import ModaVerseError
+from modaverse_agent.llm_io import Completion
 from modaverse_agent.meta_response import parse_meta_response
 
 from .dataset import Sample
@@ -54,6 +57,8 @@ class SampleResult:
     raw: str = ""
     text: str = ""
     placeholder: bool | None = None  # for a text-only answer to a text-only sample: does it say nothing?
+    finish_reason: str | None = None  # "stop", or "length" when the answer ran to the token budget (if known)
+    reference_prompts: bool = False  # whether the sample's reference invocations carry prompts to compare with
 
 
 @dataclass
@@ -74,6 +79,7 @@ class EvalReport:
     results: list[SampleResult]
     placeholder_rate: float | None = None
     notes: list[str] = field(default_factory=list)
+    closed_early: int | None = None  # answers that ran to the token budget and were closed (None: not known)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -91,6 +97,8 @@ class EvalReport:
             rows.append(("text-only accuracy", f"{self.text_only_accuracy:.1%}"))
         if self.placeholder_rate is not None:
             rows.append(("placeholder answers", f"{self.placeholder_rate:.1%}"))
+        if self.closed_early:
+            rows.append(("closed at the token budget", f"{self.closed_early} of {self.n}"))
         if self.bleu4 is not None:
             rows += [("prompt BLEU-4", f"{self.bleu4:.1f}"), ("prompt chrF", f"{self.chrf:.1f}")]
         if self.prompt_exact is not None:
@@ -107,10 +115,13 @@ def judge(sample: Sample, raw: str, schema: dict[str, Any] | None = None) -> Sam
     """Compare one raw model output with the sample's reference meta-response (or its accepted task sets)."""
     reference = list(sample.tasks)
     schema = schema or standard_schema(list(sample.media_ids))
+    prompts = any(i.get("prompt") for i in sample.response.get("invocations", ()))
     try:
         predicted = parse_meta_response(raw, schema)
     except ModaVerseError as e:
-        return SampleResult(sample.id, sample.kind, False, False, reference, [], error=str(e)[:300], raw=raw)
+        return SampleResult(
+            sample.id, sample.kind, False, False, reference, [], error=str(e)[:300], raw=raw, reference_prompts=prompts
+        )
     tasks = list(predicted.tasks)
     match = accepted(sample, tasks)
     pairs = []
@@ -133,6 +144,7 @@ def judge(sample: Sample, raw: str, schema: dict[str, Any] | None = None) -> Sam
         raw=raw,
         text=predicted.text,
         placeholder=placeholder,
+        reference_prompts=prompts,
     )
 
 
@@ -159,10 +171,23 @@ def summarize(results: Sequence[SampleResult], seconds: float = 0.0) -> EvalRepo
     hyps = [h for h, _ in pairs]
     refs = [ref for _, ref in pairs]
     judged = [r.placeholder for r in results if r.placeholder is not None]
+    known = [r for r in results if r.finish_reason is not None]
+    closed = sum(r.finish_reason == "length" for r in known)
     notes = []
-    if not pairs:
+    if closed:
         notes.append(
-            "prompt BLEU/chrF/exact/additions are absent: no sample with the right tasks has reference prompts "
+            f"{closed} of {n} answers ran to the token budget and were cut short; an undertrained model often "
+            "writes on until the budget, so train it longer first (raise --max-new-tokens only for a model whose "
+            "answers are long on purpose)"
+        )
+    if not pairs and any(r.reference_prompts for r in results):
+        notes.append(
+            "prompt BLEU/chrF/exact/additions are absent: no answer had the right tasks for a sample with "
+            "reference prompts (prompts are compared only when the tasks are right; see task accuracy)"
+        )
+    elif not pairs:
+        notes.append(
+            "prompt BLEU/chrF/exact/additions are absent: these samples have no reference prompts "
             "(the natural set carries task labels only)"
         )
     per_kind: dict[str, dict[str, float]] = {}
@@ -190,17 +215,22 @@ def summarize(results: Sequence[SampleResult], seconds: float = 0.0) -> EvalRepo
         results=list(results),
         placeholder_rate=sum(judged) / len(judged) if judged else None,
         notes=notes,
+        closed_early=closed if known else None,
     )
 
 
 def evaluate(
     samples: Sequence[Sample],
-    predict: Callable[[Sequence[Sample]], list[str]],
+    predict: Callable[[Sequence[Sample]], Sequence[str | Completion]],
     *,
     batch_size: int = 8,
     progress: bool = True,
 ) -> EvalReport:
-    """Run ``predict`` (a batch of samples -> raw outputs) over ``samples`` and judge every output."""
+    """Run ``predict`` over ``samples`` and judge every output.
+
+    ``predict`` maps a batch of samples to raw outputs, or to :class:`~modaverse_agent.llm_io.Completion`
+    objects, whose finish reasons are kept (answers closed at the token budget are counted).
+    """
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
@@ -211,7 +241,11 @@ def evaluate(
             outputs = predict(batch)
             if len(outputs) != len(batch):
                 raise ValueError(f"predict returned {len(outputs)} outputs for {len(batch)} samples")
-            results += [judge(s, raw) for s, raw in zip(batch, outputs, strict=True)]
+            for s, out in zip(batch, outputs, strict=True):
+                if isinstance(out, str):
+                    results.append(judge(s, out))
+                else:
+                    results.append(replace(judge(s, out.text), finish_reason=out.finish_reason))
             bar.update(len(batch))
     return summarize(results, time.perf_counter() - t0)
 

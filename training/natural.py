@@ -74,7 +74,11 @@ def read_natural(path: str | Path | None = None) -> list[Sample]:
     samples: list[Sample] = []
     seen: set[str] = set()
     for file in natural_files(path):
-        for n, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            text = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise DatasetError(f"{file}: cannot read it as UTF-8 text ({e}); the natural set is JSONL") from None
+        for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             where = f"{file}:{n}"

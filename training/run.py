@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from modaverse_agent.agent import LLMRequest
+from modaverse_agent.llm_io import Completion, LLMRequest
 from modaverse_agent.media import MediaItem, load_media
 
 from .dataset import DatasetError, Sample, read_samples
 from .evaluate import EvalReport, evaluate
 from .natural import NATURAL_DIR, is_natural, read_natural
+from .outputs import check_model_folder, plan_outputs, replace_folder, staging_folder
 from .tasks import STANDARD_TASKS, standard_schema
-from .trainer import TrainConfig, Trainer
+from .trainer import TrainConfig, Trainer, describe_schedule
 
 Log = Callable[[str], None]
+#: The logger of the engines' shared decoding loop (modaverse_agent.model.responder).
+RESPONDER_LOGGER = "modaverse_agent.model.responder"
 
 
 def _load_encoder(path: str | None, config: str) -> Any:
@@ -44,16 +49,21 @@ def train_model(
     init_from: str | Path | None = None,
     max_samples: int | None = None,
     share_prefix: bool = True,
-    save_tokenizer: bool = True,
+    save_tokenizer: bool | None = None,
+    overwrite: bool = False,
     log: Log = print,
 ) -> Path:
     """Train projectors + LoRA (+ media token rows) on ``data``; returns the saved ModaVerse directory.
 
     ``init_from`` starts from a trained ModaVerse directory (its config and weights, a fresh optimizer
-    and schedule: a second stage); ``llm`` and ``model_options`` are then ignored.
+    and schedule: a second stage); ``llm`` and ``model_options`` are then ignored. A model already in
+    ``output``, or an earlier run in the run folder, is replaced only with ``overwrite`` (or ``resume``,
+    which continues the run folder's own checkpoint); see :mod:`.outputs`. ``save_tokenizer`` None saves
+    the tokenizer unless the base is a built-in one (``modaverse:...``), whose tokenizer is rebuilt on load.
     """
     import torch
 
+    from modaverse_agent.model.checkpoint import BUILTIN_LLM_PREFIX
     from modaverse_agent.model.config import ModaVerseConfig
     from modaverse_agent.model.modeling import ModaVerseModel
 
@@ -62,11 +72,15 @@ def train_model(
 
     if (llm is None) == (init_from is None):
         raise ValueError("give either `llm` (a new model) or `init_from` (continue a trained one)")
+    plan = plan_outputs(output, train.output_dir, overwrite=overwrite, resume=resume)
+    if init_from is not None:
+        check_model_folder(init_from)
     data = Path(data)
     samples = read_samples(data)
     if max_samples is not None and max_samples < len(samples):
         samples = random.Random(train.seed).sample(samples, max_samples)
     log(f"{len(samples)} training samples from {data}")
+    log(describe_schedule(train))
     torch.manual_seed(train.seed)
     t0 = time.perf_counter()
     enc = _load_encoder(encoder, encoder_config)
@@ -86,6 +100,11 @@ def train_model(
         cache = FeatureCache(cache_dir or Path(train.output_dir) / "features", encoder_key(enc))
         items = [load_media(p) for s in samples for m in s.media if (p := m.resolve(data.parent)) is not None]
         log(f"feature cache: {cache.build(enc, items)}")
+    if save_tokenizer is None:
+        save_tokenizer = not str(config.llm).startswith(BUILTIN_LLM_PREFIX)
+        if not save_tokenizer:
+            log(f"the tokenizer is not saved: it is rebuilt from the built-in base {config.llm} on load")
+    plan.prepare_run_dir(log)
     collate = Collator(model, cache=cache, base_dir=data.parent)
     trainer = Trainer(TargetLoss(model, share_prefix=share_prefix), samples, collate, train, on_log=lambda r: None)
     if resume is not None:
@@ -94,7 +113,8 @@ def train_model(
     t1 = time.perf_counter()
     history = trainer.train()
     wall = time.perf_counter() - t1
-    out = model.save_pretrained(Path(output), tokenizer=save_tokenizer)
+    staging = staging_folder(plan.output)
+    model.save_pretrained(staging, tokenizer=save_tokenizer)
     card = {
         "data": str(data),
         "samples": len(samples),
@@ -106,8 +126,9 @@ def train_model(
         "loss_first_10": [round(h["loss"], 4) for h in history[:10]],
         "loss_last_10": [round(h["loss"], 4) for h in history[-10:]],
     }
-    (out / "training.json").write_text(json.dumps(card, indent=1), encoding="utf-8")
-    log(f"saved {out} ({wall:.0f} s of training)")
+    (staging / "training.json").write_text(json.dumps(card, indent=1), encoding="utf-8")
+    out = replace_folder(staging, plan.output)
+    log(f"{'replaced' if plan.replaces_model else 'saved'} {out} ({wall:.0f} s of training)")
     return out
 
 
@@ -121,19 +142,42 @@ def _media_items(sample: Sample, base_dir: Path) -> list[tuple[str, MediaItem]]:
     return out
 
 
-def predict_fn(model: Any, base_dir: Path) -> Callable[[Sequence[Sample]], list[str]]:
-    """A batch predictor for :func:`~.evaluate.evaluate` using ``model.respond_batch``."""
+def predict_fn(model: Any, base_dir: Path) -> Callable[[Sequence[Sample]], Sequence[str | Completion]]:
+    """A batch predictor for :func:`~.evaluate.evaluate`: ``model.complete_batch`` (texts with finish
+    reasons) when the model has it, else ``model.respond_batch``."""
 
-    def predict(batch: Sequence[Sample]) -> list[str]:
+    def predict(batch: Sequence[Sample]) -> Sequence[str | Completion]:
         requests = []
         for s in batch:
             media = _media_items(s, base_dir)
             requests.append(
                 LLMRequest(s.instruction, media, standard_schema([i for i, _ in media]), list(STANDARD_TASKS))
             )
+        if hasattr(model, "complete_batch"):
+            return model.complete_batch(requests)
         return model.respond_batch(requests)
 
     return predict
+
+
+class _PerAnswerBudgetWarning(logging.Filter):
+    """Drops the engines' per-answer "meta-response N reached the token budget / is incomplete" lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.msg, str) and record.msg.startswith("meta-response %d "))
+
+
+@contextlib.contextmanager
+def budget_warnings_counted() -> Iterator[None]:
+    """Hold back the engines' per-answer token-budget warnings: the report counts those answers once
+    (``EvalReport.closed_early`` and a note) instead of a line per answer with indices that restart per batch."""
+    target = logging.getLogger(RESPONDER_LOGGER)
+    quiet = _PerAnswerBudgetWarning()
+    target.addFilter(quiet)
+    try:
+        yield
+    finally:
+        target.removeFilter(quiet)
 
 
 def load_eval_samples(data: str | Path, *, limit: int | None = None, seed: int = 0) -> tuple[list[Sample], Path]:
@@ -142,12 +186,12 @@ def load_eval_samples(data: str | Path, *, limit: int | None = None, seed: int =
     ``data`` is a held-out JSONL, a file or folder of the natural set, or ``"natural"`` (the built-in
     natural set). ``limit`` takes a seeded subset. DatasetError (one line) when it cannot be read or is empty.
     """
+    if limit is not None and limit < 1:
+        raise DatasetError(f"--limit must be at least 1, not {limit}")
     path = NATURAL_DIR if str(data) == "natural" else Path(data)
     if not path.exists():
         raise DatasetError(f"{path}: no such file or folder (give a JSONL, or `natural` for the built-in natural set)")
     samples = read_natural(path) if path.is_dir() or is_natural(path) else read_samples(path)
-    if limit is not None and limit < 1:
-        raise DatasetError(f"--limit must be at least 1, not {limit}")
     if not samples:
         raise DatasetError(f"{path}: no samples to evaluate")
     if limit is not None and limit < len(samples):
@@ -160,4 +204,5 @@ def evaluate_model(
 ) -> EvalReport:
     """Evaluate ``model`` on a held-out JSONL or the natural set (a seeded subset of ``limit`` samples if given)."""
     samples, base_dir = load_eval_samples(data, limit=limit, seed=seed)
-    return evaluate(samples, predict_fn(model, base_dir), batch_size=batch_size)
+    with budget_warnings_counted():
+        return evaluate(samples, predict_fn(model, base_dir), batch_size=batch_size)

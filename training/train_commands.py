@@ -20,11 +20,16 @@ from modaverse_agent.cli import engine_options
     help="Continue from a trained ModaVerse dir (its config and weights; fresh optimizer and schedule).",
 )
 @click.option("--run-dir", type=click.Path(file_okay=False), help="Checkpoints and metrics (default: OUTPUT.run).")
-@click.option("--steps", default=200, show_default=True)
-@click.option("--batch-size", default=8, show_default=True)
-@click.option("--grad-accum", default=1, show_default=True)
+@click.option("--steps", default=200, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
+@click.option("--grad-accum", default=1, show_default=True, type=click.IntRange(min=1))
 @click.option("--lr", default=2e-4, show_default=True)
-@click.option("--warmup", default=10, show_default=True, help="Warmup steps.")
+@click.option(
+    "--warmup",
+    default=0.05,
+    show_default=True,
+    help="Warmup: whole steps (e.g. 10), or a fraction of --steps below 1 (0.05: 5%% of the steps).",
+)
 @click.option("--save-every", default=25, show_default=True, help="Checkpoint every N steps (0: only at the end).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--lora-r", default=16, show_default=True)
@@ -48,9 +53,20 @@ from modaverse_agent.cli import engine_options
 @click.option("--encoder-config", default="huge", show_default=True)
 @click.option("--mixed-precision", default="no", type=click.Choice(["no", "bf16", "fp16"]), show_default=True)
 @click.option("--resume", type=click.Path(exists=True, file_okay=False), help="A checkpoint-N dir to continue.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace the model already in OUTPUT and start the run folder over (its old checkpoints and metrics go).",
+)
 @click.option("--max-samples", type=int, help="Train on a seeded subset.")
-@click.option("--threads", type=int, help="torch threads (default: torch's choice).")
-@click.option("--no-tokenizer", is_flag=True, help="Don't save the tokenizer (rebuilt from the base LLM on load).")
+@click.option("--threads", type=click.IntRange(min=1), help="torch threads (default: torch's choice).")
+@click.option(
+    "--tokenizer/--no-tokenizer",
+    "save_tokenizer",
+    default=None,
+    help="Save the tokenizer in OUTPUT (33 MB for Gemma). Default: saved, except for a built-in base "
+    "(modaverse:...), whose tokenizer is rebuilt from the base on load.",
+)
 def train(
     data: str,
     output: str,
@@ -61,7 +77,7 @@ def train(
     batch_size: int,
     grad_accum: int,
     lr: float,
-    warmup: int,
+    warmup: float,
     save_every: int,
     seed: int,
     lora_r: int,
@@ -74,9 +90,10 @@ def train(
     encoder_config: str,
     mixed_precision: str,
     resume: str | None,
+    overwrite: bool,
     max_samples: int | None,
     threads: int | None,
-    no_tokenizer: bool,
+    save_tokenizer: bool | None,
 ) -> None:
     """Train projectors + LoRA in one stage on instruction-invocation pairs (I/O alignment)."""
     import torch
@@ -84,23 +101,27 @@ def train(
     from modaverse_agent.errors import ModaVerseError
 
     from .run import train_model
-    from .trainer import TrainConfig
+    from .trainer import TrainConfig, resolve_warmup
 
     if (llm is None) == (init_from is None):
         raise click.UsageError("give either --llm (a new model) or --init-from (continue a trained one)")
     if threads:
         torch.set_num_threads(threads)
-    cfg = TrainConfig(
-        output_dir=run_dir or f"{output}.run",
-        max_steps=steps,
-        batch_size=batch_size,
-        grad_accum=grad_accum,
-        lr=lr,
-        warmup_steps=min(warmup, steps),
-        save_every=save_every,
-        seed=seed,
-        mixed_precision=mixed_precision,
-    )
+    try:
+        cfg = TrainConfig(
+            output_dir=run_dir or f"{output}.run",
+            max_steps=steps,
+            batch_size=batch_size,
+            grad_accum=grad_accum,
+            lr=lr,
+            warmup_steps=resolve_warmup(warmup, steps),
+            save_every=save_every,
+            seed=seed,
+            mixed_precision=mixed_precision,
+        )
+    except ValueError as e:
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(2)
     options = {
         "lora_r": lora_r,
         "lora_alpha": lora_alpha,
@@ -121,7 +142,8 @@ def train(
             encoder_config=encoder_config,
             resume=resume,
             max_samples=max_samples,
-            save_tokenizer=not no_tokenizer,
+            save_tokenizer=save_tokenizer,
+            overwrite=overwrite,
             log=lambda m: click.echo(m, err=True),
         )
     except (ModaVerseError, ValueError) as e:
@@ -138,10 +160,10 @@ def train(
 )
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the report as JSON here.")
 @click.option("--limit", type=int, help="Evaluate a seeded subset of this many samples.")
-@click.option("--batch-size", default=16, show_default=True)
+@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
 @click.option("--constrained/--no-constrained", default=True, show_default=True)
-@click.option("--max-new-tokens", default=160, show_default=True)
-@click.option("--threads", type=int)
+@click.option("--max-new-tokens", default=160, show_default=True, type=click.IntRange(min=1))
+@click.option("--threads", type=click.IntRange(min=1), help="torch / llama.cpp threads (default: their choice).")
 @engine_options
 def evaluate_command(
     model_dir: str,
@@ -162,10 +184,12 @@ def evaluate_command(
     from modaverse_agent.model.llamacpp import load_engine
 
     from .evaluate import evaluate, write_report
-    from .run import load_eval_samples, predict_fn
+    from .outputs import check_model_folder
+    from .run import budget_warnings_counted, load_eval_samples, predict_fn
 
-    try:  # the data and arguments are checked before the model loads
+    try:  # the arguments, the data and the model folder are checked before the model loads
         samples, base_dir = load_eval_samples(data, limit=limit)
+        check_model_folder(model_dir)
     except ModaVerseError as e:
         click.echo(f"Error: {e}", err=True)
         sys.exit(2)
@@ -180,7 +204,8 @@ def evaluate_command(
         sys.exit(2)
     model.options.constrained = constrained
     model.options.max_new_tokens = max_new_tokens
-    report = evaluate(samples, predict_fn(model, base_dir), batch_size=batch_size)
+    with budget_warnings_counted():
+        report = evaluate(samples, predict_fn(model, base_dir), batch_size=batch_size)
     click.echo(report.table())
     if output:
         click.echo(f"report: {write_report(report, Path(output))}")

@@ -53,6 +53,32 @@ class TrainConfig:
             raise ValueError("`warmup_steps` must be between 0 and `max_steps`")
 
 
+def resolve_warmup(value: float, steps: int) -> int:
+    """Warmup steps from ``value``: a whole number of steps, or a fraction of ``steps`` when below 1.
+
+    ValueError (what to give instead) for a negative value, a non-whole number above 1, or whole steps
+    that are not below ``steps`` (the rate would rise for the whole run and never decay).
+    """
+    if value < 0 or math.isnan(value):
+        raise ValueError(f"--warmup must be 0 or more, not {value:g}")
+    if 0 < value < 1:
+        return min(round(value * steps), steps - 1)
+    if not float(value).is_integer():
+        raise ValueError(f"--warmup {value:g}: give whole steps (e.g. 10) or a fraction of --steps below 1 (e.g. 0.05)")
+    if value and value >= steps:
+        raise ValueError(
+            f"--warmup {value:g} is not below --steps {steps}: the learning rate would rise for the whole run and "
+            f"never decay; give fewer warmup steps or a fraction of the steps (e.g. --warmup 0.05)"
+        )
+    return int(value)
+
+
+def describe_schedule(config: TrainConfig) -> str:
+    """One line saying what the learning rate does over the run."""
+    warm = f"rises over {config.warmup_steps} warmup step(s), then" if config.warmup_steps else "starts at once and"
+    return f"learning rate {config.lr:g}: {warm} decays (cosine) to {config.min_lr_ratio:g}x by step {config.max_steps}"
+
+
 def lr_lambda(config: TrainConfig) -> Callable[[int], float]:
     """Linear warmup to 1, then cosine decay to ``min_lr_ratio``."""
 

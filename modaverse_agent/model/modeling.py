@@ -10,14 +10,17 @@ saying how to attach an encoder (or, with ``blind_media``, marks them as present
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from .config import ModaVerseConfig
 from .constrained import GrammarCache, MetaResponseLogitsProcessor
@@ -31,12 +34,64 @@ from .responder import (
 )
 from .splice import EncodedMedia, splice_media
 
-if TYPE_CHECKING:
-    pass
-
 logger = logging.getLogger(__name__)
 
 Schema = Mapping[str, Any] | None
+#: The shortest common prompt start worth running once for a whole batch (the system prompt is ~300 tokens).
+MIN_SHARED_PREFIX = 16
+
+
+class GrowingLayer(DynamicLayer):
+    """A KV-cache layer whose ``keys``/``values`` are views of preallocated buffers, filled in place.
+
+    transformers' ``DynamicLayer`` grows by concatenation: every decoded token copies the whole cache
+    of every layer (a ``torch.cat`` per layer, each a parallel region that stalls for milliseconds when
+    the CPU is shared). Here a step writes its row into a buffer sized for the whole answer and
+    attention reads a view of the filled part; a full buffer doubles. Used for every layer, sliding
+    ones included: they keep their whole history and the sliding mask (built from positions) hides what
+    lies outside the window, as for ``DynamicCache()`` built without a config.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity = max(1, capacity)
+        self._k: torch.Tensor | None = None
+        self._v: torch.Tensor | None = None
+
+    def _reserve(self, key_states: torch.Tensor, value_states: torch.Tensor, needed: int) -> None:
+        """New buffers for at least ``needed`` tokens, holding the cached keys/values so far."""
+        n, old = self.get_seq_length(), 0 if self._k is None else self._k.shape[-2]
+        size = max(self.capacity, needed, 2 * old if needed > old else 0)
+        k = key_states.new_empty((*key_states.shape[:-2], size, key_states.shape[-1]))
+        v = value_states.new_empty((*value_states.shape[:-2], size, value_states.shape[-1]))
+        if n:
+            k[..., :n, :] = self.keys
+            v[..., :n, :] = self.values
+        self._k, self._v = k, v
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write the new keys and values after the filled part; return views of everything so far."""
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        n, add = self.get_seq_length(), key_states.shape[-2]
+        buf = self._k
+        mine = buf is not None and (n == 0 or self.keys.data_ptr() == buf.data_ptr())  # not replaced (reorder)
+        if not (mine and buf.shape[:-2] == key_states.shape[:-2] and n + add <= buf.shape[-2]):
+            self._reserve(key_states, value_states, n + add)
+        k, v = self._k, self._v
+        k[..., n : n + add, :] = key_states
+        v[..., n : n + add, :] = value_states
+        self.keys, self.values = k[..., : n + add, :], v[..., : n + add, :]
+        return self.keys, self.values
+
+
+def growing_cache(capacity: int) -> DynamicCache:
+    """A cache for ``generate`` whose layers are :class:`GrowingLayer` of ``capacity`` tokens."""
+    cache = DynamicCache()
+    cache.layer_class_to_replicate = lambda: GrowingLayer(capacity)
+    return cache
 
 
 class ModaVerseModel(MetaResponseEngine, nn.Module):
@@ -197,15 +252,30 @@ class ModaVerseModel(MetaResponseEngine, nn.Module):
         return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, **kwargs)
 
     # -- generation ------------------------------------------------------------------------------------
-    def _batch(self, prompts: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        width = max(len(p) for p in prompts)
+    def _batch(self, prompts: Sequence[Sequence[int]], prefix: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ids and attention mask of a batch: the ``prefix`` tokens all rows share, then each row's rest
+        left-padded (the padding sits between the two; positions count only real tokens)."""
+        width = prefix + max(len(p) - prefix for p in prompts)
         pad = self.tokenizer.pad_token_id
         ids = torch.full((len(prompts), width), pad, dtype=torch.long)
         mask = torch.zeros((len(prompts), width), dtype=torch.long)
         for i, p in enumerate(prompts):
-            ids[i, width - len(p) :] = torch.as_tensor(list(p), dtype=torch.long)
-            mask[i, width - len(p) :] = 1
+            ids[i, :prefix] = torch.as_tensor(list(p[:prefix]), dtype=torch.long)
+            ids[i, width - len(p) + prefix :] = torch.as_tensor(list(p[prefix:]), dtype=torch.long)
+            mask[i, :prefix] = 1
+            mask[i, width - len(p) + prefix :] = 1
         return ids.to(self.device), mask.to(self.device)
+
+    def _shared_prefix(self, prompts: Sequence[Sequence[int]]) -> int:
+        """How many leading tokens every row shares (the system prompt), stopping before a media placeholder
+        and leaving each row at least one token of its own; 0 for one row or a short common part."""
+        if len(prompts) < 2:
+            return 0
+        first, limit = prompts[0], min(len(p) for p in prompts) - 1
+        n = 0
+        while n < limit and first[n] != self.placeholder_id and all(p[n] == first[n] for p in prompts):
+            n += 1
+        return n if n >= MIN_SHARED_PREFIX else 0
 
     def _decode_rows(
         self,
@@ -216,11 +286,27 @@ class ModaVerseModel(MetaResponseEngine, nn.Module):
         sampling: Sampling,
         streamer: Any | None,
     ) -> list[list[int]]:
-        """transformers' ``generate`` on the spliced embeddings of a left-padded batch."""
+        """transformers' ``generate`` on the spliced embeddings of a batch.
+
+        The part every row shares (the system prompt) runs once, for one row, into the cache that all
+        rows then continue from; each row's own part is left-padded after it.
+        """
         from transformers import GenerationConfig, LogitsProcessorList
 
-        input_ids, attention_mask = self._batch(prompts)
+        extra: dict[str, Any] = {"tokenizer": self.tokenizer} if self.config.stop_strings else {}
+        width = max(len(p) for p in prompts)
+        cache = self._cache_kwargs(width + sampling.max_new_tokens)
+        window = getattr(self.llm.config.get_text_config(), "sliding_window", None)
+        # Padding after the shared part shifts a row's tokens by the padding; a sliding window counts those
+        # slots, so share only when the window holds the whole sequence (then nothing falls out of it).
+        fits = not window or width + sampling.max_new_tokens <= window
+        prefix = self._shared_prefix(prompts) if cache and fits else 0
+        input_ids, attention_mask = self._batch(prompts, prefix)
         embeds, _ = self.embed_inputs(input_ids, media_features, media_modalities)
+        if prefix:
+            self.llm(inputs_embeds=embeds[:1, :prefix], use_cache=True, logits_to_keep=1, **cache)
+            next(iter(cache.values())).batch_repeat_interleave(len(prompts))
+        extra.update(cache)
         config = GenerationConfig(
             max_new_tokens=sampling.max_new_tokens,
             min_new_tokens=sampling.min_new_tokens,
@@ -233,7 +319,6 @@ class ModaVerseModel(MetaResponseEngine, nn.Module):
             bos_token_id=self.tokenizer.bos_token_id,
             stop_strings=list(self.config.stop_strings) or None,
         )
-        extra = {"tokenizer": self.tokenizer} if self.config.stop_strings else {}
         with torch.random.fork_rng(devices=[] if self.device.type == "cpu" else [self.device]):
             if sampling.seed is not None:
                 torch.manual_seed(sampling.seed)
@@ -246,6 +331,15 @@ class ModaVerseModel(MetaResponseEngine, nn.Module):
                 **extra,
             )
         return out.tolist()
+
+    def _cache_kwargs(self, capacity: int) -> dict[str, Any]:
+        """``generate``'s cache argument: a :func:`growing_cache` under the name this transformers takes."""
+        cache = growing_cache(capacity)
+        if not hasattr(cache, "layer_class_to_replicate"):  # an older transformers: its own cache, grown by cat
+            return {}
+        causal = self.llm.get_base_model() if hasattr(self.llm, "get_base_model") else self.llm
+        name = "cache" if "cache" in inspect.signature(causal.forward).parameters else "past_key_values"
+        return {name: cache}
 
     # -- inference conveniences ----------------------------------------------------------------------------
     def merge_and_unload(self) -> ModaVerseModel:
