@@ -51,6 +51,7 @@ from .response import (
     ResponseDone,
     ResponseError,
     TextDelta,
+    last_response,
 )
 from .zoo import Zoo
 
@@ -161,7 +162,7 @@ class ModaVerseAgent:
         earlier turns of a conversation.
         """
         events = self._events(instruction, media, output_dir, params, history, stream_text=False)
-        return _last_response(events)
+        return last_response(events)
 
     def stream(
         self,
@@ -247,7 +248,7 @@ class ModaVerseAgent:
         output_dir: str | Path | None = None,
     ) -> FinalResponse:
         """Run every invocation of ``meta`` in isolation and collect the final response."""
-        return _last_response(self._dispatch_events(meta, media, errors=errors, raw=raw, output_dir=output_dir))
+        return last_response(self._dispatch_events(meta, media, errors=errors, raw=raw, output_dir=output_dir))
 
     def _dispatch_events(
         self,
@@ -326,13 +327,3 @@ class ModaVerseAgent:
         cancel = threading.Event()
         req = GenerationRequest(inv.prompt, out.for_invocation(cancel), dict(inv.args), inputs, seed, progress, cancel)
         return run_with_timeout(gen, req, self.timeout, self.cancel_grace)
-
-
-def _last_response(events: Iterator[AgentEvent]) -> FinalResponse:
-    """The final response of an event stream (its last event)."""
-    last = None
-    for last in events:  # noqa: B007 - run every stage; only the last event matters here
-        pass
-    if not isinstance(last, ResponseDone):
-        raise RuntimeError("the agent's event stream ended without a response")
-    return last.response

@@ -24,7 +24,15 @@ from .artifacts import Artifact, safe_stem
 from .errors import ModaVerseError
 from .llm_io import ChatTurn, GenerationParams
 from .media import MediaItem, load_media
-from .response import AgentEvent, FinalResponse, InvocationDone, ResponseDone, ResponseError, TextDelta
+from .response import (
+    AgentEvent,
+    FinalResponse,
+    InvocationDone,
+    ResponseDone,
+    ResponseError,
+    TextDelta,
+    last_response,
+)
 
 FORMAT_VERSION = 1
 #: The error of a turn whose reader stopped before the answer was complete.
@@ -112,11 +120,7 @@ class Conversation:
         self, text: str, attachments: Sequence[MediaSource] = (), *, output_dir: str | Path | None = None
     ) -> FinalResponse:
         """One turn: the answer (text and files); the turn and its media join the conversation."""
-        last = None
-        for last in self.stream(text, attachments, output_dir=output_dir):  # noqa: B007
-            pass
-        assert isinstance(last, ResponseDone)
-        return last.response
+        return last_response(self.stream(text, attachments, output_dir=output_dir))
 
     def stream(
         self, text: str, attachments: Sequence[MediaSource] = (), *, output_dir: str | Path | None = None

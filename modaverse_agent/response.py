@@ -9,6 +9,7 @@ files, or its error), and last :class:`ResponseDone` with the whole
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,3 +120,13 @@ class ResponseDone:
 
 
 AgentEvent = TextDelta | PlanReady | InvocationStarted | InvocationDone | ResponseDone
+
+
+def last_response(events: Iterable[AgentEvent]) -> FinalResponse:
+    """Run an event stream to its end and return its final response (the last event's)."""
+    last = None
+    for last in events:  # noqa: B007 - every stage runs; the last event carries the response
+        pass
+    if not isinstance(last, ResponseDone):
+        raise RuntimeError("the agent's event stream ended without a response")
+    return last.response

@@ -22,6 +22,7 @@ from .response import (
     PlanReady,
     ResponseDone,
     TextDelta,
+    last_response,
 )
 
 if TYPE_CHECKING:  # the agent builds its runnable (ModaVerseAgent.as_runnable): no import back at run time
@@ -84,7 +85,7 @@ class AgentRunnable(Runnable[AgentInput, FinalResponse]):
         return self._call_with_config(self._run, input, config, run_type="chain", **kwargs)
 
     def _run(self, value: AgentInput, run_manager: CallbackManagerForChainRun | None = None) -> FinalResponse:
-        return _last(self._traced(_split_input(value), run_manager))
+        return last_response(self._traced(_split_input(value), run_manager))
 
     def stream(self, input: AgentInput, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[AgentEvent]:
         """The answer as events: text deltas as they are decoded, the plan, each invocation's files as its
@@ -145,12 +146,3 @@ class AgentRunnable(Runnable[AgentInput, FinalResponse]):
             elif isinstance(event, ResponseDone) and llm_run is not None:  # the model failed before a plan
                 llm_run.on_llm_error(RuntimeError("; ".join(str(e) for e in event.response.errors) or "no answer"))
             yield event
-
-
-def _last(events: Iterator[AgentEvent]) -> FinalResponse:
-    last = None
-    for last in events:  # noqa: B007 - every stage runs; the last event carries the response
-        pass
-    if not isinstance(last, ResponseDone):
-        raise RuntimeError("the agent's event stream ended without a response")
-    return last.response
