@@ -43,7 +43,8 @@ REPLIES = {
     "draw": ("Here is the picture you asked for.", "text-to-image"),
     "sound": ("Listen to this.", "text-to-audio"),
     "video": ("A short clip.", "text-to-video"),
-    "slow": ("This answer takes its time, word after word. " * 16, "text-to-image"),
+    "slow": ("This answer takes its time, word after word. " * 60, "text-to-image"),  # 12 s: stopped early
+    "steady": ("This answer streams for a few seconds, word after word. " * 14, "text-to-image"),
 }
 
 
@@ -421,7 +422,7 @@ def test_two_tabs_share_one_queue_with_a_visible_position(site: dict[str, Any], 
     p = Person(browser, tmp_path / "screens")
     p.open(site["url"])
     first = browser.current_window_handle
-    p.send("a slow one, please")
+    p.send("a steady one, please")
     p.until_text("word after word")
     browser.switch_to.new_window("tab")
     p.open(site["url"])
@@ -459,7 +460,7 @@ def test_the_microphone_and_the_webcam_attach_to_the_next_message(
     camera.click()
     button("#cam-image", "Access Webcam").click()
     button("#cam-image", "capture photo").click()
-    p.wait.until(lambda d: p.css("#cam-image img"))
+    p.wait.until(lambda d: [i for i in p.css("#cam-image img") if "/file=" in (i.get_attribute("src") or "")])
     p.shot("webcam-photo-taken")
     p.send("what do you make of these?")
     p.answers_done(1)

@@ -114,7 +114,7 @@ def _files(messages: list[dict], role: str = "assistant") -> list[dict]:
 def test_a_turn_streams_text_then_shows_the_file_notes_and_closed_details(
     zoo: Zoo, tmp_path: Path, png_file: Path
 ) -> None:
-    session = _session(KeywordLLM(delay=0.01), zoo, tmp_path / "out")
+    session = _session(KeywordLLM(delay=0.03), zoo, tmp_path / "out")  # 7 pieces over ~0.2 s: several frames
     frames = _run(session, "please draw a cat", [str(png_file)], seed=7)
     first = frames[0]
     assert first[0] == {"role": "user", "content": "please draw a cat"}

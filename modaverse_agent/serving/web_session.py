@@ -32,6 +32,8 @@ from ..zoo import Zoo, ZooConfig
 from .web_render import Message, TurnSettings, TurnView
 
 AgentFactory = Callable[[], ModaVerseAgent]
+#: The page is sent a new frame of the streaming answer at most this often (seconds).
+FRAME_S = 0.05
 
 
 class AgentSource:
@@ -216,10 +218,17 @@ class WebSession:
         )
         self._worker = worker
         worker.start()
+        shown = time.perf_counter()
         while True:
             self._changed.wait(0.25)
+            # at most one frame per FRAME_S: the pieces that arrive meanwhile go out together, so a fast
+            # model does not make the page re-render the whole chat for every token
+            pause = FRAME_S - (time.perf_counter() - shown)
+            if pause > 0 and not (view.finished or view.stopped):
+                time.sleep(pause)
             self._changed.clear()
             ended = view.finished or view.stopped
+            shown = time.perf_counter()
             yield self.snapshot()
             if ended:
                 return
