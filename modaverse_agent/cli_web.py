@@ -24,7 +24,12 @@ from .cli_zoo import load_zoo, zoo_config_option
     type=click.Path(file_okay=False),
     help="Every file the page writes goes here: generated media, conversations, uploads (Gradio's cache).",
 )
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on. 0.0.0.0 opens the page, and the files in the output directory, to your network.",
+)
 @click.option("--port", type=click.IntRange(1, 65535), default=7860, show_default=True, help="Port to listen on.")
 @click.option(
     "--timeout",

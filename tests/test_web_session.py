@@ -295,6 +295,16 @@ def test_the_page_mounts_into_fastapi_offline_and_keeps_gradio_files_in_the_outp
         assert not [f for f in fetched if f], "the page loads something from another host"
     with pytest.raises(ValueError, match="build_web_app"):
         mount_web(FastAPI(), object(), "/ui")
+    calls: list[int] = []
+
+    def factory() -> ModaVerseAgent:
+        calls.append(1)
+        return ModaVerseAgent(KeywordLLM(), zoo, output_dir=out)
+
+    lazy = mount_web(FastAPI(), build_web_app(factory, zoo=zoo, output_dir=out), "/ui")
+    with TestClient(lazy) as client:
+        assert client.get("/ui/").status_code == 200 and client.get("/ui/config").status_code == 200
+    assert calls == []  # the model loads on the first message, not when the page is built or opened
 
 
 def test_conversation_download_is_the_chat_json(zoo: Zoo, tmp_path: Path) -> None:
