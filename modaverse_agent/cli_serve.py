@@ -94,6 +94,7 @@ def _is_loopback(host: str) -> bool:
 @click.option(
     "--public-url", help="The URL clients reach this server at, for file links (default: the request's host)."
 )
+@click.option("--ui", is_flag=True, help="Also serve the chat page (as `modaverse web`) at /ui/.")
 @click.option(
     "--log-level",
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
@@ -125,6 +126,7 @@ def serve(
     max_body_bytes: int,
     allow_local_files: bool,
     public_url: str | None,
+    ui: bool,
     log_level: str,
 ) -> None:
     """Serve the agent over HTTP with the OpenAI chat-completions API (POST /v1/chat/completions).
@@ -170,12 +172,23 @@ def serve(
         max_batch=max_batch,
         public_url=public_url,
     )
+    page = None
+    if ui:  # before create_app: the page points Gradio's temp files into the output dir
+        from .serving.web import build_web_app
+
+        page = build_web_app(agent, output_dir=output_dir, title=model_name)
     app = create_app(agent, options)
+    if page is not None:
+        from .serving.web import mount_web
+
+        app = mount_web(app, page, "/ui")
     bound = sock.getsockname()
     shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
     if not _is_loopback(host) and api_key is None:
         echo(f"warning: listening on {host} without --api-key: anyone who reaches this port can use it", err=True)
     echo(f"serving {model_name} on http://{shown}:{bound[1]}/v1 (Ctrl-C stops)", err=True)
+    if page is not None:
+        echo(f"chat page on http://{shown}:{bound[1]}/ui/", err=True)
     config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5)
     uvicorn.Server(config).run(sockets=[sock])
 

@@ -61,3 +61,31 @@ def test_the_script_serves_openai_clients_until_ctrl_c(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def test_serve_ui_mounts_the_chat_page_beside_the_api(tmp_path: Path) -> None:
+    import httpx
+
+    exe = Path(sys.executable).with_name("modaverse")
+    env = {**os.environ, "MODAVERSE_LOAD_PLUGINS": "echo", "MODAVERSE_ZOO_CONFIG": str(tmp_path / "z.toml")}
+    args = [str(exe), "serve", "--port", "0", "--ui", "--meta-response", json.dumps(PLAN), "-o", str(tmp_path / "o")]
+    proc = subprocess.Popen([*args, "--log-level", "warning"], stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        lines, deadline = [], time.monotonic() + 180
+        while not any("chat page on" in x for x in lines) and time.monotonic() < deadline and proc.poll() is None:
+            lines.append(proc.stderr.readline() if proc.stderr else "")
+        page_line = next((x for x in lines if "chat page on" in x), "")
+        assert page_line, "".join(lines)
+        url = page_line.split(" on ")[1].split()[0]
+        page = httpx.get(url, timeout=60, follow_redirects=True)
+        assert page.status_code == 200 and "<html" in page.text.lower()
+        models = httpx.get(url.replace("/ui/", "/v1/models"), timeout=60)
+        assert models.status_code == 200 and models.json()["data"][0]["id"] == "modaverse"
+        assert not list(Path(tmp_path).glob("gradio*"))  # Gradio's files stay under the output dir
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
