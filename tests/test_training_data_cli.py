@@ -127,3 +127,20 @@ def test_generate_with_a_teacher_factory(cli: click.Group, tmp_path: Path, monke
     assert [s.instruction for s in read_samples(out)] == ["Draw a red boat."]
     missing = CliRunner().invoke(cli, ["data", "generate", "--engine", "teacher", "-o", str(out)])
     assert missing.exit_code == 2 and "--teacher-model" in missing.output
+
+
+def test_generate_keeps_a_heldout_family_out_of_training(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from modaverse_agent.training.commands import data
+    from modaverse_agent.training.dataset import read_samples
+
+    train, test = tmp_path / "train.jsonl", tmp_path / "test.jsonl"
+    args = ["generate", "-o", str(train), "--heldout", str(test), "--size", "300", "--heldout-size", "60"]
+    res = CliRunner().invoke(data, [*args, "--heldout-family", "picture_asks"])
+    assert res.exit_code == 0, res.output
+    pools = lambda p: {s.source.get("pool") for s in read_samples(p)}  # noqa: E731
+    assert not any(str(p).startswith("picture_asks") for p in pools(train) if p)
+    assert all(str(p).startswith("picture_asks") for p in pools(test) if p) and pools(test) - {None}
+    bad = CliRunner().invoke(data, [*args, "--heldout-family", "no-such-family"])
+    assert bad.exit_code != 0 and "no-such-family" in bad.output

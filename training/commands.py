@@ -102,7 +102,16 @@ def data() -> None:
 @data.command("generate")
 @click.option("--engine", type=click.Choice(["template", "teacher"]), default="template", show_default=True)
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Training JSONL to write.")
-@click.option("--heldout", type=click.Path(dir_okay=False), help="Also write a held-out JSONL (disjoint phrasings).")
+@click.option(
+    "--heldout",
+    type=click.Path(dir_okay=False),
+    help="Also write a held-out JSONL (held-out content; disjoint phrasings with --heldout-family).",
+)
+@click.option(
+    "--heldout-family",
+    help="Template engine: keep this phrasing family out of training and write the held-out split from it alone "
+    "(`modaverse data corpora` lists them; `test` = the original split). Default: every family trains.",
+)
 @click.option("--size", default=DEFAULT_TRAIN_SIZE, show_default=True, help="Training samples (template engine).")
 @click.option("--heldout-size", default=DEFAULT_TEST_SIZE, show_default=True, help="Held-out samples.")
 @click.option("--seed", default=0, show_default=True, help="Same seed, same files.")
@@ -141,6 +150,7 @@ def generate(
     engine: str,
     output: str,
     heldout: str | None,
+    heldout_family: str | None,
     size: int,
     heldout_size: int,
     seed: int,
@@ -167,7 +177,8 @@ def generate(
         corpora = load_corpora(corpora_dir) if corpora_dir else None
         captioned: list[CaptionedItem] = [item for f in corpora_files for item in load_captioned(f)]
         if engine == "template":
-            results = _run_template(corpora, captioned, mix, seed, size, heldout_size if heldout else 0)
+            test_size = heldout_size if heldout else 0
+            results = _run_template(corpora, captioned, mix, seed, size, test_size, heldout_family)
         else:
             chat = _load_teacher(teacher_factory, teacher_model)
             results = _run_teacher(
@@ -183,11 +194,18 @@ def generate(
 
 
 def _run_template(
-    corpora: Any, captioned: list[CaptionedItem], mix: tuple[str, ...], seed: int, size: int, test_size: int
+    corpora: Any,
+    captioned: list[CaptionedItem],
+    mix: tuple[str, ...],
+    seed: int,
+    size: int,
+    test_size: int,
+    heldout_family: str | None = None,
 ) -> tuple[GenerationResult, GenerationResult]:
     from .templates import Recipe, TemplateEngine
 
-    engine = TemplateEngine(corpora, captioned, recipe=Recipe(mix=_parse_mix(mix)), seed=seed)
+    recipe = Recipe(mix=_parse_mix(mix))
+    engine = TemplateEngine(corpora, captioned, recipe=recipe, seed=seed, heldout_family=heldout_family)
     return engine.generate_splits(size, test_size)
 
 
