@@ -19,7 +19,7 @@ ENTRY_POINT_GROUP = "modaverse_agent"
 #: Built-ins always load, as simonw/llm's default plugins do.
 ALLOW_ENV = "MODAVERSE_LOAD_PLUGINS"
 #: Built-in plugins, registered exactly like external ones (module path, plugin name).
-DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (("modaverse_agent.training.commands", "training"),)
+DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (("modaverse_agent.training.plugin", "training"),)
 
 
 @dataclass(frozen=True)

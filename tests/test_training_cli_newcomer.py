@@ -39,7 +39,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from modaverse_agent.training.commands import data as data_group
+    from modaverse_agent.training.data_commands import data as data_group
 
     out = tmp_path_factory.mktemp("data")
     args = ["generate", "-o", str(out / "train.jsonl"), "--heldout", str(out / "test.jsonl")]

@@ -15,7 +15,7 @@ from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
 
 from modaverse_agent import plugins
-from modaverse_agent.training import commands
+from modaverse_agent.training import plugin as commands
 from modaverse_agent.training.dataset import read_samples
 
 
@@ -132,7 +132,7 @@ def test_generate_with_a_teacher_factory(cli: click.Group, tmp_path: Path, monke
 def test_generate_keeps_a_heldout_family_out_of_training(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from modaverse_agent.training.commands import data
+    from modaverse_agent.training.data_commands import data
     from modaverse_agent.training.dataset import read_samples
 
     train, test = tmp_path / "train.jsonl", tmp_path / "test.jsonl"

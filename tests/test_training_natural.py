@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from modaverse_agent.training.dataset import DatasetError
 from modaverse_agent.training.evaluate import evaluate, judge
 from modaverse_agent.training.natural import NATURAL_DIR, is_natural, is_placeholder_answer, read_natural
-from modaverse_agent.training.run import load_eval_samples
+from modaverse_agent.training.workflows import load_eval_samples
 
 ROOT = Path(__file__).resolve().parents[1]
 

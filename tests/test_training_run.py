@@ -16,7 +16,7 @@ from modaverse_agent.model.modeling import ModaVerseModel
 from modaverse_agent.model.tiny import save_tiny_base
 from modaverse_agent.training.batches import Collator, TargetLoss, shared_prefix_length
 from modaverse_agent.training.dataset import read_samples
-from modaverse_agent.training.run import evaluate_model
+from modaverse_agent.training.workflows import evaluate_model
 
 torch.set_num_threads(1)
 
@@ -28,7 +28,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from modaverse_agent.training.commands import data as data_group
+    from modaverse_agent.training.data_commands import data as data_group
 
     out = tmp_path_factory.mktemp("data")
     res = CliRunner().invoke(

@@ -100,8 +100,8 @@ def train(
 
     from modaverse_agent.errors import ModaVerseError
 
-    from .run import train_model
     from .trainer import TrainConfig, resolve_warmup
+    from .workflows import train_model
 
     if (llm is None) == (init_from is None):
         raise click.UsageError("give either --llm (a new model) or --init-from (continue a trained one)")
@@ -185,7 +185,7 @@ def evaluate_command(
 
     from .evaluate import evaluate, write_report
     from .outputs import check_model_folder
-    from .run import budget_warnings_counted, load_eval_samples, predict_fn
+    from .workflows import budget_warnings_counted, load_eval_samples, predict_fn
 
     try:  # the arguments, the data and the model folder are checked before the model loads
         samples, base_dir = load_eval_samples(data, limit=limit)

@@ -14,15 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from modaverse_agent.hookspecs import hookimpl
-
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
 
     from .corpora import CaptionedItem
     from .generation import GenerationResult
 
-PLUGIN_NAME = "training"
 DEFAULT_TRAIN_SIZE = 6000
 DEFAULT_TEST_SIZE = 800
 
@@ -360,13 +357,3 @@ def corpora_cmd(corpora_dir: str | None) -> None:
     click.echo(f"  {'image styles':<15} {len(c.image_styles):>5}\n  {'video styles':<15} {len(c.video_styles):>5}")
     for split_name, pools in c.phrasings.items():
         click.echo(f"phrasings [{split_name}]: {sum(len(v) for v in pools.values())} templates in {len(pools)} pools")
-
-
-@hookimpl
-def register_commands(cli: click.Group) -> None:
-    """Add ``data``, ``train`` and ``eval`` to the ``modaverse`` command."""
-    from .train_commands import evaluate_command, train
-
-    cli.add_command(data)
-    cli.add_command(train)
-    cli.add_command(evaluate_command)
