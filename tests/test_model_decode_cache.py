@@ -3,6 +3,7 @@ answers are the ones transformers' own concatenating cache gives, sliding-window
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -131,24 +132,28 @@ def _shared(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def test_the_system_prompt_runs_once_per_batch_and_the_answers_stay_the_same(
     blind: ModaVerseModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(blind.llm.config, "sliding_window", 4096)  # the window holds the whole sequence
+    """Rows of different lengths (left padding) on a Gemma whose 16-token sliding window is far shorter than
+    the prompts: the shared start runs once, and every answer is the one the row gets alone."""
+    assert blind.llm.config.sliding_window == 16
     requests = _requests()
     one_by_one = [blind.respond(r) for r in requests]
     found = _shared(monkeypatch)
+    prefills: list[tuple[int, ...]] = []
+    causal = type(blind.llm.get_base_model())
+    forward = causal.forward
+
+    @functools.wraps(forward)  # generate reads the signature
+    def recorded(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("inputs_embeds") is not None:
+            prefills.append(tuple(kwargs["inputs_embeds"].shape[:2]))
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(causal, "forward", recorded)
     together = blind.respond_batch(requests)
     assert found and found[0] > 300  # the system prompt and the task list, up to where the rows differ
+    width = max(len(blind.prepare(r)[0]) for r in requests)
+    assert prefills[:2] == [(1, found[0]), (3, width - found[0])]  # the shared start once, then only the rest
     assert together == one_by_one
-
-
-def test_a_sliding_window_shorter_than_the_sequence_keeps_left_padding(
-    blind: ModaVerseModel, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Padding after the shared part would move early tokens out of a short window: no sharing then."""
-    assert blind.llm.config.sliding_window == 16
-    requests = _requests(with_media=False)
-    one_by_one = [blind.respond(r) for r in requests]
-    found = _shared(monkeypatch)
-    assert blind.respond_batch(requests) == one_by_one and not found
 
 
 def test_media_before_the_rows_differ_end_the_shared_part(blind: ModaVerseModel) -> None:
@@ -158,3 +163,37 @@ def test_media_before_the_rows_differ_end_the_shared_part(blind: ModaVerseModel)
     assert blind._shared_prefix([[5] * 40, [5] * 40]) == 39  # each row keeps a token of its own
     assert blind._shared_prefix([[5] * 10 + [1], [5] * 10 + [2]]) == 0  # too short to be worth it
     assert blind._shared_prefix([[5] * 40]) == 0
+
+
+def test_the_shared_start_fills_each_row_as_left_padded_prefill_would(blind: ModaVerseModel) -> None:
+    """The cache built from one run of the shared start holds, in every row, the keys and values that a
+    plain prefill of the left-padded batch computes at that row's real tokens."""
+    from transformers import DynamicCache
+
+    prompts = [blind.prepare(r)[0] for r in _requests(with_media=False)]
+    prefix = blind._shared_prefix(prompts)
+    input_ids, mask = blind._batch(prompts)
+    embeds, _ = blind.embed_inputs(input_ids)
+    shifts = [input_ids.shape[1] - len(p) for p in prompts]
+    assert prefix > 300 and len(set(shifts)) == len(shifts)  # rows of three lengths
+    with torch.no_grad():
+        kwargs = blind._cache_kwargs(input_ids.shape[1] + 8)
+        blind._prefill_shared(embeds, shifts, prefix, kwargs)
+        ours = next(iter(kwargs.values()))
+        plain = DynamicCache()
+        name = next(iter(kwargs))
+        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)[:, :prefix]  # as generate counts them
+        blind.llm(
+            inputs_embeds=embeds[:, :prefix],
+            attention_mask=mask[:, :prefix],
+            position_ids=positions,
+            use_cache=True,
+            **{name: plain},
+        )
+    real = mask[:, :prefix].bool()
+    for a, b in zip(ours.layers, plain.layers, strict=True):
+        assert a.keys.shape == b.keys.shape
+        for row in range(len(prompts)):
+            torch.testing.assert_close(a.keys[row][:, real[row]], b.keys[row][:, real[row]], atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(a.values[row][:, real[row]], b.values[row][:, real[row]], atol=1e-5, rtol=1e-4)
+            assert not a.keys[row][:, ~real[row]].any()  # left padding: zeros, masked out

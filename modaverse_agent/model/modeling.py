@@ -86,6 +86,20 @@ class GrowingLayer(DynamicLayer):
         self.keys, self.values = k[..., : n + add, :], v[..., : n + add, :]
         return self.keys, self.values
 
+    def spread(self, shifts: Sequence[int]) -> None:
+        """Turn this one-row cache into one row per shift, each row's cache moved right by its shift (the
+        slots before it are zero: left padding, masked out)."""
+        n = self.get_seq_length()
+        keys, values = self.keys, self.values
+        k = keys.new_zeros((len(shifts), *keys.shape[1:-2], max(self.capacity, n), keys.shape[-1]))
+        v = values.new_zeros((len(shifts), *values.shape[1:-2], max(self.capacity, n), values.shape[-1]))
+        for i, shift in enumerate(shifts):
+            if shift < n:
+                k[i, ..., shift:n, :] = keys[0, ..., : n - shift, :]
+                v[i, ..., shift:n, :] = values[0, ..., : n - shift, :]
+        self._k, self._v = k, v
+        self.keys, self.values = k[..., :n, :], v[..., :n, :]
+
 
 def growing_cache(capacity: int) -> DynamicCache:
     """A cache for ``generate`` whose layers are :class:`GrowingLayer` of ``capacity`` tokens."""
@@ -252,18 +266,14 @@ class ModaVerseModel(MetaResponseEngine, nn.Module):
         return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, **kwargs)
 
     # -- generation ------------------------------------------------------------------------------------
-    def _batch(self, prompts: Sequence[Sequence[int]], prefix: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """Ids and attention mask of a batch: the ``prefix`` tokens all rows share, then each row's rest
-        left-padded (the padding sits between the two; positions count only real tokens)."""
-        width = prefix + max(len(p) - prefix for p in prompts)
+    def _batch(self, prompts: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(p) for p in prompts)
         pad = self.tokenizer.pad_token_id
         ids = torch.full((len(prompts), width), pad, dtype=torch.long)
         mask = torch.zeros((len(prompts), width), dtype=torch.long)
         for i, p in enumerate(prompts):
-            ids[i, :prefix] = torch.as_tensor(list(p[:prefix]), dtype=torch.long)
-            ids[i, width - len(p) + prefix :] = torch.as_tensor(list(p[prefix:]), dtype=torch.long)
-            mask[i, :prefix] = 1
-            mask[i, width - len(p) + prefix :] = 1
+            ids[i, width - len(p) :] = torch.as_tensor(list(p), dtype=torch.long)
+            mask[i, width - len(p) :] = 1
         return ids.to(self.device), mask.to(self.device)
 
     def _shared_prefix(self, prompts: Sequence[Sequence[int]]) -> int:
@@ -286,26 +296,21 @@ class ModaVerseModel(MetaResponseEngine, nn.Module):
         sampling: Sampling,
         streamer: Any | None,
     ) -> list[list[int]]:
-        """transformers' ``generate`` on the spliced embeddings of a batch.
+        """transformers' ``generate`` on the spliced embeddings of a left-padded batch.
 
-        The part every row shares (the system prompt) runs once, for one row, into the cache that all
-        rows then continue from; each row's own part is left-padded after it.
+        The start every row shares (the system prompt) runs once, for one row; its keys and values are
+        laid into each row's cache at that row's offset, and ``generate`` continues from there.
         """
         from transformers import GenerationConfig, LogitsProcessorList
 
         extra: dict[str, Any] = {"tokenizer": self.tokenizer} if self.config.stop_strings else {}
         width = max(len(p) for p in prompts)
         cache = self._cache_kwargs(width + sampling.max_new_tokens)
-        window = getattr(self.llm.config.get_text_config(), "sliding_window", None)
-        # Padding after the shared part shifts a row's tokens by the padding; a sliding window counts those
-        # slots, so share only when the window holds the whole sequence (then nothing falls out of it).
-        fits = not window or width + sampling.max_new_tokens <= window
-        prefix = self._shared_prefix(prompts) if cache and fits else 0
-        input_ids, attention_mask = self._batch(prompts, prefix)
+        input_ids, attention_mask = self._batch(prompts)
         embeds, _ = self.embed_inputs(input_ids, media_features, media_modalities)
+        prefix = self._shared_prefix(prompts) if cache else 0
         if prefix:
-            self.llm(inputs_embeds=embeds[:1, :prefix], use_cache=True, logits_to_keep=1, **cache)
-            next(iter(cache.values())).batch_repeat_interleave(len(prompts))
+            self._prefill_shared(embeds, [width - len(p) for p in prompts], prefix, cache)
         extra.update(cache)
         config = GenerationConfig(
             max_new_tokens=sampling.max_new_tokens,
@@ -331,6 +336,17 @@ class ModaVerseModel(MetaResponseEngine, nn.Module):
                 **extra,
             )
         return out.tolist()
+
+    def _prefill_shared(
+        self, embeds: torch.Tensor, shifts: Sequence[int], prefix: int, cache_kwargs: dict[str, Any]
+    ) -> None:
+        """Run the ``prefix`` tokens all rows share once (from the longest row, where they start at slot 0)
+        and lay their keys/values into every row's cache at its left padding (``shifts``): a row then holds
+        what plain left-padded prefill would have put there, and ``generate`` runs only the slots after."""
+        longest = min(range(len(shifts)), key=lambda i: shifts[i])
+        self.llm(inputs_embeds=embeds[longest : longest + 1, :prefix], use_cache=True, logits_to_keep=1, **cache_kwargs)
+        for layer in next(iter(cache_kwargs.values())).layers:
+            layer.spread(shifts)
 
     def _cache_kwargs(self, capacity: int) -> dict[str, Any]:
         """``generate``'s cache argument: a :func:`growing_cache` under the name this transformers takes."""
