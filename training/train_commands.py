@@ -28,7 +28,7 @@ from modaverse_agent.cli import engine_options
     "--warmup",
     default=0.05,
     show_default=True,
-    help="Warmup: whole steps (e.g. 10), or a fraction of --steps below 1 (0.05: 5%% of the steps).",
+    help="Warmup: whole steps (e.g. 10), or a fraction of --steps below 1 (0.05: 5% of the steps).",
 )
 @click.option("--save-every", default=25, show_default=True, help="Checkpoint every N steps (0: only at the end).")
 @click.option("--seed", default=0, show_default=True)
