@@ -293,3 +293,12 @@ def test_gguf_that_is_not_a_causal_lm_is_refused(tmp_path: Path) -> None:
         load_llm(str(tmp_path), gguf_file="junk.gguf")
     with pytest.raises(ModelError, match="does not exist"):
         load_llm(str(tmp_path), gguf_file="absent.gguf")
+
+
+def test_a_folder_that_is_no_model_is_named_as_such(tmp_path: Path) -> None:
+    from modaverse_agent.errors import ModelError
+    from modaverse_agent.model.model_dir import read_model_dir
+
+    (tmp_path / "notes.txt").write_text("hi")
+    with pytest.raises(ModelError, match="is not a model folder written by `modaverse train`"):
+        read_model_dir(tmp_path)

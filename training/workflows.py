@@ -14,6 +14,7 @@ from typing import Any
 
 from modaverse_agent.llm_io import Completion, LLMRequest
 from modaverse_agent.media import MediaItem, load_media
+from modaverse_agent.model.responder import BUDGET_WARNING
 
 from .dataset import DatasetError, Sample, read_samples
 from .evaluate import EvalReport, evaluate
@@ -161,10 +162,10 @@ def predict_fn(model: Any, base_dir: Path) -> Callable[[Sequence[Sample]], Seque
 
 
 class _PerAnswerBudgetWarning(logging.Filter):
-    """Drops the engines' per-answer "meta-response N reached the token budget / is incomplete" lines."""
+    """Drops the engines' token-budget warnings (the report counts those answers instead)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (isinstance(record.msg, str) and record.msg.startswith("meta-response %d "))
+        return not (isinstance(record.msg, str) and record.msg.startswith(BUDGET_WARNING))
 
 
 @contextlib.contextmanager

@@ -119,6 +119,11 @@ def read_model_dir(directory: str | Path, *, llm: str | None = None, dtype: str 
     root = Path(directory)
     if not root.is_dir():
         raise ModelError(f"ModaVerse model directory {root} does not exist")
+    if not any((root / name).exists() for name in REQUIRED):
+        raise ModelError(
+            f"{root} is not a model folder written by `modaverse train` (it has none of {list(REQUIRED)}); "
+            "give the folder that `modaverse train -o` wrote"
+        )
     for name in REQUIRED:
         if not (root / name).is_file():
             raise ModelError(

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Schema = Mapping[str, Any] | None
+#: How the engines' token-budget warnings begin (``modaverse eval`` counts them instead of printing them).
+BUDGET_WARNING = "meta-response budget: "
 
 
 @dataclass
@@ -313,15 +315,16 @@ class MetaResponseEngine:
             logger.info("meta-response unfinished within %d tokens; decoding again with reserve %d", budget, reserve)
         texts = [self._decode(row) for row in rows_out]
         stats = [self._row_stats(row, budget, i in processor.closed_rows) for i, row in enumerate(rows_out)]
-        for i in sorted(processor.closed_rows):
+        closed, unfinished = len(processor.closed_rows), len(processor.unfinished_rows())
+        if closed:  # one line per call, however many rows (BUDGET_WARNING marks it for filters)
             logger.warning(
-                "meta-response %d reached the token budget (%d) and was closed early; raise max_new_tokens "
-                "for a longer answer",
-                i,
+                BUDGET_WARNING + "%d of %d answers reached the token budget (%d) and were closed early",
+                closed,
+                rows,
                 budget,
             )
-        for i in processor.unfinished_rows():
-            logger.warning("meta-response %d is incomplete after %d tokens; raise max_new_tokens", i, budget)
+        if unfinished:
+            logger.warning(BUDGET_WARNING + "%d of %d answers are incomplete after %d tokens", unfinished, rows, budget)
         return texts, stats
 
     def _decode_rows(
