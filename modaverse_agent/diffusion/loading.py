@@ -3,7 +3,8 @@ errors that name the model and say what to do."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,7 +113,8 @@ def load_pipeline(
         )
     pipeline_class = getattr(diffusers, class_name)
     try:
-        pipe = pipeline_class.from_pretrained(source, dtype=torch_dtype, local_files_only=local_only)
+        with _quiet_library_logs():  # deprecation and "requires torchvision" lines a user cannot act on
+            pipe = pipeline_class.from_pretrained(source, dtype=torch_dtype, local_files_only=local_only)
     except OSError as e:
         raise (
             _unreadable(model, generator, e) if local_dir else _missing_weights(model, generator, e, download=download)
@@ -146,3 +148,19 @@ def call_pipeline(generator: str, fn: Callable[..., Any], /, **kwargs: Any) -> A
         raise GeneratorError(
             f"generator {generator!r} failed while generating: {_short(e, 400)}; fewer steps or a smaller size may help"
         ) from e
+
+
+@contextlib.contextmanager
+def _quiet_library_logs() -> Iterator[None]:
+    """diffusers' and transformers' loggers at error level while a pipeline loads; restored afterwards."""
+    import diffusers.utils.logging as diffusers_logging
+    import transformers.utils.logging as transformers_logging
+
+    old = diffusers_logging.get_verbosity(), transformers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    transformers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        diffusers_logging.set_verbosity(old[0])
+        transformers_logging.set_verbosity(old[1])
