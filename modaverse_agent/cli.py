@@ -20,7 +20,15 @@ import click
 
 from .cli_chat import chat
 from .cli_import import import_official
-from .cli_model import PLAN_FILE_MAX_BYTES, engine_options, load_model, model_options, read_plan
+from .cli_model import (
+    PLAN_FILE_MAX_BYTES,
+    engine_options,
+    load_model,
+    model_options,
+    read_plan,
+    temperature_option,
+    timeout_option,
+)
 from .cli_output import (
     DEBUG_ENV,
     EXIT_FAILURE,
@@ -84,22 +92,10 @@ cli.add_command(web)
 @click.option("--media", "-m", multiple=True, help="Input image/audio/video file (repeatable).")
 @click.option("--output-dir", "-o", default="outputs", show_default=True, type=click.Path(file_okay=False))
 @click.option("--meta-response", "plan", help="Execute this meta-response JSON (or @file) instead of asking a model.")
-@click.option(
-    "--temperature",
-    type=FiniteFloat(0, inclusive=True),
-    default=0.0,
-    show_default=True,
-    help="Sample the model's answer at this temperature (0: greedy); --seed seeds it.",
-)
+@temperature_option
 @model_options
 @click.option("--use", multiple=True, help="TASK=GENERATOR for this run only (repeatable).")
-@click.option(
-    "--timeout",
-    type=FiniteFloat(0, inclusive=False),
-    default=600.0,
-    show_default=True,
-    help="Seconds each invocation may take (a finite number > 0).",
-)
+@timeout_option
 @click.option("--seed", type=click.IntRange(0, SEED_MAX), default=None, help="Base seed (invocation i uses seed + i).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @zoo_config_option

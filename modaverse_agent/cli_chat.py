@@ -9,8 +9,8 @@ from typing import Any
 
 import click
 
-from .cli_model import load_model, model_options
-from .cli_output import FiniteFloat, fail
+from .cli_model import load_model, model_options, temperature_option, timeout_option
+from .cli_output import fail
 from .cli_zoo import load_zoo, zoo_config_option
 from .diffusion import SEED_MAX
 
@@ -45,20 +45,8 @@ def llm_from_factory(spec: str) -> Any:
     "respond(request) -> str, and stream(request) to stream): custom backends, scripted demos and tests.",
 )
 @click.option("--output-dir", "-o", default="outputs", show_default=True, type=click.Path(file_okay=False))
-@click.option(
-    "--timeout",
-    type=FiniteFloat(0, inclusive=False),
-    default=600.0,
-    show_default=True,
-    help="Seconds each invocation may take (a finite number > 0).",
-)
-@click.option(
-    "--temperature",
-    type=FiniteFloat(0, inclusive=True),
-    default=0.0,
-    show_default=True,
-    help="Sample the model's answers at this temperature (0: greedy); --seed seeds it.",
-)
+@timeout_option
+@temperature_option
 @click.option("--seed", type=click.IntRange(0, SEED_MAX), default=None, help="Base seed (invocation i uses seed + i).")
 @click.option("--use", multiple=True, help="TASK=GENERATOR for this session (repeatable; /use inside too).")
 @zoo_config_option

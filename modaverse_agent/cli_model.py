@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from .cli_output import echo, fail
+from .cli_output import FiniteFloat, echo, fail
 from .errors import ModaVerseError
 
 PLAN_FILE_MAX_BYTES = 1 << 20  # a meta-response is a few KB; this only stops /dev/zero and the like
@@ -118,3 +118,21 @@ def load_model(
     model.options.constrained = constrained
     model.options.max_new_tokens = max_new_tokens
     return model
+
+
+#: ``--timeout``: seconds each invocation may take (run, chat, serve, web).
+timeout_option = click.option(
+    "--timeout",
+    type=FiniteFloat(0, inclusive=False),
+    default=600.0,
+    show_default=True,
+    help="Seconds each invocation may take (a finite number > 0).",
+)
+#: ``--temperature``: sampling temperature of the model's answers (run, chat).
+temperature_option = click.option(
+    "--temperature",
+    type=FiniteFloat(0, inclusive=True),
+    default=0.0,
+    show_default=True,
+    help="Sample the model's answers at this temperature (0: greedy); --seed seeds it.",
+)

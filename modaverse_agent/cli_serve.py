@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from .cli_model import load_model, model_options, read_plan
-from .cli_output import FiniteFloat, echo, fail
+from .cli_model import load_model, model_options, read_plan, timeout_option
+from .cli_output import echo, fail
 from .cli_zoo import load_zoo, zoo_config_option
 from .diffusion import SEED_MAX
 
@@ -53,13 +53,7 @@ def _is_loopback(host: str) -> bool:
     type=click.Path(file_okay=False),
     help="Where generated files go (one folder per request); they are served from /v1/files.",
 )
-@click.option(
-    "--timeout",
-    type=FiniteFloat(0, inclusive=False),
-    default=600.0,
-    show_default=True,
-    help="Seconds each invocation may take.",
-)
+@timeout_option
 @click.option("--seed", type=click.IntRange(0, SEED_MAX), default=None, help="Base seed of the generators.")
 @click.option(
     "--api-key", envvar="MODAVERSE_API_KEY", help="Require `Authorization: Bearer KEY` (env MODAVERSE_API_KEY)."

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from .cli_model import load_model, model_options
+from .cli_model import load_model, model_options, timeout_option
 from .cli_output import FiniteFloat, echo, fail
 from .cli_zoo import load_zoo, zoo_config_option
 
@@ -31,13 +31,7 @@ from .cli_zoo import load_zoo, zoo_config_option
     help="Address to listen on. 0.0.0.0 opens the page, and the files in the output directory, to your network.",
 )
 @click.option("--port", type=click.IntRange(1, 65535), default=7860, show_default=True, help="Port to listen on.")
-@click.option(
-    "--timeout",
-    type=FiniteFloat(0, inclusive=False),
-    default=600.0,
-    show_default=True,
-    help="Seconds each invocation may take.",
-)
+@timeout_option
 @click.option(
     "--concurrency",
     type=click.IntRange(min=1),
