@@ -195,3 +195,31 @@ class PieceStream:
 def as_text_stream(stream: Iterable[str], model_name: str = "") -> TextStream:
     """``stream`` itself when it is a :class:`TextStream`, else wrapped in a :class:`PieceStream`."""
     return stream if isinstance(stream, TextStream) else PieceStream(stream, model_name)
+
+
+def fold_conversation(request: LLMRequest) -> str:
+    """The instruction text with ``system`` and ``history`` folded in front of it.
+
+    The Prompter builds one user turn from instruction text, so earlier turns become a short
+    transcript preamble (empty parts are left out)::
+
+        {system}
+
+        Conversation so far:
+        user: {text}
+        assistant: {meta-response JSON}
+        tool: [{task}] {result}
+
+        {instruction}
+
+    A request without system text or history keeps its instruction unchanged.
+    """
+    parts = []
+    if request.system and request.system.strip():
+        parts.append(request.system.strip())
+    if request.history:
+        lines = [f"{t.role}: {t.text.strip()}" for t in request.history]
+        parts.append("Conversation so far:\n" + "\n".join(lines))
+    if not parts:
+        return request.instruction
+    return "\n\n".join([*parts, request.instruction]) if request.instruction.strip() else "\n\n".join(parts)

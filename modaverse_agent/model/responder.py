@@ -25,7 +25,7 @@ import torch
 
 from ..answer_stream import cut_at_stop
 from ..errors import ModelError
-from ..llm_io import Completion, GenerationParams, LLMRequest, OutputFormat
+from ..llm_io import Completion, GenerationParams, LLMRequest, OutputFormat, fold_conversation
 from .constrained import GrammarCache, MetaResponseLogitsProcessor
 from .prompting import Prompter, special_token_ids
 from .splice import EncodedMedia
@@ -48,34 +48,6 @@ class EngineOptions(GenerationParams):
     field) plus whether answers are constrained to the request's schema."""
 
     constrained: bool = True
-
-
-def fold_conversation(request: LLMRequest) -> str:
-    """The instruction text with ``system`` and ``history`` folded in front of it.
-
-    The Prompter builds one user turn from instruction text, so earlier turns become a short
-    transcript preamble (empty parts are left out)::
-
-        {system}
-
-        Conversation so far:
-        user: {text}
-        assistant: {meta-response JSON}
-        tool: [{task}] {result}
-
-        {instruction}
-
-    A request without system text or history keeps its instruction unchanged.
-    """
-    parts = []
-    if request.system and request.system.strip():
-        parts.append(request.system.strip())
-    if request.history:
-        lines = [f"{t.role}: {t.text.strip()}" for t in request.history]
-        parts.append("Conversation so far:\n" + "\n".join(lines))
-    if not parts:
-        return request.instruction
-    return "\n\n".join([*parts, request.instruction]) if request.instruction.strip() else "\n\n".join(parts)
 
 
 #: Decoding attempts when a constrained row ends unfinished (each doubles the closing reserve).
