@@ -55,6 +55,8 @@ POOL_PLACEHOLDERS: dict[str, frozenset[str]] = {
     "derived": frozenset({"request"}),
     "multi_q": frozenset({"a", "question"}),
     "spoken_answer": frozenset({"question"}),
+    "followup_edit": frozenset({"edit"}),
+    "followup_": frozenset(),
     "opener": frozenset(),
     "closer": frozenset(),
 }

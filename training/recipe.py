@@ -51,6 +51,7 @@ DEFAULT_MIX: dict[str, float] = {
     "cross": 10,
     "derived": 5,
     "spoken_answer": 2.5,
+    "followup": 6,
 }
 
 

@@ -21,13 +21,14 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from modaverse_agent.meta_response import TaskSpec
 
 from .corpora import LEGACY_FAMILIES, CaptionedItem, Corpora, Scene, Style, builtin_corpora, split_of, split_phrasings
 from .dataset import DatasetError, Sample, make_sample
+from .drafts import Draft
+from .followups import FollowupMaker
 from .generation import Collector, GenerationResult
 from .recipe import DEFAULT_MIX, Recipe, allocate, is_question, phrase, sentence
 from .tasks import STANDARD_TASKS
@@ -67,20 +68,7 @@ _TOLD_P = 0.3
 _MULTI3_P = 0.15
 
 
-@dataclass
-class _Draft:
-    """A request before it becomes a sample."""
-
-    instruction: str
-    invocations: list[dict[str, Any]]
-    text: str
-    templates: list[str]
-    pools: list[str]
-    kind: str = "output-alignment"
-    media: list[tuple[str, str | None, str | None]] = field(default_factory=list)
-
-
-class TemplateEngine:
+class TemplateEngine(FollowupMaker):
     """Writes samples from corpora and phrasing pools (see the module docstring).
 
     ``heldout_family`` keeps one phrasing family (``modaverse data corpora`` lists them) out of training and
@@ -177,6 +165,8 @@ class TemplateEngine:
             groups = self._clause_groups(split)
             pair = self._has(split, "multi2") and len(groups) >= 2
             return pair or (self._has(split, "multi_q") and bool(groups) and bool(pools["asked"]))
+        if maker == "followup":
+            return self._followup_available(split)
         if maker == "scene":
             return bool(pools["scene"]) and any(self._has(split, p) for p in _SCENES)
         if maker == "describe":
@@ -239,30 +229,30 @@ class TemplateEngine:
         return (modality, None, None)
 
     # -- makers -------------------------------------------------------------------------------------
-    def _single(self, rng: random.Random, split: str, pool: str) -> _Draft:
+    def _single(self, rng: random.Random, split: str, pool: str) -> Draft:
         task, reply = _SINGLE[pool]
         value, prompt = self._content(rng, split, pool)
         template, label = self._pick(rng, split, pool)
         key = "line" if pool == "speech" else "subject"
         instruction = self.recipe.fill(rng, template, {key: value})
         inv = {"task": task, "prompt": prompt}
-        return _Draft(instruction, [inv], self._reply(rng, reply), [template], [label])
+        return Draft(instruction, [inv], self._reply(rng, reply), [template], [label])
 
-    def _question(self, rng: random.Random, split: str) -> _Draft:
+    def _question(self, rng: random.Random, split: str) -> Draft:
         """A plain question answered in text; greetings, requests and statements come as they are."""
         qa = rng.choice(self._pools[split]["question"])
         template, label = self._pick(rng, split, "question_wrap", bare=not is_question(qa.question))
         instruction = self.recipe.fill(rng, template, {"question": qa.question}, augment=False)
-        return _Draft(instruction, [], qa.answer, [template], [label], kind="text-only")
+        return Draft(instruction, [], qa.answer, [template], [label], kind="text-only")
 
-    def _spoken_answer(self, rng: random.Random, split: str) -> _Draft:
+    def _spoken_answer(self, rng: random.Random, split: str) -> Draft:
         qa = rng.choice(self._pools[split]["asked"])
         template, label = self._pick(rng, split, "spoken_answer")
         instruction = self.recipe.fill(rng, template, {"question": qa.question}, augment=False)
         inv = {"task": "text-to-speech", "prompt": qa.answer}
-        return _Draft(instruction, [inv], qa.answer, [template], [label], "reasoning")
+        return Draft(instruction, [inv], qa.answer, [template], [label], "reasoning")
 
-    def _edit(self, rng: random.Random, split: str, nth: bool = False) -> _Draft:
+    def _edit(self, rng: random.Random, split: str, nth: bool = False) -> Draft:
         edit = rng.choice(self._pools[split]["edit"])
         template, label = self._pick(rng, split, "edit_nth" if nth else "edit")
         which = rng.choice(["first", "second"]) if nth else "first"
@@ -270,9 +260,9 @@ class TemplateEngine:
         ref = "image_2" if which == "second" else "image_1"
         media = [self._media_item(rng, split, "image") for _ in range(2 if nth else 1)]
         inv = {"task": "image-editing", "prompt": edit, "inputs": [ref]}
-        return _Draft(instruction, [inv], self._reply(rng, "edit"), [template], [label], "editing", media)
+        return Draft(instruction, [inv], self._reply(rng, "edit"), [template], [label], "editing", media)
 
-    def _derived(self, rng: random.Random, split: str) -> _Draft:
+    def _derived(self, rng: random.Random, split: str) -> Draft:
         """A picture derived from an attached photo: the photo redrawn (editing) or a new picture (text-to-image)."""
         item = rng.choice(self._pools[split]["derived"])
         template, label = self._pick(rng, split, "derived")
@@ -280,11 +270,11 @@ class TemplateEngine:
         media = [self._media_item(rng, split, "image")]
         if item.task == "image-editing":
             inv = {"task": item.task, "prompt": item.prompt, "inputs": ["image_1"]}
-            return _Draft(instruction, [inv], self._reply(rng, "edit"), [template], [label], "editing", media)
+            return Draft(instruction, [inv], self._reply(rng, "edit"), [template], [label], "editing", media)
         inv = {"task": item.task, "prompt": item.prompt}
-        return _Draft(instruction, [inv], self._reply(rng, "image"), [template], [label], "reasoning", media)
+        return Draft(instruction, [inv], self._reply(rng, "image"), [template], [label], "reasoning", media)
 
-    def _media_request(self, rng: random.Random, split: str) -> _Draft:
+    def _media_request(self, rng: random.Random, split: str) -> Draft:
         modalities, bodies = self._media_options(split)
         modality = rng.choices(modalities, weights=[_MEDIA_WEIGHTS[m] for m in modalities])[0]
         body_pool = rng.choices(bodies, weights=[_MEDIA_BODIES[b] for b in bodies])[0]
@@ -303,7 +293,7 @@ class TemplateEngine:
         clause = self.recipe.fill(rng, template, {"line" if pool == "speech" else "subject": value}, augment=False)
         return clause[:1].lower() + clause[1:], {"task": _SINGLE[pool][0], "prompt": prompt}, template, label
 
-    def _multi(self, rng: random.Random, split: str) -> _Draft:
+    def _multi(self, rng: random.Random, split: str) -> Draft:
         groups = self._clause_groups(split)
         can_pair = self._has(split, "multi2") and len(groups) >= 2
         can_q = self._has(split, "multi_q") and bool(self._pools[split]["asked"])
@@ -321,24 +311,24 @@ class TemplateEngine:
         outer, label = self._pick(rng, split, f"multi{n}")
         instruction = self.recipe.fill(rng, outer, clauses)
         reply = self._reply(rng, "multi")
-        return _Draft(instruction, invocations, reply, [outer, *templates], [label, *labels], "reasoning")
+        return Draft(instruction, invocations, reply, [outer, *templates], [label, *labels], "reasoning")
 
-    def _multi_question(self, rng: random.Random, split: str, pool: str) -> _Draft:
+    def _multi_question(self, rng: random.Random, split: str, pool: str) -> Draft:
         """One output and a plain question in one request: exactly one invocation, the answer in the text."""
         clause, inv, template, clause_label = self._clause(rng, split, pool)
         qa = rng.choice(self._pools[split]["asked"])
         outer, label = self._pick(rng, split, "multi_q")
         instruction = self.recipe.fill(rng, outer, {"a": clause, "question": qa.question})
         text = f"{qa.answer} {self._reply(rng, _SINGLE[pool][1])}"
-        return _Draft(instruction, [inv], text, [outer, template], [label, clause_label], "reasoning")
+        return Draft(instruction, [inv], text, [outer, template], [label, clause_label], "reasoning")
 
-    def _scene(self, rng: random.Random, split: str) -> _Draft:
+    def _scene(self, rng: random.Random, split: str) -> Draft:
         pool = rng.choice([p for p in _SCENES if self._has(split, p)])
         scene = rng.choice(self._pools[split]["scene"])
         template, label = self._pick(rng, split, pool)
         invocations = [self._scene_invocation(scene, out) for out in _SCENES[pool]]
         instruction = self.recipe.fill(rng, template, {"scene": scene.scene})
-        return _Draft(instruction, invocations, self._reply(rng, "multi"), [template], [label], "reasoning")
+        return Draft(instruction, invocations, self._reply(rng, "multi"), [template], [label], "reasoning")
 
     def _scene_invocation(self, scene: Scene, out: str) -> dict[str, Any]:
         if out == "image":
@@ -347,7 +337,7 @@ class TemplateEngine:
             return {"task": "text-to-audio", "prompt": sentence(scene.sound)}
         return {"task": "text-to-video", "prompt": scene.video}
 
-    def _describe(self, rng: random.Random, split: str) -> _Draft:
+    def _describe(self, rng: random.Random, split: str) -> Draft:
         modality = rng.choice([m for m in _DST if self._has(split, f"describe_{m}")])
         item = self._media_item(rng, split, modality)
         template, label = self._pick(rng, split, f"describe_{modality}")
@@ -358,9 +348,9 @@ class TemplateEngine:
         text = sentence(caption.rstrip(" .")) + "." if caption else self._reply(rng, f"blind_{modality}")
         labels = [label] + ([prefix_label] if prefix else [])
         templates = [template] + ([prefix] if prefix else [])
-        return _Draft(instruction, [], text, templates, labels, "input-alignment", [item])
+        return Draft(instruction, [], text, templates, labels, "input-alignment", [item])
 
-    def _cross(self, rng: random.Random, split: str) -> _Draft:
+    def _cross(self, rng: random.Random, split: str) -> Draft:
         """Attached media expressed in another modality: the words, not the media, decide the output."""
         options = self._cross_options(split)
         told = [o for o in options if o[0] == "told"]
@@ -373,7 +363,7 @@ class TemplateEngine:
             inv = self._scene_invocation(scene, dst)
             instruction = self.recipe.fill(rng, template, {"scene": scene.scene})
             reply = self._reply(rng, reply_key)
-            return _Draft(instruction, [inv], reply, [template], [label], "reasoning", [(src, None, None)])
+            return Draft(instruction, [inv], reply, [template], [label], "reasoning", [(src, None, None)])
         template, label = self._pick(rng, split, f"cross_{src}_{dst}")
         instruction = self.recipe.fill(rng, template, {})
         real = self._media[split][src]
@@ -383,21 +373,21 @@ class TemplateEngine:
             prompt = self._image_prompt(said) if dst == "image" else said if dst == "video" else sentence(said)
             media: list[tuple[str, str | None, str | None]] = [(src, item.path, item.caption)]
             reply = self._reply(rng, reply_key)
-            return _Draft(
+            return Draft(
                 instruction, [{"task": task, "prompt": prompt}], reply, [template], [label], "reasoning", media
             )
         blind = self.corpora.blind_prompts.get(f"{src}_{dst}")
         if not blind:  # placeholder media and no prompt to make it from: say the media cannot be perceived
             reply = self._reply(rng, f"blind_{src}")
-            return _Draft(instruction, [], reply, [template], [label], "reasoning", [(src, None, None)])
+            return Draft(instruction, [], reply, [template], [label], "reasoning", [(src, None, None)])
         inv = {"task": task, "prompt": rng.choice(blind)}
         key = f"cross_{src}" if self.corpora.responses.get(f"cross_{src}") else reply_key
-        return _Draft(instruction, [inv], self._reply(rng, key), [template], [label], "reasoning", [(src, None, None)])
+        return Draft(instruction, [inv], self._reply(rng, key), [template], [label], "reasoning", [(src, None, None)])
 
-    def _make(self, maker: str, rng: random.Random, split: str) -> _Draft:
+    def _make(self, maker: str, rng: random.Random, split: str) -> Draft:
         if maker in _SINGLE:
             return self._single(rng, split, maker)
-        makers: dict[str, Callable[[random.Random, str], _Draft]] = {
+        makers: dict[str, Callable[[random.Random, str], Draft]] = {
             "question": self._question,
             "edit": self._edit,
             "edit_nth": lambda r, s: self._edit(r, s, nth=True),
@@ -408,10 +398,11 @@ class TemplateEngine:
             "describe": self._describe,
             "cross": self._cross,
             "spoken_answer": self._spoken_answer,
+            "followup": self._followup,
         }
         return makers[maker](rng, split)
 
-    def _frame(self, rng: random.Random, split: str, draft: _Draft) -> None:
+    def _frame(self, rng: random.Random, split: str, draft: Draft) -> None:
         """Sometimes greet before the request and add a remark after it (never after a bare speech line)."""
         if self._has(split, "opener") and rng.random() < self.recipe.opener_p:
             opener, label = self._pick(rng, split, "opener")
@@ -427,7 +418,7 @@ class TemplateEngine:
             draft.templates.append(closer)
             draft.pools.append(label)
 
-    def _sample(self, draft: _Draft, split: str, maker: str) -> Sample:
+    def _sample(self, draft: Draft, split: str, maker: str) -> Sample:
         source = {
             "engine": "template",
             "split": split,
@@ -461,7 +452,7 @@ class TemplateEngine:
             while kept < quota and tries < quota * self.recipe.attempts:
                 tries += 1
                 draft = self._make(maker, rng, split)
-                if maker not in ("question", "spoken_answer"):
+                if maker not in ("question", "spoken_answer", "followup"):
                     self._frame(rng, split, draft)
                 kept += collector.offer(self._sample(draft, split, maker))
             if kept < quota:
