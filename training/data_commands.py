@@ -5,10 +5,10 @@ Registered through the ``register_commands`` hook like any plugin; heavy imports
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from .corpora import CaptionedItem
     from .generation import GenerationResult
+    from .teacher_retry import RetryPolicy
 
 DEFAULT_TRAIN_SIZE = 6000
 DEFAULT_TEST_SIZE = 800
@@ -44,36 +45,6 @@ def _parse_mix(items: Sequence[str]) -> dict[str, float]:
     return mix
 
 
-def _load_teacher(factory: str | None, model: str | None) -> BaseChatModel:
-    """A chat model from ``module:attr`` (an instance or a zero-argument callable) or ``provider:model``."""
-    from langchain_core.language_models import BaseChatModel
-
-    if factory:
-        module_name, _, attr = factory.partition(":")
-        try:
-            obj: Any = getattr(importlib.import_module(module_name), attr or "teacher")
-        except (ImportError, AttributeError) as e:
-            _fail(f"--teacher-factory {factory!r}: {e}; give MODULE:ATTRIBUTE of a chat model or a function making one")
-        if not isinstance(obj, BaseChatModel) and callable(obj):
-            obj = obj()
-        if not isinstance(obj, BaseChatModel):
-            _fail(f"--teacher-factory {factory!r} gave {type(obj).__name__}, not a LangChain chat model")
-        return obj
-    if model:
-        try:
-            from langchain.chat_models import init_chat_model
-        except ImportError:
-            _fail(
-                "--teacher-model needs `langchain` and the provider's package: pip install langchain langchain-openai"
-            )
-        try:
-            return init_chat_model(model)
-        except Exception as e:
-            _fail(f"--teacher-model {model!r}: {type(e).__name__}: {e}")
-    _fail("the teacher engine needs --teacher-model PROVIDER:MODEL or --teacher-factory MODULE:ATTR")
-    raise AssertionError  # unreachable: _fail exits
-
-
 def _report(name: str, path: Path, result: GenerationResult, as_json: bool) -> dict[str, Any]:
     summary = {"file": str(path), **result.summary(), "stats": result.stats().to_dict()}
     if not as_json:
@@ -85,10 +56,28 @@ def _report(name: str, path: Path, result: GenerationResult, as_json: bool) -> d
         click.echo(dropped)
         for reason, n in s["invalid_reasons"].items():
             click.echo(f"  invalid x{n}: {reason}")
+        if "requests" in s:
+            _report_teacher(s)
         if s.get("shortfall"):
             click.echo(f"short of the requested size (combinations ran out): {s['shortfall']}")
         click.echo(result.stats().format())
     return summary
+
+
+def _report_teacher(s: dict[str, Any]) -> None:
+    for reason, n in s.get("malformed_reasons", {}).items():
+        click.echo(f"  malformed x{n}: {reason}")
+    resumed = f", {s['resumed_requests']} of them from an earlier run" if s.get("resumed_requests") else ""
+    click.echo(f"requests: {s['requests']}{resumed}; retries after transient errors: {s.get('retries', 0)}")
+    for reason, n in s.get("retry_reasons", {}).items():
+        click.echo(f"  retried x{n}: {reason}")
+    if s["failed_requests"]:
+        click.echo(
+            f"FAILED: {s['failed_requests']} requests ({s['unasked']} samples not asked) failed after their retries; "
+            "rerun the same command to ask them again"
+        )
+        for reason, n in s.get("failed_reasons", {}).items():
+            click.echo(f"  failed x{n}: {reason}")
 
 
 @click.group("data")
@@ -129,7 +118,36 @@ def data() -> None:
 @click.option(
     "--teacher-model", help="Teacher: PROVIDER:MODEL for langchain's init_chat_model (e.g. openai:gpt-4o-mini)."
 )
+@click.option(
+    "--teacher-gguf",
+    type=click.Path(dir_okay=False),
+    help="Teacher: a local GGUF chat model, run by llama.cpp through langchain-community's ChatLlamaCpp.",
+)
 @click.option("--teacher-factory", help="Teacher: MODULE:ATTR, a chat model or a function returning one.")
+@click.option(
+    "--teacher-option",
+    "teacher_options",
+    multiple=True,
+    help="Teacher: KEY=VALUE for the --teacher-model or --teacher-gguf model (e.g. temperature=0.7, "
+    "n_gpu_layers=0, base_url=...); JSON values are parsed. Repeatable.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    help="Teacher: requests at a time [default: 8 with --teacher-model, else 1; a GGUF teacher's calls take turns].",
+)
+@click.option(
+    "--retries",
+    default=5,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Teacher: retries of a request after a transient error (rate limit, timeout, 5xx), with backoff.",
+)
+@click.option(
+    "--fresh",
+    is_flag=True,
+    help="Teacher: start over, removing the output and its .progress log (default: resume an unfinished run).",
+)
 @click.option(
     "--seeds",
     "seeds_file",
@@ -155,7 +173,12 @@ def generate(
     corpora_dir: str | None,
     mix: tuple[str, ...],
     teacher_model: str | None,
+    teacher_gguf: str | None,
     teacher_factory: str | None,
+    teacher_options: tuple[str, ...],
+    concurrency: int | None,
+    retries: int,
+    fresh: bool,
     seeds_file: str | None,
     references: tuple[str, ...],
     batch_size: int,
@@ -166,28 +189,55 @@ def generate(
     """Generate instruction samples; every sample is validated and deduplicated, and counts are reported.
 
     The default model's data: `modaverse data generate -o data/train.jsonl --heldout data/test.jsonl`.
+    A teacher run appends each finished request to the output and resumes when rerun (docs/teacher-data.md).
     """
     from .corpora import load_captioned, load_corpora
     from .dataset import DatasetError, write_samples
 
+    outputs = [Path(output), *([Path(heldout)] if heldout else [])]
     try:
         corpora = load_corpora(corpora_dir) if corpora_dir else None
         captioned: list[CaptionedItem] = [item for f in corpora_files for item in load_captioned(f)]
         if engine == "template":
             test_size = heldout_size if heldout else 0
-            results = _run_template(corpora, captioned, mix, seed, size, test_size, heldout_family)
+            results = list(_run_template(corpora, captioned, mix, seed, size, test_size, heldout_family))
+            for result, path in zip(results, outputs, strict=False):
+                write_samples(result.samples, path)
         else:
-            chat = _load_teacher(teacher_factory, teacher_model)
-            results = _run_teacher(
-                chat, corpora, captioned, seeds_file, references, seed, batch_size, per_candidate, limit, bool(heldout)
+            from .teacher_models import load_teacher
+            from .teacher_retry import RetryPolicy
+
+            chat, name = load_teacher(
+                factory=teacher_factory, model=teacher_model, gguf=teacher_gguf, options=teacher_options
             )
+            run = TeacherRun(
+                concurrency or (8 if teacher_model else 1), RetryPolicy(retries=retries), outputs, fresh, name
+            )
+            try:
+                results = _run_teacher(
+                    chat, corpora, captioned, seeds_file, references, seed, batch_size, per_candidate, limit, run
+                )
+            except KeyboardInterrupt:
+                _fail("stopped; the finished requests are saved: rerun the same command to continue", 130)
     except DatasetError as e:
         _fail(str(e))
-    reports = [_report("train", write_samples(results[0].samples, output), results[0], as_json)]
-    if heldout:
-        reports.append(_report("held-out", write_samples(results[1].samples, heldout), results[1], as_json))
+    reports = [_report(n, p, r, as_json) for n, p, r in zip(("train", "held-out"), outputs, results, strict=False)]
     if as_json:
         click.echo(json.dumps({"engine": engine, "seed": seed, "splits": reports}, indent=2))
+    if any(r.failed_requests for r in results):
+        sys.exit(3)
+
+
+@dataclass
+class TeacherRun:
+    """How a teacher run goes: requests at a time, retries, where each split is written, start over or resume,
+    and the model name samples record (None: read off the model)."""
+
+    concurrency: int
+    retry: RetryPolicy
+    outputs: list[Path]
+    fresh: bool = False
+    model_name: str | None = None
 
 
 def _run_template(
@@ -216,10 +266,11 @@ def _run_teacher(
     batch_size: int,
     per_candidate: int,
     limit: int | None,
-    heldout: bool,
-) -> tuple[GenerationResult, GenerationResult]:
+    run: TeacherRun,
+) -> list[GenerationResult]:
+    from rich.console import Console
+
     from .corpora import builtin_references, load_references, split_of
-    from .generation import GenerationResult
     from .teacher import TeacherEngine, builtin_candidates, builtin_seeds, check_file_resource
 
     seeds = check_file_resource(Path(seeds_file)) if seeds_file else builtin_seeds()
@@ -229,8 +280,9 @@ def _run_teacher(
         if not sep:
             _fail(f"--references takes OUTPUT=FILE (e.g. image=captions.txt), got {item!r}")
         refs[output] = load_references(path)
+    progress = Console(stderr=True).is_terminal
     results: list[GenerationResult] = []
-    for split in ("train", "test") if heldout else ("train",):
+    for split, path in zip(("train", "test"), run.outputs, strict=False):
         if captioned:
             items = [c for c in captioned if split_of(c.path or c.caption) == split]
         else:
@@ -244,11 +296,20 @@ def _run_teacher(
             per_candidate=per_candidate,
             seed=seed,
             split=split,
+            model_name=run.model_name,
         )
-        results.append(engine.generate(items, exclude=results[0].samples if results else ()))
-    if not heldout:
-        results.append(GenerationResult())
-    return results[0], results[1]
+        result = engine.generate(
+            items,
+            exclude=results[0].samples if results else (),
+            concurrency=run.concurrency,
+            retry=run.retry,
+            output=path,
+            fresh=run.fresh,
+            progress=progress,
+            notify=lambda message: click.echo(message, err=True),
+        )
+        results.append(result)
+    return results
 
 
 @data.command("validate")

@@ -3,6 +3,7 @@
 One request per batch of candidate descriptions carries seed examples, the candidates and language
 references (``prompts/teacher.j2``). The reply must be a JSON array of samples; every sample is
 validated like any other, so a malformed reply or an invalid sample is dropped and counted, never kept.
+This module builds requests and reads replies; ``teacher_run`` runs them (concurrency, retries, resume).
 """
 
 from __future__ import annotations
@@ -11,23 +12,27 @@ import hashlib
 import json
 import random
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import cache
 from importlib.resources import files
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modaverse_agent.meta_response import MAX_INVOCATIONS, TaskSpec
 
 from .corpora import CaptionedItem, Corpora, builtin_corpora, builtin_references, split_of
 from .dataset import DatasetError, Sample, assign_media_ids, check_file
-from .generation import Collector, GenerationResult
 from .tasks import STANDARD_TASKS
+from .teacher_retry import RetryPolicy
 
 if TYPE_CHECKING:
     import jinja2
     from langchain_core.language_models import BaseChatModel
     from langchain_core.messages import BaseMessage
+
+    from .teacher_run import TeacherResult
 
 SEEDS_RESOURCE = "seed_examples.jsonl"
 PROMPT_RESOURCE = "teacher.j2"
@@ -65,6 +70,24 @@ def builtin_candidates(corpora: Corpora | None = None, split: str = "train") -> 
     c = corpora or builtin_corpora()
     groups = [("image", c.image_subjects), ("audio", c.sounds + c.music), ("video", c.videos), ("speech", c.speech)]
     return [CaptionedItem(m, text, None, "builtin") for m, items in groups for text in items if split_of(text) == split]
+
+
+@dataclass(frozen=True)
+class TeacherRequest:
+    """One request to the teacher: its number (the resume key) and its candidate descriptions."""
+
+    index: int
+    items: tuple[CaptionedItem, ...]
+
+
+@dataclass
+class ReadReply:
+    """What one reply gave: dataset lines to validate, reasons for the items that were not samples, and why
+    the whole reply was unusable (``malformed``)."""
+
+    lines: list[dict[str, Any]]
+    invalid: Counter[str] = field(default_factory=Counter)
+    malformed: str | None = None
 
 
 @dataclass(frozen=True)
@@ -229,37 +252,67 @@ class TeacherEngine:
     def _candidates(self, items: Sequence[CaptionedItem]) -> list[_Candidate]:
         return [_Candidate(f"c{i}", c.modality, c.caption, c.path is not None, c) for i, c in enumerate(items, 1)]
 
-    def generate(self, items: Sequence[CaptionedItem], *, exclude: Sequence[Sample] = ()) -> GenerationResult:
-        """Samples about ``items``, one request per batch; malformed replies and invalid samples are counted."""
+    def requests(self, items: Sequence[CaptionedItem]) -> list[TeacherRequest]:
+        """One request per ``batch_size`` candidates, numbered from 0: the number is the request's resume key."""
+        return [
+            TeacherRequest(i, tuple(items[start : start + self.batch_size]))
+            for i, start in enumerate(range(0, len(items), self.batch_size))
+        ]
+
+    def messages(self, request: TeacherRequest) -> list[BaseMessage]:
+        """The chat messages of ``request``; the examples and references are drawn from the request's own seed,
+        so a request reads the same however many run at once and whichever ran before it."""
+        rng = random.Random(f"{self.seed}/{self.split}/teacher/{request.index}")
+        return self.build_messages(self._candidates(request.items), rng)
+
+    def read_reply(self, request: TeacherRequest, reply: Any) -> ReadReply:
+        """The dataset lines a reply (a message or its text) holds, not yet validated as samples, and what was
+        wrong with the rest."""
+        text = _reply_text(reply)
+        parsed = parse_reply(text)
+        if parsed is None:
+            what = "empty reply" if not text.strip() else "no JSON array of sample objects in the reply"
+            return ReadReply([], malformed=what)
+        by_id = {c.id: c for c in self._candidates(request.items)}
+        out = ReadReply([])
+        for obj in parsed:
+            try:
+                line = self._to_line(obj, by_id)
+            except DatasetError as e:
+                out.invalid[str(e)[:80]] += 1
+                continue
+            line["source"]["request"] = request.index
+            out.lines.append(line)
+        return out
+
+    def generate(
+        self,
+        items: Sequence[CaptionedItem],
+        *,
+        exclude: Sequence[Sample] = (),
+        concurrency: int = 1,
+        retry: RetryPolicy | None = None,
+        output: str | Path | None = None,
+        fresh: bool = False,
+        progress: bool = False,
+        notify: Callable[[str], None] | None = None,
+    ) -> TeacherResult:
+        """Samples about ``items``: ``concurrency`` requests at a time, each retried by ``retry`` (default: no
+        retries) on transient errors; malformed replies, invalid samples and failed requests are counted.
+        With ``output`` every finished request is appended there at once and a rerun resumes (see
+        ``teacher_run``)."""
+        from .teacher_run import run_teacher
+
         if not items:
             raise DatasetError("the teacher needs candidate descriptions; pass a captioned corpus")
-        rng = random.Random(f"{self.seed}/{self.split}/teacher")
-        result = GenerationResult(requested=len(items) * self.per_candidate)
-        collector = Collector(result, specs=self.specs, exclude=exclude)
-        first_error: Exception | None = None
-        for start in range(0, len(items), self.batch_size):
-            batch = self._candidates(items[start : start + self.batch_size])
-            result.requests += 1
-            try:
-                reply = self.model.invoke(self.build_messages(batch, rng))
-            except Exception as e:  # a failing request must not lose the other batches
-                result.failed_requests += 1
-                first_error = first_error or e
-                continue
-            parsed = parse_reply(_reply_text(reply))
-            if parsed is None:
-                result.malformed_replies += 1
-                continue
-            by_id = {c.id: c for c in batch}
-            for obj in parsed:
-                try:
-                    line = self._to_line(obj, by_id)
-                except DatasetError as e:
-                    result.invalid[str(e)[:80]] += 1
-                    continue
-                collector.offer(line)
-        if result.failed_requests == result.requests and first_error is not None:
-            raise DatasetError(
-                f"every request to the teacher failed; the first error: {type(first_error).__name__}: {first_error}"
-            ) from first_error
-        return result
+        return run_teacher(
+            self,
+            items,
+            exclude=exclude,
+            concurrency=concurrency,
+            retry=retry or RetryPolicy(retries=0),
+            output=Path(output) if output is not None else None,
+            fresh=fresh,
+            progress=progress,
+            notify=notify,
+        )
