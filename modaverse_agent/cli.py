@@ -22,6 +22,7 @@ from .cli_chat import chat
 from .cli_import import import_official
 from .cli_model import (
     PLAN_FILE_MAX_BYTES,
+    ModelChoice,
     engine_options,
     load_model,
     model_options,
@@ -62,6 +63,7 @@ __all__ = [
     "MESSAGE_MAX_CHARS",
     "PLAN_FILE_MAX_BYTES",
     "FiniteFloat",
+    "ModelChoice",
     "cli",
     "engine_options",
     "load_model",
@@ -104,13 +106,8 @@ def run(
     media: tuple[str, ...],
     output_dir: str,
     plan: str | None,
-    model_dir: str | None,
-    constrained: bool,
-    max_new_tokens: int | None,
-    precision: str,
+    model: ModelChoice,
     temperature: float,
-    engine: str,
-    gguf: str | None,
     use: tuple[str, ...],
     timeout: float,
     seed: int | None,
@@ -122,20 +119,13 @@ def run(
     from .llm_io import GenerationParams
     from .testing import FixedPlanLLM
 
-    if plan is not None and model_dir is not None:
+    if plan is not None and model.directory is not None:
         fail("pass either --model or --meta-response, not both")
     served = load_zoo(zoo_config, use)  # a bad config or --use fails here, before a model takes its time to load
     if plan is not None:
         llm: Any = FixedPlanLLM(read_plan(plan))
     else:
-        llm = load_model(
-            model_dir,
-            constrained=constrained,
-            max_new_tokens=max_new_tokens,
-            precision=precision,
-            engine=engine,
-            gguf=gguf,
-        )
+        llm = load_model(model)
     params = GenerationParams(temperature=temperature, seed=seed)
     agent = ModaVerseAgent(llm, served, output_dir=output_dir, timeout=timeout, seed=seed)
     with ProgressBars(enabled=not as_json) as on_progress:

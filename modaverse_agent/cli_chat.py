@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from .cli_model import load_model, model_options, temperature_option, timeout_option
+from .cli_model import ModelChoice, load_model, model_options, temperature_option, timeout_option
 from .cli_output import fail
 from .cli_zoo import load_zoo, zoo_config_option
 from .diffusion import SEED_MAX
@@ -51,12 +51,7 @@ def llm_from_factory(spec: str) -> Any:
 @click.option("--use", multiple=True, help="TASK=GENERATOR for this session (repeatable; /use inside too).")
 @zoo_config_option
 def chat(
-    model_dir: str | None,
-    constrained: bool,
-    max_new_tokens: int | None,
-    precision: str,
-    engine: str,
-    gguf: str | None,
+    model: ModelChoice,
     llm_factory: str | None,
     output_dir: str,
     timeout: float,
@@ -74,21 +69,14 @@ def chat(
     from .llm_io import GenerationParams
     from .serving.terminal import ChatTerminal
 
-    if llm_factory is not None and model_dir is not None:
+    if llm_factory is not None and model.directory is not None:
         fail("pass either --model or --llm-factory, not both")
     served = load_zoo(zoo_config, use)  # a bad config or --use fails here, before a model takes its time to load
     if llm_factory is not None:
         llm, title = llm_from_factory(llm_factory), f"LLM: {llm_factory}"
     else:
-        llm = load_model(
-            model_dir,
-            constrained=constrained,
-            max_new_tokens=max_new_tokens,
-            precision=precision,
-            engine=engine,
-            gguf=gguf,
-        )
-        title = f"model: {model_dir}" if model_dir else "the built-in default model"
+        llm = load_model(model)
+        title = f"model: {model.directory}" if model.directory else "the built-in default model"
     agent = ModaVerseAgent(llm, served, output_dir=output_dir, timeout=timeout, seed=seed)
     choices = {task: name for task, _, name in (item.partition("=") for item in use)}
     terminal = ChatTerminal(

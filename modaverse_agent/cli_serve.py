@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from .cli_model import load_model, model_options, read_plan, timeout_option
+from .cli_model import ModelChoice, load_model, model_options, read_plan, timeout_option
 from .cli_output import echo, fail
 from .cli_zoo import load_zoo, zoo_config_option
 from .diffusion import SEED_MAX
@@ -99,12 +99,7 @@ def _is_loopback(host: str) -> bool:
 def serve(
     host: str,
     port: int,
-    model_dir: str | None,
-    constrained: bool,
-    max_new_tokens: int | None,
-    precision: str,
-    engine: str,
-    gguf: str | None,
+    model: ModelChoice,
     plan: str | None,
     model_name: str,
     use: tuple[str, ...],
@@ -134,24 +129,13 @@ def serve(
     from .serving.server import ServeOptions, create_app
     from .testing import FixedPlanLLM
 
-    if plan is not None and model_dir is not None:
+    if plan is not None and model.directory is not None:
         fail("pass either --model or --meta-response, not both")
     if api_key is not None and not api_key.strip():
         fail("--api-key is empty; give a key or leave it out")
     sock = _listen(host, port)  # a taken port fails now, before a model takes its time to load
     zoo = load_zoo(zoo_config, use)
-    llm: Any
-    if plan is not None:
-        llm = FixedPlanLLM(read_plan(plan))
-    else:
-        llm = load_model(
-            model_dir,
-            constrained=constrained,
-            max_new_tokens=max_new_tokens,
-            precision=precision,
-            engine=engine,
-            gguf=gguf,
-        )
+    llm: Any = FixedPlanLLM(read_plan(plan)) if plan is not None else load_model(model)
     if max_batch is None:
         max_batch = 1 if type(llm).__name__ in _SERIAL_ENGINES else 8
     agent = ModaVerseAgent(llm, zoo, output_dir=output_dir, timeout=timeout, seed=seed)

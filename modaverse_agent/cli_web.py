@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from .cli_model import load_model, model_options, timeout_option
+from .cli_model import ModelChoice, load_model, model_options, timeout_option
 from .cli_output import FiniteFloat, echo, fail
 from .cli_zoo import load_zoo, zoo_config_option
 
@@ -47,12 +47,7 @@ from .cli_zoo import load_zoo, zoo_config_option
     help="Largest file a person may attach, in MB (at most 200).",
 )
 def web(
-    model_dir: str | None,
-    constrained: bool,
-    max_new_tokens: int | None,
-    precision: str,
-    engine: str,
-    gguf: str | None,
+    model: ModelChoice,
     plan: str | None,
     use: tuple[str, ...],
     zoo_config: str | None,
@@ -69,7 +64,7 @@ def web(
     max_bytes = int(max_upload_mb * 1024 * 1024)
     if not 0 < max_bytes <= MAX_FILE_BYTES:
         fail(f"--max-upload-mb must be above 0 and at most {MAX_FILE_BYTES // (1024 * 1024)}")
-    if plan is not None and model_dir is not None:
+    if plan is not None and model.directory is not None:
         fail("pass either --model or --meta-response, not both")
     try:
         from .serving.web import build_web_app, launch_web
@@ -84,14 +79,7 @@ def web(
 
         llm = FixedPlanLLM(plan)
     else:
-        llm = load_model(
-            model_dir,
-            constrained=constrained,
-            max_new_tokens=max_new_tokens,
-            precision=precision,
-            engine=engine,
-            gguf=gguf,
-        )
+        llm = load_model(model)
     agent = ModaVerseAgent(llm, served, output_dir=output_dir, timeout=timeout)
     try:
         page = build_web_app(agent, concurrency=concurrency, max_upload_bytes=max_bytes)

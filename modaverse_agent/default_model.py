@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ModelError
 from .model.builtin import (
@@ -20,6 +20,9 @@ from .model.builtin import (
     ensure_gguf,
     tokenizer_folder,
 )
+
+if TYPE_CHECKING:
+    from .model.placement import Placement
 
 __all__ = [
     "BASE_LLM_PACKAGE",
@@ -51,15 +54,26 @@ def default_model_dir() -> Path:
     return path
 
 
-def load_default_model(log: Callable[[str], None] | None = None, *, merge: bool = True, engine: str = "auto") -> Any:
+def load_default_model(
+    log: Callable[[str], None] | None = None,
+    *,
+    merge: bool = True,
+    engine: str = "auto",
+    placement: Placement | None = None,
+) -> Any:
     """The built-in default model: Gemma 3 270M (prepared on first use) + the shipped adapter, on
-    ``engine`` (torch, llama.cpp or auto; see :func:`~.model.engines.load_engine`)."""
+    ``engine`` (torch, llama.cpp or auto; see :func:`~.model.engines.load_engine`) and ``placement``
+    (a :class:`~.model.placement.Placement`: device, dtype; None: the engine's defaults)."""
     from .model.engines import load_engine, resolve_engine
 
     directory = default_model_dir()
-    engine = resolve_engine(directory, engine)
+    engine = resolve_engine(directory, engine, placement=placement)
+    if placement is not None:
+        from .model.placement import check_placement
+
+        check_placement(placement, engine)  # a missing device fails before the base LLM is prepared
     if engine == "llama.cpp":
         ensure_base_tokenizer(log)  # the GGUF runs as it is: no conversion to a safetensors folder
     else:
         ensure_base_llm(log)
-    return load_engine(directory, engine, log=log, merge=merge)
+    return load_engine(directory, engine, log=log, merge=merge, placement=placement)

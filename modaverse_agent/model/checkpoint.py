@@ -110,12 +110,17 @@ def load_pretrained(
     llm: str | None = None,
     device: torch.device | str | None = None,
     dtype: str | None = None,
+    device_map: str | None = None,
     merge: bool = False,
 ) -> ModaVerseModel:
     """Load a ModaVerse directory into a fresh ``model_class`` (:meth:`ModaVerseModel.from_pretrained` passes
     itself). ``llm`` overrides where the base LLM is (a moved copy); ``encoder`` attaches a media encoder
     (else the one named in the config is loaded, if any); ``merge`` folds LoRA and the media rows into the
-    weights for faster inference (the model can then not be saved)."""
+    weights for faster inference (the model can then not be saved).
+
+    ``device`` / ``dtype`` place the LLM, the projectors and the encoder together; ``device_map="auto"``
+    spreads the LLM over the visible GPUs (accelerate) and puts projectors and encoder by its input embeddings.
+    """
     from transformers import AutoTokenizer
 
     model_dir = read_model_dir(directory, llm=llm, dtype=dtype)
@@ -123,7 +128,12 @@ def load_pretrained(
     base_path = model_dir.llm_path()
     saved_tokenizer = model_dir.saved_tokenizer
     base, tokenizer = load_llm(
-        base_path, gguf_file=config.gguf_file, dtype=config.dtype, device=device, with_tokenizer=saved_tokenizer is None
+        base_path,
+        gguf_file=config.gguf_file,
+        dtype=config.dtype,
+        device=device,
+        device_map=device_map,
+        with_tokenizer=saved_tokenizer is None,
     )
     if saved_tokenizer is not None:
         tokenizer = AutoTokenizer.from_pretrained(str(saved_tokenizer))
@@ -132,7 +142,14 @@ def load_pretrained(
     _load_adapter(model, model_dir.read(ADAPTER_WEIGHTS))
     model_dir.load_projector(model.projector)
     model.encoder = encoder if encoder is not None else model_dir.load_encoder()
-    if merge:
+    if model.encoder is not None and (device is not None or dtype is not None or device_map is not None):
+        model.encoder.to(device=model.device, dtype=model.dtype)  # the encoder sits with the LLM's input
+    offloaded = sorted({str(d) for d in getattr(base, "hf_device_map", {}).values()} & {"cpu", "disk"})
+    if merge and offloaded:  # accelerate keeps offloaded weights off the module: LoRA stays apart, unmerged
+        logger.warning(
+            "part of the LLM is offloaded to %s (it does not fit the GPUs): slower, LoRA kept apart", offloaded
+        )
+    elif merge:
         model.merge_and_unload()
     return model.eval()
 

@@ -23,6 +23,7 @@ from ..errors import ModelError
 from .config import ModaVerseConfig
 from .constrained import GrammarCache, MetaResponseLogitsProcessor
 from .llamacpp_files import load_llama_parts, require_llama_cpp
+from .placement import Placement, llama_offload
 from .projector import MediaProjector
 from .prompting import stop_token_ids
 from .responder import MetaResponseEngine, Sampling, check_encoder
@@ -64,6 +65,8 @@ class LlamaCppModel(MetaResponseEngine):
         if unknown:
             raise ModelError(f"no embedding row for added token id(s) {unknown}; the model directory is incomplete")
         self._cached: list[int] = []  # token ids whose keys/values sit in llama.cpp's memory (sequence 0)
+        #: Where the layers run, for the load message ("on the CPU" / "every layer on the GPU").
+        self.placement_note = "on the CPU"
 
     # -- construction ------------------------------------------------------------------------------------
     @classmethod
@@ -76,11 +79,21 @@ class LlamaCppModel(MetaResponseEngine):
         n_ctx: int = DEFAULT_CONTEXT,
         n_threads: int | None = None,
         cache: Path | None = None,
+        placement: Placement | None = None,
     ) -> LlamaCppModel:
         """Load a ModaVerse directory onto llama.cpp (``gguf``: the base LLM's GGUF when the config does
-        not name one); the adapter GGUF is written to ``cache`` on first use."""
-        parts = load_llama_parts(directory, gguf=gguf, encoder=encoder, n_ctx=n_ctx, n_threads=n_threads, cache=cache)
-        return cls(
+        not name one); the adapter GGUF is written to ``cache`` on first use. ``placement`` offloads layers
+        (cpu: none; a GPU: all; see :func:`~.placement.llama_offload`) and puts the media encoder on that GPU
+        (the projector stays on the CPU: one small matrix)."""
+        offload = llama_offload(placement or Placement())
+        parts = load_llama_parts(
+            directory, gguf=gguf, encoder=encoder, n_ctx=n_ctx, n_threads=n_threads, cache=cache, offload=offload
+        )
+        if parts.encoder is not None and placement is not None and placement.device.strip().lower() != "cpu":
+            from ..devices import resolve_device
+
+            parts.encoder.to(device=resolve_device(placement.device))
+        model = cls(
             parts.config,
             parts.tokenizer,
             parts.projector,
@@ -90,6 +103,9 @@ class LlamaCppModel(MetaResponseEngine):
             stop_ids=parts.stop_ids,
             gguf_path=parts.gguf_path,
         )
+        layers = offload["n_gpu_layers"]
+        model.placement_note = "every layer on the GPU" if layers else "on the CPU"
+        return model
 
     # -- engine attributes ---------------------------------------------------------------------------------
     @property

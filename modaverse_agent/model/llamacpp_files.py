@@ -165,8 +165,10 @@ def load_llama_parts(
     n_ctx: int,
     n_threads: int | None,
     cache: Path | None,
+    offload: dict[str, Any] | None = None,
 ) -> LlamaParts:
-    """Read the ModaVerse directory ``directory`` for llama.cpp and load the base GGUF with its adapter."""
+    """Read the ModaVerse directory ``directory`` for llama.cpp and load the base GGUF with its adapter
+    (``offload``: ``n_gpu_layers`` and the like, from :func:`~.placement.llama_offload`)."""
     lc = require_llama_cpp()
     model_dir = read_model_dir(directory)
     config = model_dir.config
@@ -198,6 +200,7 @@ def load_llama_parts(
                 n_threads=n_threads or torch.get_num_threads(),
                 logits_all=False,
                 verbose=False,
+                **(offload or {}),
             )
         except (ValueError, RuntimeError) as e:
             raise ModelError(f"llama.cpp could not load {path} with adapter {lora}: {e}\n{said()}") from e

@@ -60,11 +60,13 @@ def load_llm(
     gguf_file: str | None = None,
     dtype: str = "float32",
     device: torch.device | str | None = None,
+    device_map: str | None = None,
     with_tokenizer: bool = True,
 ) -> tuple[Any, Any]:
     """Load ``(model, tokenizer)`` from a local directory, a hub id (cached, or online) or a GGUF file.
 
     GGUF weights are dequantized on load, so the model is a plain ``dtype`` model afterwards.
+    ``device_map="auto"`` lets accelerate spread the layers over the visible GPUs (``device`` is then unused).
     ``with_tokenizer=False`` skips the tokenizer (returned as None) when a saved one will be used.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -88,14 +90,21 @@ def load_llm(
             "a downloaded hub id or a GGUF of a supported architecture"
         ) from e
     _check_causal_lm(config, what)
+    placed: dict[str, Any] = {}
+    if device_map is not None:
+        placed["device_map"] = device_map
+        try:
+            import accelerate  # noqa: F401
+        except ImportError as e:
+            raise ModelError(f"--device-map {device_map} needs accelerate: pip install accelerate") from e
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs) if with_tokenizer else None
-        model: Any = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype(dtype), **kwargs)
+        model: Any = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype(dtype), **kwargs, **placed)
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         raise ModelError(f"cannot load the LLM {what}: {type(e).__name__}: {e}") from e
     if gguf_file is not None:
         forget_gguf_quantization(model)
-    if device is not None:
+    if device is not None and device_map is None:
         model.to(device)
     model.eval()
     if tokenizer is not None:
