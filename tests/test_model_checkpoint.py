@@ -26,6 +26,7 @@ from modaverse_agent.model.checkpoint import (  # noqa: E402
 from modaverse_agent.model.config import CONFIG_NAME  # noqa: E402
 from modaverse_agent.model.llm import load_llm  # noqa: E402
 from modaverse_agent.model.modeling import ModaVerseModel  # noqa: E402
+from modaverse_agent.model.synthetic_release import RELEASE_EMBED, RELEASE_HEAD, release_state  # noqa: E402
 from modaverse_agent.model.tiny import HashEncoder, save_tiny_base, tiny_config  # noqa: E402
 
 torch.set_num_threads(1)
@@ -139,30 +140,15 @@ def test_mismatched_shapes_name_file_and_tensor(saved: Path, tmp_path: Path) -> 
 
 
 # -- the official release --------------------------------------------------------------------------------
-EMBED = "LLM.base_model.model.model.embed_tokens.weight"
-HEAD = "LLM.base_model.model.lm_head.weight"
+EMBED, HEAD = RELEASE_EMBED, RELEASE_HEAD
 
 
 def _official_state(base: Path, rank: int = 4) -> dict[str, torch.Tensor]:
     """Exactly the release's key names, on a tiny Llama: projector, q/k/v/o LoRA, full embed + lm_head."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
-    llm = AutoModelForCausalLM.from_pretrained(str(base))
-    rows, hidden = len(AutoTokenizer.from_pretrained(str(base))) + len(RELEASE_TOKENS), llm.config.hidden_size
-    g = torch.Generator().manual_seed(7)
-    state = {
-        "linear_proj.weight": torch.randn(hidden, 16, generator=g) * 0.1,
-        "linear_proj.bias": torch.randn(hidden, generator=g) * 0.1,
-        EMBED: torch.randn(rows, hidden, generator=g) * 0.02,
-        HEAD: torch.randn(rows, hidden, generator=g) * 0.02,
-    }
-    for i, layer in enumerate(llm.model.layers):
-        for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
-            lin = getattr(layer.self_attn, name)
-            prefix = f"LLM.base_model.model.model.layers.{i}.self_attn.{name}"
-            state[f"{prefix}.lora_A.default.weight"] = torch.randn(rank, lin.in_features, generator=g) * 0.1
-            state[f"{prefix}.lora_B.default.weight"] = torch.randn(lin.out_features, rank, generator=g) * 0.1
-    return state
+    rows = len(AutoTokenizer.from_pretrained(str(base))) + len(RELEASE_TOKENS)
+    return release_state(AutoConfig.from_pretrained(str(base)), rows, encoder_dim=16, rank=rank)
 
 
 def _reference_logits(base: Path, state: dict[str, torch.Tensor], feat: torch.Tensor, instruction: str) -> Any:
