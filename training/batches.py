@@ -24,6 +24,7 @@ from modaverse_agent.model.splice import IGNORE_INDEX
 from .dataset import Sample
 from .feature_cache import FeatureCache
 from .tasks import STANDARD_TASKS
+from .trainer import LossSum
 
 
 class Collator:
@@ -76,19 +77,31 @@ class Collator:
                 )
         return torch.stack(rows)
 
-    def __call__(self, samples: list[Sample]) -> dict[str, Any]:
-        examples = [self.example(s) for s in samples]
+    def _padded(self, examples: list[tuple[list[int], list[int], Any, Any]]) -> tuple[torch.Tensor, ...]:
+        """Right-padded (input_ids, labels, attention_mask) of ``examples``."""
         width = max(len(e[0]) for e in examples)
         pad = self.model.tokenizer.pad_token_id
         ids = torch.full((len(examples), width), pad, dtype=torch.long)
         labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
         mask = torch.zeros((len(examples), width), dtype=torch.long)
-        modalities: list[str] = []
-        shas: list[str | None] = []
-        for row, (e_ids, e_labels, mods, hashes) in enumerate(examples):
+        for row, (e_ids, e_labels, _, _) in enumerate(examples):
             ids[row, : len(e_ids)] = torch.as_tensor(e_ids)
             labels[row, : len(e_labels)] = torch.as_tensor(e_labels)
             mask[row, : len(e_ids)] = 1
+        return ids, labels, mask
+
+    def collate_shard(self, shard: list[Sample], whole: list[Sample]) -> dict[str, Any]:
+        """The batch of ``shard`` plus ``shared_prefix``, the prefix all of ``whole`` shares (see :class:`TargetLoss`):
+        gradients then do not depend on how a global batch is split across processes."""
+        ids, labels, _ = self._padded([self.example(s) for s in whole])
+        return {**self(shard), "shared_prefix": shared_prefix_length(ids, labels, self.model.placeholder_id)}
+
+    def __call__(self, samples: list[Sample]) -> dict[str, Any]:
+        examples = [self.example(s) for s in samples]
+        ids, labels, mask = self._padded(examples)
+        modalities: list[str] = []
+        shas: list[str | None] = []
+        for _, _, mods, hashes in examples:
             modalities += mods
             shas += hashes
         n = self.model.config.num_media_tokens
@@ -134,13 +147,19 @@ class TargetLoss(nn.Module):
     * The output layer runs only where labels are set.
     * With ``share_prefix``, the tokens all rows share (the system prompt) run once, without gradients,
       and the rows continue from that cache: the loss value is the same, but no gradient flows through
-      the shared prefix's keys and values (LoRA still trains on every other token).
+      the shared prefix's keys and values (LoRA still trains on every other token). ``shared_prefix``
+      (from :meth:`Collator.collate_shard`) fixes that length from the whole global batch.
+    * ``reduction="sum"`` returns a :class:`~.trainer.LossSum` (summed loss, target count), which the
+      trainer weights by the global count across processes.
     """
 
-    def __init__(self, model: Any, *, share_prefix: bool = True) -> None:
+    def __init__(self, model: Any, *, share_prefix: bool = True, reduction: str = "mean") -> None:
         super().__init__()
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"reduction must be 'mean' or 'sum', not {reduction!r}")
         self.model = model
         self.share_prefix = share_prefix
+        self.reduction = reduction
 
     def forward(
         self,
@@ -149,10 +168,16 @@ class TargetLoss(nn.Module):
         labels: torch.Tensor,
         media_features: torch.Tensor | None = None,
         media_modalities: Sequence[str] | None = None,
+        shared_prefix: int | None = None,
     ) -> Any:
         embeds, labels = self.model.embed_inputs(input_ids, media_features, media_modalities, labels)
         decoder, head, cap = output_layer_and_decoder(self.model.llm)
-        p = shared_prefix_length(input_ids, labels, self.model.placeholder_id) if self.share_prefix else 0
+        if not self.share_prefix:
+            p = 0
+        elif shared_prefix is None:
+            p = shared_prefix_length(input_ids, labels, self.model.placeholder_id)
+        else:
+            p = shared_prefix
         if p:
             from transformers import DynamicCache
 
@@ -171,4 +196,6 @@ class TargetLoss(nn.Module):
         logits = head(hidden[:, :-1][keep])
         if cap:
             logits = torch.tanh(logits / cap) * cap
+        if self.reduction == "sum":
+            return LossSum(F.cross_entropy(logits.float(), targets[keep], reduction="sum"), keep.sum())
         return F.cross_entropy(logits.float(), targets[keep])

@@ -8,6 +8,20 @@ from pathlib import Path
 import click
 
 from modaverse_agent.cli import engine_options
+from modaverse_agent.devices import device_option, dtype_option
+
+
+def _device_and_dtype(device: str, dtype: str) -> tuple[str, str]:
+    """The resolved ``--device`` and ``--dtype`` name; a missing device or bad name exits with its one-line error."""
+    from modaverse_agent.devices import resolve_device, resolve_dtype
+    from modaverse_agent.errors import ModaVerseError
+
+    try:
+        where = resolve_device(device)
+        return where, str(resolve_dtype(dtype, where)).removeprefix("torch.")
+    except ModaVerseError as e:
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(2)
 
 
 @click.command("train")
@@ -21,8 +35,21 @@ from modaverse_agent.cli import engine_options
 )
 @click.option("--run-dir", type=click.Path(file_okay=False), help="Checkpoints and metrics (default: OUTPUT.run).")
 @click.option("--steps", default=200, show_default=True, type=click.IntRange(min=1))
-@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
-@click.option("--grad-accum", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--batch-size",
+    default=8,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Samples per micro-batch, over all processes: under accelerate launch / torchrun each of N processes "
+    "takes BATCH_SIZE/N of them, so N processes train like one.",
+)
+@click.option(
+    "--grad-accum",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Micro-batches per optimizer step (a step sees BATCH_SIZE x GRAD_ACCUM samples).",
+)
 @click.option("--lr", default=2e-4, show_default=True)
 @click.option(
     "--warmup",
@@ -34,6 +61,13 @@ from modaverse_agent.cli import engine_options
 @click.option("--seed", default=0, show_default=True)
 @click.option("--lora-r", default=16, show_default=True)
 @click.option("--lora-alpha", default=32, show_default=True)
+@click.option(
+    "--lora-dropout",
+    default=0.05,
+    show_default=True,
+    type=click.FloatRange(0, 1, max_open=True),
+    help="LoRA dropout (0: N processes give exactly the weights of one; dropout draws differ per process).",
+)
 @click.option(
     "--lora-targets",
     default="q_proj,k_proj,v_proj,o_proj",
@@ -51,7 +85,15 @@ from modaverse_agent.cli import engine_options
 @click.option("--blind-media", is_flag=True, help="No encoder: mark media as present with zero features.")
 @click.option("--encoder", type=click.Path(exists=True), help="Local ImageBind weights (features are cached).")
 @click.option("--encoder-config", default="huge", show_default=True)
-@click.option("--mixed-precision", default="no", type=click.Choice(["no", "bf16", "fp16"]), show_default=True)
+@click.option(
+    "--mixed-precision",
+    default="no",
+    type=click.Choice(["no", "bf16", "fp16"]),
+    show_default=True,
+    help="Autocast the forward pass (GPU; keep --dtype float32 for float32 master weights).",
+)
+@device_option
+@dtype_option
 @click.option("--resume", type=click.Path(exists=True, file_okay=False), help="A checkpoint-N dir to continue.")
 @click.option(
     "--overwrite",
@@ -82,6 +124,7 @@ def train(
     seed: int,
     lora_r: int,
     lora_alpha: int,
+    lora_dropout: float,
     lora_targets: str,
     prompt_format: str,
     train_embeddings: bool,
@@ -89,13 +132,19 @@ def train(
     encoder: str | None,
     encoder_config: str,
     mixed_precision: str,
+    device: str,
+    dtype: str,
     resume: str | None,
     overwrite: bool,
     max_samples: int | None,
     threads: int | None,
     save_tokenizer: bool | None,
 ) -> None:
-    """Train projectors + LoRA in one stage on instruction-invocation pairs (I/O alignment)."""
+    """Train projectors + LoRA in one stage on instruction-invocation pairs (I/O alignment).
+
+    Several processes (DDP, DeepSpeed, FSDP): run it under `accelerate launch` or `torchrun`; see
+    docs/distributed-training.md.
+    """
     import torch
 
     from modaverse_agent.errors import ModaVerseError
@@ -107,6 +156,7 @@ def train(
         raise click.UsageError("give either --llm (a new model) or --init-from (continue a trained one)")
     if threads:
         torch.set_num_threads(threads)
+    where, weights = _device_and_dtype(device, dtype)
     try:
         cfg = TrainConfig(
             output_dir=run_dir or f"{output}.run",
@@ -125,6 +175,7 @@ def train(
     options = {
         "lora_r": lora_r,
         "lora_alpha": lora_alpha,
+        "lora_dropout": lora_dropout,
         "prompt_format": prompt_format,
         "blind_media": blind_media,
         "train_embeddings": train_embeddings,
@@ -144,6 +195,8 @@ def train(
             max_samples=max_samples,
             save_tokenizer=save_tokenizer,
             overwrite=overwrite,
+            device=where,
+            dtype=weights,
             log=lambda m: click.echo(m, err=True),
         )
     except (ModaVerseError, ValueError) as e:
@@ -165,6 +218,8 @@ def train(
 @click.option("--max-new-tokens", default=160, show_default=True, type=click.IntRange(min=1))
 @click.option("--threads", type=click.IntRange(min=1), help="torch / llama.cpp threads (default: their choice).")
 @engine_options
+@device_option
+@dtype_option
 def evaluate_command(
     model_dir: str,
     data: str,
@@ -176,28 +231,46 @@ def evaluate_command(
     threads: int | None,
     engine: str,
     gguf: str | None,
+    device: str,
+    dtype: str,
 ) -> None:
-    """Evaluate a ModaVerse dir on held-out samples: validity, task accuracy, prompt similarity."""
+    """Evaluate a ModaVerse dir on held-out samples: validity, task accuracy, prompt similarity.
+
+    --device and --dtype place the torch engine (--dtype auto keeps the saved dtype on the CPU); the
+    llama.cpp engine runs the GGUF as it is, on the CPU.
+    """
     import torch
 
     from modaverse_agent.errors import ModaVerseError
+    from modaverse_agent.model.engines import resolve_engine
     from modaverse_agent.model.llamacpp import load_engine
 
     from .evaluate import evaluate, write_report
     from .outputs import check_model_folder
     from .workflows import budget_warnings_counted, load_eval_samples, predict_fn
 
+    where, weights = _device_and_dtype(device, dtype)
     try:  # the arguments, the data and the model folder are checked before the model loads
         samples, base_dir = load_eval_samples(data, limit=limit)
         check_model_folder(model_dir)
+        on_llamacpp = resolve_engine(model_dir, engine, gguf) == "llama.cpp"
     except ModaVerseError as e:
         click.echo(f"Error: {e}", err=True)
         sys.exit(2)
     if threads:
         torch.set_num_threads(threads)
+    if on_llamacpp and (device, dtype) != ("auto", "auto"):
+        click.echo("note: llama.cpp runs the GGUF as it is; --device and --dtype apply to --engine torch", err=True)
     try:
         model = load_engine(
-            model_dir, engine, gguf=gguf, n_threads=threads, log=lambda m: click.echo(m, err=True), merge=True
+            model_dir,
+            engine,
+            gguf=gguf,
+            n_threads=threads,
+            log=lambda m: click.echo(m, err=True),
+            merge=True,
+            device=where,
+            dtype=None if dtype == "auto" and where == "cpu" else weights,  # auto on the CPU: the saved dtype
         )
     except ModaVerseError as e:
         click.echo(f"Error: {e}", err=True)

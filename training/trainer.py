@@ -1,9 +1,16 @@
 """The single-stage trainer: AdamW, warmup + cosine, accumulation, clipping, exact resume, metrics.
 
 It trains whatever parameters of ``model`` require grad (for ModaVerse: projectors, LoRA, new token
-rows) on batches made by ``collate``. Runs on one CPU, one GPU or many through ``accelerate`` (launch
-with ``accelerate launch``; DeepSpeed through accelerate's config). Checkpoints hold only trainable
-tensors, optimizer moments and RNG states, all in safetensors plus a JSON file: no pickles.
+rows) on batches made by ``collate``. Runs on one CPU, one GPU or several processes through
+``accelerate`` (``accelerate launch`` or ``torchrun``; DeepSpeed ZeRO-1/2 through an accelerate config).
+
+Several processes: ``batch_size`` is the global batch. Every process walks the same seeded order and
+takes its own slice (``whole[rank::world]``) of each global batch, and the loss is weighted by the
+global number of targets, so N processes give the weights of one process with the same batch (up to
+float rounding). Only the main process writes metrics, TensorBoard logs, progress bars and checkpoints.
+Checkpoints (DDP or one process) hold only trainable tensors, optimizer moments and RNG states, all in
+safetensors plus a JSON file: no pickles; under DeepSpeed, accelerate's own (sharded) state instead.
+FSDP and ZeRO-3, which shard the weights themselves, are refused with a message.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -23,6 +30,28 @@ from modaverse_agent.errors import ModelError
 
 CHECKPOINT_STATE = "trainer_state.json"
 CHECKPOINT_TENSORS = "trainer_state.safetensors"
+#: Under DeepSpeed the optimizer state is sharded: accelerate saves it (and the weights) here.
+CHECKPOINT_SHARDED = "accelerate_state"
+
+
+class LossSum(NamedTuple):
+    """What a model may return instead of a mean loss: the summed loss over its targets and their count.
+
+    The trainer then divides by the global count (all processes, one micro-batch), which makes N
+    processes exactly equal to one. A plain scalar is taken as the mean over the shard's samples.
+    """
+
+    total: torch.Tensor
+    count: torch.Tensor
+
+
+@runtime_checkable
+class ShardCollate(Protocol):
+    """A collate function that also sees the whole global batch its shard is cut from."""
+
+    def collate_shard(self, shard: list[Any], whole: list[Any]) -> dict[str, Any]:
+        """Forward kwargs for ``shard``; anything that must not depend on the split comes from ``whole``."""
+        ...
 
 
 @dataclass
@@ -120,8 +149,10 @@ class Trainer:
         config: TrainConfig,
         *,
         on_log: Callable[[dict[str, Any]], None] | None = None,
+        cpu: bool = False,
     ) -> None:
         from accelerate import Accelerator
+        from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs
 
         if not samples:
             raise ValueError("no training samples; generate a dataset first (`modaverse data generate`)")
@@ -131,8 +162,21 @@ class Trainer:
         self.on_log = on_log
         torch.manual_seed(config.seed)
         self.accelerator = Accelerator(
-            mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum
+            mixed_precision=config.mixed_precision,
+            gradient_accumulation_steps=config.grad_accum,
+            cpu=cpu,
+            # the batches given are global and split here: the scheduler steps once per optimizer step
+            dataloader_config=DataLoaderConfiguration(split_batches=True),
+            # a batch without video leaves the video projector out of the graph
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
         )
+        world = self.accelerator.num_processes
+        if world > config.batch_size:
+            raise ValueError(
+                f"--batch-size {config.batch_size} is the global batch, split across {world} processes; "
+                f"give at least {world} (one sample per process)"
+            )
+        self._check_engine()
         self.named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         if not self.named:
             raise ModelError("the model has no trainable parameters; enable LoRA/projectors before training")
@@ -150,7 +194,36 @@ class Trainer:
         self.step = 0
         self.history: list[dict[str, Any]] = []
         self.out = Path(config.output_dir)
-        self._tensorboard = _tensorboard_writer(self.out / "tensorboard")
+        main = self.accelerator.is_main_process
+        self._tensorboard = _tensorboard_writer(self.out / "tensorboard") if main else None
+
+    @property
+    def sharded(self) -> bool:
+        """Whether DeepSpeed holds the optimizer state in shards (checkpoints then go through accelerate)."""
+        from accelerate.utils import DistributedType
+
+        return self.accelerator.distributed_type == DistributedType.DEEPSPEED
+
+    def _check_engine(self) -> None:
+        """Refuse what would shard the weights themselves; tell DeepSpeed the per-process batch.
+
+        ZeRO-3 and FSDP keep each weight in pieces across processes, and writing a ModaVerse folder from
+        those pieces is not built; DDP and ZeRO-1/2 keep a whole copy of the weights in every process.
+        """
+        from accelerate.utils import DistributedType
+
+        plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
+        if self.accelerator.distributed_type == DistributedType.FSDP or (plugin is not None and plugin.zero_stage == 3):
+            raise ModelError(
+                "FSDP and DeepSpeed ZeRO-3 shard the weights, and saving a ModaVerse model from shards is not "
+                "supported; use DDP or ZeRO-2 (examples/accelerate/ddp.yaml, deepspeed_zero2.yaml)"
+            )
+        if plugin is None:
+            return
+        # DeepSpeed wants the per-process batch; accelerate infers it only from its own data loaders
+        ds = plugin.deepspeed_config
+        if ds.get("train_micro_batch_size_per_gpu", "auto") == "auto":
+            ds["train_micro_batch_size_per_gpu"] = math.ceil(self.config.batch_size / self.accelerator.num_processes)
 
     # -- data order ------------------------------------------------------------------------------------
     def _micro_batches(self, start_micro: int) -> Any:
@@ -162,33 +235,74 @@ class Trainer:
             yield [self.samples[i] for i in order[index]]
             micro += 1
 
+    def shard(self, whole: list[Any]) -> tuple[list[Any], bool]:
+        """This process's slice of the global batch ``whole``, and whether it is real.
+
+        A final partial batch smaller than the number of processes leaves some processes nothing; they
+        run the first sample with zero weight (DDP needs every process in every step).
+        """
+        rank, world = self.accelerator.process_index, self.accelerator.num_processes
+        part = whole[rank::world]
+        return (part, True) if part else (whole[:1], False)
+
+    def _collate(self, part: list[Any], whole: list[Any]) -> dict[str, Any]:
+        from accelerate.utils import send_to_device
+
+        batch = self.collate.collate_shard(part, whole) if isinstance(self.collate, ShardCollate) else None
+        return send_to_device(batch if batch is not None else self.collate(part), self.accelerator.device)
+
+    def _weighted_loss(self, out: Any, samples: int, real: bool) -> tuple[torch.Tensor, float]:
+        """(the loss to backpropagate, the global batch's mean loss) of one micro-batch.
+
+        The loss is the shard's sum over the global count, times the number of processes (DDP averages
+        gradients over them): every process then adds its exact share of the global mean.
+        """
+        world = self.accelerator.num_processes
+        if isinstance(out, LossSum):
+            loss, count, scale = out.total, float(out.count), 1.0
+        else:  # a mean over the shard's samples
+            loss = out.loss if hasattr(out, "loss") else out
+            count = scale = float(samples)
+        if not real:
+            count = scale = 0.0
+        local = float(loss.detach()) * scale  # in float64: one process's mean comes back exactly
+        stats = torch.tensor([local, count], dtype=torch.float64, device=self.accelerator.device)
+        if world > 1:
+            stats = self.accelerator.reduce(stats, reduction="sum")
+        global_total, global_count = (float(x) for x in stats.tolist())
+        if global_count <= 0:
+            raise ModelError("a training batch has no target tokens; check the data (every sample needs a response)")
+        return loss * (scale * world / global_count), global_total / global_count
+
     # -- training --------------------------------------------------------------------------------------
     def train(self, stop_at: int | None = None) -> list[dict[str, Any]]:
         """Run to ``max_steps`` (or ``stop_at``, then checkpoint); returns metrics (also in ``metrics.jsonl``)."""
         from tqdm.auto import tqdm
 
         cfg = self.config
-        self.out.mkdir(parents=True, exist_ok=True)
+        if self.accelerator.is_main_process:
+            self.out.mkdir(parents=True, exist_ok=True)
         batches = self._micro_batches(self.step * cfg.grad_accum)
         bar = tqdm(
             total=cfg.max_steps,
             initial=self.step,
             desc="training",
             unit="step",
-            disable=not self.accelerator.is_local_main_process,
+            disable=not self.accelerator.is_main_process,
         )
         self.model.train()
         end = min(cfg.max_steps, stop_at or cfg.max_steps)
         while self.step < end:
             t0 = time.perf_counter()
             losses = []
+            norm = None
             for _ in range(cfg.grad_accum):
-                batch = self.collate(next(batches))
+                whole = next(batches)
+                part, real = self.shard(whole)
                 with self.accelerator.accumulate(self.model):
-                    out = self.model(**batch)
-                    loss = out.loss if hasattr(out, "loss") else out
+                    loss, mean = self._weighted_loss(self.model(**self._collate(part, whole)), len(part), real)
                     self.accelerator.backward(loss)
-                    losses.append(float(loss.detach()))
+                    losses.append(mean)
                     if self.accelerator.sync_gradients:
                         norm = self.accelerator.clip_grad_norm_([p for _, p in self.named], cfg.max_grad_norm)
                     self.optimizer.step()
@@ -199,7 +313,7 @@ class Trainer:
                 "step": self.step,
                 "loss": sum(losses) / len(losses),
                 "lr": self.scheduler.get_last_lr()[0],
-                "grad_norm": float(norm),
+                "grad_norm": float("nan") if norm is None else float(norm),  # DeepSpeed may not say
                 "step_s": round(time.perf_counter() - t0, 4),
             }
             self._log(record)
@@ -213,6 +327,8 @@ class Trainer:
 
     def _log(self, record: dict[str, Any]) -> None:
         self.history.append(record)
+        if not self.accelerator.is_main_process:
+            return
         if self.step % self.config.log_every == 0 or self.step == self.config.max_steps:
             with (self.out / "metrics.jsonl").open("a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
@@ -224,10 +340,36 @@ class Trainer:
 
     # -- checkpoints -----------------------------------------------------------------------------------
     def save_checkpoint(self, path: Path) -> Path:
-        """Save trainable tensors, AdamW moments, scheduler and RNG state (safetensors + JSON)."""
+        """Save trainable tensors, AdamW moments, scheduler and RNG state (safetensors + JSON).
+
+        Every process calls it (it gathers their RNG states); only the main one writes, then all wait. Under
+        DeepSpeed the optimizer is sharded: accelerate saves its own state in ``accelerate_state/``.
+        """
         from safetensors.torch import save_file
 
-        path.mkdir(parents=True, exist_ok=True)
+        acc = self.accelerator
+        if self.sharded:
+            acc.save_state(str(path / CHECKPOINT_SHARDED))
+        tensors = self._rng_states()
+        if not self.sharded:
+            tensors.update(self._trainable_state())
+        if acc.is_main_process:
+            path.mkdir(parents=True, exist_ok=True)
+            save_file(tensors, str(path / CHECKPOINT_TENSORS))
+            meta = {
+                "step": self.step,
+                "config": asdict(self.config),
+                "processes": acc.num_processes,
+                "scheduler": self.scheduler.state_dict(),
+                "history": self.history,
+            }
+            meta["scheduler"].pop("lr_lambdas", None)
+            (path / CHECKPOINT_STATE).write_text(json.dumps(meta, indent=1, default=str), encoding="utf-8")
+        acc.wait_for_everyone()
+        return path
+
+    def _trainable_state(self) -> dict[str, torch.Tensor]:
+        """The trainable tensors and their AdamW moments by parameter name (one process's full copy)."""
         tensors: dict[str, torch.Tensor] = {}
         state = self.optimizer.state_dict()
         for i, (name, p) in enumerate(self.named):
@@ -238,28 +380,59 @@ class Trainer:
                     tensors[f"adam.{key}.{name}"] = moments[key].detach().cpu().contiguous()
             if "step" in moments:
                 tensors[f"adam.step.{name}"] = torch.as_tensor(moments["step"], dtype=torch.float32).reshape(1)
-        tensors["rng.torch"] = torch.get_rng_state()
-        save_file(tensors, str(path / CHECKPOINT_TENSORS))
-        meta = {
-            "step": self.step,
-            "config": asdict(self.config),
-            "scheduler": self.scheduler.state_dict(),
-            "history": self.history,
-        }
-        meta["scheduler"].pop("lr_lambdas", None)
-        (path / CHECKPOINT_STATE).write_text(json.dumps(meta, indent=1, default=str), encoding="utf-8")
-        return path
+        return tensors
+
+    def _rng_states(self) -> dict[str, torch.Tensor]:
+        """RNG states: ``rng.torch`` (and ``rng.cuda``) of the main process, plus ``.R`` per process R when several."""
+        acc = self.accelerator
+        states = {"rng.torch": torch.get_rng_state()}
+        if acc.device.type == "cuda":
+            states["rng.cuda"] = torch.cuda.get_rng_state(acc.device)
+        if acc.num_processes == 1:
+            return states
+        out = dict(states)
+        for key, value in states.items():
+            gathered = acc.gather(value.to(acc.device)[None]).cpu()
+            out.update({f"{key}.{rank}": row.contiguous() for rank, row in enumerate(gathered)})
+        return out
+
+    def _restore_rng(self, tensors: dict[str, torch.Tensor]) -> None:
+        """This process's RNG state from a checkpoint (the main process's when it was written by fewer processes)."""
+        rank = self.accelerator.process_index
+        torch.set_rng_state(tensors.get(f"rng.torch.{rank}", tensors["rng.torch"]))
+        if self.accelerator.device.type == "cuda" and "rng.cuda" in tensors:
+            torch.cuda.set_rng_state(tensors.get(f"rng.cuda.{rank}", tensors["rng.cuda"]), self.accelerator.device)
 
     def load_checkpoint(self, path: str | Path) -> None:
-        """Restore a checkpoint saved by :meth:`save_checkpoint` so training continues exactly."""
+        """Restore a checkpoint saved by :meth:`save_checkpoint` so training continues exactly.
+
+        Every process calls it. A DDP checkpoint resumes with any number of processes (the data order is
+        global); a DeepSpeed one needs the same accelerate config it was written under.
+        """
         from safetensors.torch import load_file
 
         path = Path(path)
         for f in (CHECKPOINT_STATE, CHECKPOINT_TENSORS):
             if not (path / f).is_file():
                 raise ModelError(f"checkpoint {path} has no {f}; pass a checkpoint-N directory of this run")
+        has_sharded = (path / CHECKPOINT_SHARDED).is_dir()
+        if has_sharded != self.sharded:
+            written = "under DeepSpeed" if has_sharded else "without DeepSpeed"
+            raise ModelError(f"checkpoint {path} was written {written}; resume it under the same kind of launch")
         meta = json.loads((path / CHECKPOINT_STATE).read_text(encoding="utf-8"))
         tensors = load_file(str(path / CHECKPOINT_TENSORS))
+        if self.sharded:
+            self.accelerator.load_state(str(path / CHECKPOINT_SHARDED))
+        else:
+            self._load_trainable(path, tensors)
+            self.scheduler.load_state_dict({**self.scheduler.state_dict(), **meta["scheduler"]})
+            for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_last_lr(), strict=True):
+                group["lr"] = lr  # the scheduler's state does not carry the optimizer's current lr
+        self._restore_rng(tensors)
+        self.step = int(meta["step"])
+        self.history = list(meta.get("history", []))
+
+    def _load_trainable(self, path: Path, tensors: dict[str, torch.Tensor]) -> None:
         state = self.optimizer.state_dict()
         for i, (name, p) in enumerate(self.named):
             key = f"param.{name}"
@@ -278,9 +451,3 @@ class Trainer:
                     "exp_avg_sq": tensors[f"adam.exp_avg_sq.{name}"].to(p.device),
                 }
         self.optimizer.load_state_dict(state)
-        self.scheduler.load_state_dict({**self.scheduler.state_dict(), **meta["scheduler"]})
-        for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_last_lr(), strict=True):
-            group["lr"] = lr  # the scheduler's state does not carry the optimizer's current lr
-        torch.set_rng_state(tensors["rng.torch"])
-        self.step = int(meta["step"])
-        self.history = list(meta.get("history", []))

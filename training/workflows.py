@@ -52,6 +52,8 @@ def train_model(
     share_prefix: bool = True,
     save_tokenizer: bool | None = None,
     overwrite: bool = False,
+    device: str = "auto",
+    dtype: str | None = None,
     log: Log = print,
 ) -> Path:
     """Train projectors + LoRA (+ media token rows) on ``data``; returns the saved ModaVerse directory.
@@ -61,6 +63,11 @@ def train_model(
     ``output``, or an earlier run in the run folder, is replaced only with ``overwrite`` (or ``resume``,
     which continues the run folder's own checkpoint); see :mod:`.outputs`. ``save_tokenizer`` None saves
     the tokenizer unless the base is a built-in one (``modaverse:...``), whose tokenizer is rebuilt on load.
+
+    Under ``accelerate launch`` / ``torchrun`` every process runs this; only the main one logs and writes
+    (see :mod:`.trainer` for how the batch is split). ``device`` is a resolved ``--device`` (``auto``:
+    accelerate's choice, a GPU per process when there are some); ``dtype`` names the weights' dtype
+    (None: the config's, float32 for a new model).
     """
     import torch
 
@@ -73,9 +80,16 @@ def train_model(
 
     if (llm is None) == (init_from is None):
         raise ValueError("give either `llm` (a new model) or `init_from` (continue a trained one)")
+    if train.mixed_precision == "fp16" and dtype in ("float16", "bfloat16"):
+        raise ValueError(f"--mixed-precision fp16 keeps float32 weights; give --dtype float32 (not {dtype})")
+    state = process_state(device)
+    main = state.is_main_process
+    log = log if main else _quiet
+    # every process checks the folders before any changes them (a failure then stops them all alike)
     plan = plan_outputs(output, train.output_dir, overwrite=overwrite, resume=resume)
     if init_from is not None:
         check_model_folder(init_from)
+    state.wait_for_everyone()
     data = Path(data)
     samples = read_samples(data)
     if max_samples is not None and max_samples < len(samples):
@@ -86,12 +100,14 @@ def train_model(
     t0 = time.perf_counter()
     enc = _load_encoder(encoder, encoder_config)
     if init_from is not None:
-        model = ModaVerseModel.from_pretrained(init_from, encoder=enc)
+        model = ModaVerseModel.from_pretrained(init_from, encoder=enc, device=state.device, dtype=dtype)
         config = model.config
         log(f"starting from {init_from} (base {config.llm})")
     else:
-        config = ModaVerseConfig(llm=llm, encoder=encoder, encoder_config=encoder_config, **(model_options or {}))
-        model = ModaVerseModel.from_config(config, encoder=enc)
+        options = {**(model_options or {}), **({"dtype": dtype} if dtype else {})}
+        config = ModaVerseConfig(llm=llm, encoder=encoder, encoder_config=encoder_config, **options)
+        model = ModaVerseModel.from_config(config, encoder=enc, device=state.device)
+    log(f"training on {state.device} ({config.dtype} weights), {state.num_processes} process(es)")
     log(
         f"model ready in {time.perf_counter() - t0:.0f} s; trainable parameters: "
         f"{sum(p.numel() for p in model.trainable_parameters()):,}"
@@ -100,20 +116,27 @@ def train_model(
     if enc is not None:
         cache = FeatureCache(cache_dir or Path(train.output_dir) / "features", encoder_key(enc))
         items = [load_media(p) for s in samples for m in s.media if (p := m.resolve(data.parent)) is not None]
-        log(f"feature cache: {cache.build(enc, items)}")
+        with state.main_process_first():  # the main process encodes and writes; the others then read
+            log(f"feature cache: {cache.build(enc, items)}")
     if save_tokenizer is None:
         save_tokenizer = not str(config.llm).startswith(BUILTIN_LLM_PREFIX)
         if not save_tokenizer:
             log(f"the tokenizer is not saved: it is rebuilt from the built-in base {config.llm} on load")
-    plan.prepare_run_dir(log)
+    if main:
+        plan.prepare_run_dir(log)
+    state.wait_for_everyone()
     collate = Collator(model, cache=cache, base_dir=data.parent)
-    trainer = Trainer(TargetLoss(model, share_prefix=share_prefix), samples, collate, train, on_log=lambda r: None)
+    loss = TargetLoss(model, share_prefix=share_prefix, reduction="sum")
+    trainer = Trainer(loss, samples, collate, train, on_log=lambda r: None, cpu=state.device.type == "cpu")
     if resume is not None:
         trainer.load_checkpoint(resume)
         log(f"resumed at step {trainer.step}")
     t1 = time.perf_counter()
     history = trainer.train()
     wall = time.perf_counter() - t1
+    if not main:
+        state.wait_for_everyone()  # the main process writes the model
+        return Path(plan.output)
     staging = staging_folder(plan.output)
     model.save_pretrained(staging, tokenizer=save_tokenizer)
     card = {
@@ -130,7 +153,38 @@ def train_model(
     (staging / "training.json").write_text(json.dumps(card, indent=1), encoding="utf-8")
     out = replace_folder(staging, plan.output)
     log(f"{'replaced' if plan.replaces_model else 'saved'} {out} ({wall:.0f} s of training)")
+    state.wait_for_everyone()
     return out
+
+
+def _quiet(message: str) -> None:
+    """The log of a process other than the main one: says nothing."""
+
+
+def process_state(device: str = "auto") -> Any:
+    """accelerate's ``PartialState`` for this process (one, or one of those ``accelerate launch`` started).
+
+    ``device`` is a resolved ``--device``: ``cpu`` keeps every process on the CPU (gloo), ``cuda:N`` picks
+    GPU N for a single process; ``auto``/``cuda``/``mps`` leave it to accelerate (GPU ``LOCAL_RANK`` per
+    process). ValueError when ``cuda:N`` is given to several processes or the device did not come out.
+    """
+    import os
+
+    import torch
+    from accelerate import PartialState
+
+    if device.startswith("cuda:"):
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ValueError(
+                f"--device {device} picks one GPU, but this is one of several processes; give --device cuda "
+                "(one GPU per process) and choose GPUs with CUDA_VISIBLE_DEVICES or accelerate launch --gpu_ids"
+            )
+        torch.cuda.set_device(int(device.partition(":")[2]))
+    state = PartialState(cpu=device == "cpu")
+    want = device.partition(":")[0]
+    if want != "auto" and state.device.type != want:
+        raise ValueError(f"--device {device}: accelerate put this process on {state.device}; check the launch config")
+    return state
 
 
 def _media_items(sample: Sample, base_dir: Path) -> list[tuple[str, MediaItem]]:
