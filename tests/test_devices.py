@@ -230,28 +230,14 @@ def test_device_map_auto_on_a_cpu_places_everything_there_and_answers(
 
 
 def _release_state(base: Path) -> dict[str, Any]:
-    """The release's key names on the tiny Llama: projector, q/k/v/o LoRA, whole embed and lm_head tables."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """The release's tensors (names and shapes) on the tiny Llama, r=4 LoRA, a 16-wide projector."""
+    from transformers import AutoConfig, AutoTokenizer
 
     from modaverse_agent.model.checkpoint import RELEASE_TOKENS
+    from modaverse_agent.model.synthetic_release import release_state
 
-    llm = AutoModelForCausalLM.from_pretrained(str(base))
-    rows, hidden = len(AutoTokenizer.from_pretrained(str(base))) + len(RELEASE_TOKENS), llm.config.hidden_size
-    g = torch.Generator().manual_seed(7)
-    table = "LLM.base_model.model."
-    state = {
-        "linear_proj.weight": torch.randn(hidden, 16, generator=g) * 0.1,
-        "linear_proj.bias": torch.randn(hidden, generator=g) * 0.1,
-        f"{table}model.embed_tokens.weight": torch.randn(rows, hidden, generator=g) * 0.02,
-        f"{table}lm_head.weight": torch.randn(rows, hidden, generator=g) * 0.02,
-    }
-    for i, layer in enumerate(llm.model.layers):
-        for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
-            lin = getattr(layer.self_attn, name)
-            prefix = f"{table}model.layers.{i}.self_attn.{name}"
-            state[f"{prefix}.lora_A.default.weight"] = torch.randn(4, lin.in_features, generator=g) * 0.1
-            state[f"{prefix}.lora_B.default.weight"] = torch.randn(lin.out_features, 4, generator=g) * 0.1
-    return state
+    rows = len(AutoTokenizer.from_pretrained(str(base))) + len(RELEASE_TOKENS)
+    return release_state(AutoConfig.from_pretrained(str(base)), rows, encoder_dim=16, rank=4)
 
 
 def test_import_official_with_a_device_loads_the_result_there_and_lets_it_answer(
