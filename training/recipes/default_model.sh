@@ -12,19 +12,32 @@ set -euo pipefail
 out=${1:-modaverse_agent/weights/default}
 mkdir -p data runs
 stage4=$PWD/runs/default-model-stage4
+old=$PWD/runs/src-ecca32e  # the code stages 1-4 were trained with, and the corpora of their first stage
+[ -d "$old" ] || git worktree add -f "$old" ecca32e
+# In the old tree `modaverse` means the old code: its modules first on the import path and its own
+# training commands (the installed entry point names today's module).
+old_modaverse() {
+  (cd "$old" && PYTHONPATH=$PWD python -c 'from modaverse_agent.cli import cli
+from training.commands import register_commands
+register_commands(cli)
+cli(prog_name="modaverse")' "$@")
+}
 if [ ! -d "$stage4" ]; then
-  git worktree add -f runs/src-ecca32e ecca32e
-  # the old code first on the import path (an editable install's finder comes after PYTHONPATH)
-  (cd runs/src-ecca32e && PYTHONPATH=$PWD bash training/recipes/default_model.sh "$stage4")
+  (cd "$old" && modaverse() { old_modaverse "$@"; } && export -f modaverse old_modaverse && export old &&
+    bash training/recipes/default_model.sh "$stage4")
 fi
+# the original held-out split (seed 0) exactly as stage 1 wrote it (its phrasings came from the [test] pools)
+mkdir -p "$old/runs/corpora-8af1455" "$old/data"
+git archive 8af1455 prompts/corpora | tar -x -C "$old/runs/corpora-8af1455"
+old_modaverse data generate -o data/train.jsonl --heldout data/test.jsonl --seed 0 --corpora runs/corpora-8af1455/prompts/corpora
+cp "$old/data/test.jsonl" data/test.jsonl
 modaverse data generate -o data/train5.jsonl --heldout data/test5.jsonl --seed 4 --size 5000 --heldout-size 200 \
   --mix question=26 --mix spoken_answer=1.5
 modaverse train --data data/train5.jsonl --init-from "$stage4" \
   --steps 200 --batch-size 8 --lr 2e-4 --warmup 5 --save-every 40 --seed 4 --no-tokenizer \
   --output "$out" --run-dir runs/default-model-stage5.run
-# the original held-out split (seed 0, phrasings from template pools the training never used); stage 5
-# trains on every family, so this split's phrasings are no longer all unseen - see the model card
-modaverse data generate -o data/train.jsonl --heldout data/test.jsonl --seed 0 --heldout-family test
+# the original held-out split: its content (questions, subjects, lines) is still unseen, but stage 5 trains
+# on every phrasing family, [test] included, so its phrasings no longer are - see the model card
 modaverse eval --model "$out" --data data/test.jsonl --limit 200 --engine llama.cpp -o "$out/eval-llamacpp.json"
 # requests written blind to the templates (training/natural_eval/, never trained on)
 modaverse eval --model "$out" --data natural --engine llama.cpp -o "$out/eval-natural.json"
