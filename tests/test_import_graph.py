@@ -131,7 +131,12 @@ def test_no_module_imports_another_modules_private_names() -> None:
 
 def test_the_model_layer_does_not_import_the_agent_or_the_app() -> None:
     edges, _ = _graph()
-    above = {"modaverse_agent.agent", "modaverse_agent.default_model", "modaverse_agent.cli", "modaverse_agent.runnable"}
+    above = {
+        "modaverse_agent.agent",
+        "modaverse_agent.default_model",
+        "modaverse_agent.cli",
+        "modaverse_agent.runnable",
+    }
     bad = {m: sorted(ts & above) for m, ts in edges.items() if m.startswith("modaverse_agent.model") and ts & above}
     assert bad == {}
 
