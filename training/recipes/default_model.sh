@@ -35,9 +35,18 @@ modaverse data generate -o data/train5.jsonl --heldout data/test5.jsonl --seed 4
   --mix question=26 --mix spoken_answer=1.5
 modaverse train --data data/train5.jsonl --init-from "$stage4" \
   --steps 200 --batch-size 8 --lr 2e-4 --warmup 5 --save-every 40 --seed 4 --no-tokenizer \
-  --output "$out" --run-dir runs/default-model-stage5.run
+  --output runs/default-model-stage5 --run-dir runs/default-model-stage5.run
+# stage 6: stage 5 still spoke many plain requests (rewrite this, write a note, translate); more plain
+# questions, fewer speech lines, no spoken answers (the follow-ups still read earlier answers aloud)
+modaverse data generate -o data/train6.jsonl --heldout data/test6.jsonl --seed 5 --size 3000 --heldout-size 200 \
+  --mix question=40 --mix speech=4 --mix spoken_answer=0 --mix describe=8
+modaverse train --data data/train6.jsonl --init-from runs/default-model-stage5 \
+  --steps 100 --batch-size 8 --lr 1.5e-4 --warmup 5 --save-every 50 --seed 5 --no-tokenizer \
+  --output "$out" --run-dir runs/default-model-stage6.run
 # the original held-out split: its content (questions, subjects, lines) is still unseen, but stage 5 trains
 # on every phrasing family, [test] included, so its phrasings no longer are - see the model card
 modaverse eval --model "$out" --data data/test.jsonl --limit 200 --engine llama.cpp -o "$out/eval-llamacpp.json"
 # requests written blind to the templates (training/natural_eval/, never trained on)
 modaverse eval --model "$out" --data natural --engine llama.cpp -o "$out/eval-natural.json"
+# two-turn conversations written blind (training/natural_eval/turns/), through a live Conversation
+MODAVERSE_LOAD_PLUGINS=echo python -m training.natural_turns --model "$out" --engine llama.cpp -o "$out/eval-turns.json"
