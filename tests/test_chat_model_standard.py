@@ -9,9 +9,8 @@ runs for real on the tiny model.
 
 from __future__ import annotations
 
-import functools
-import inspect
-from collections.abc import Callable, Iterator
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +28,10 @@ from modaverse_agent.model.modeling import ModaVerseModel  # noqa: E402
 from modaverse_agent.model.tiny import HashEncoder, save_tiny_base, tiny_config  # noqa: E402
 from modaverse_agent.zoo import Zoo  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from chat_model_suite import ModaVerseCapabilities, OfflineMediaInputs, inherited, xfail  # noqa: E402
+
 torch.set_num_threads(1)
-# The suite's async tests carry no marker (partner packages run pytest-asyncio in auto mode; this project
-# runs strict). Mark them in place: overriding them would trip the suite's own no-override check.
-for _name, _fn in inspect.getmembers(ChatModelIntegrationTests, inspect.iscoroutinefunction):
-    if _name.startswith("test_") and not any(m.name == "asyncio" for m in getattr(_fn, "pytestmark", [])):
-        _fn.pytestmark = [*getattr(_fn, "pytestmark", []), pytest.mark.asyncio.mark]  # type: ignore[attr-defined]
 _STATE: dict[str, Any] = {}
 
 RANDOM = "a random-weight tiny model cannot "
@@ -57,11 +54,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     _STATE.clear()
 
 
-class _Tiny:
-    @property
-    def chat_model_class(self) -> type[BaseChatModel]:
-        return ChatModaVerse
-
+class _Tiny(ModaVerseCapabilities):
     @property
     def chat_model_params(self) -> dict[str, Any]:
         # `model` is the reference the chat model serialises by (the backend given here is used, not loaded)
@@ -70,58 +63,6 @@ class _Tiny:
     @property
     def standard_chat_model_params(self) -> dict[str, Any]:
         return {**super().standard_chat_model_params, "max_tokens": 160}  # type: ignore[misc]
-
-    @property
-    def has_tool_choice(self) -> bool:
-        return True
-
-    @property
-    def supports_image_inputs(self) -> bool:
-        return True
-
-    @property
-    def supports_audio_inputs(self) -> bool:
-        return True
-
-    @property
-    def supports_video_inputs(self) -> bool:
-        return True
-
-    @property
-    def supports_image_urls(self) -> bool:
-        return False  # http(s) URLs are refused unless a fetcher is configured (and tests are offline)
-
-    @property
-    def supports_image_tool_message(self) -> bool:
-        return False  # tool results are read as text
-
-    @property
-    def supports_json_mode(self) -> bool:
-        return False
-
-
-def _inherited(suite: type, name: str) -> Callable[..., Any]:
-    """A copy of the suite's test ``name`` (same signature, same body) that can carry marks of its own."""
-    fn = getattr(suite, name)
-    if inspect.iscoroutinefunction(fn):
-
-        @functools.wraps(fn)
-        async def run_async(*args: Any, **kwargs: Any) -> Any:
-            return await fn(*args, **kwargs)
-
-        return run_async
-
-    @functools.wraps(fn)
-    def run_sync(*args: Any, **kwargs: Any) -> Any:
-        return fn(*args, **kwargs)
-
-    return run_sync
-
-
-def _xfail(name: str, reason: str, *, run: bool = True) -> Callable[..., Any]:
-    """The suite's test ``name`` marked as an expected failure with ``reason``, strict: a pass fails the run, so
-    the mark cannot outlive its reason (``run=False`` only for tests that cannot run here at all)."""
-    return pytest.mark.xfail(reason=reason, strict=True, run=run)(_inherited(ChatModelIntegrationTests, name))
 
 
 class TestChatModaVerseUnit(_Tiny, ChatModelUnitTests):
@@ -132,7 +73,7 @@ class TestChatModaVerseUnit(_Tiny, ChatModelUnitTests):
         "own mapping, so no third-party model can pass it; test_serdes_by_reference is the same round trip "
         "with ChatModaVerse allowed by name",
         strict=True,
-    )(_inherited(ChatModelUnitTests, "test_serdes"))
+    )(inherited(ChatModelUnitTests, "test_serdes"))
 
     def test_serdes_by_reference(self, model: BaseChatModel, snapshot: Any) -> None:
         """dumpd -> load gives an equal ChatModaVerse (by reference: ``model``, ``engine``, settings)."""
@@ -147,25 +88,19 @@ ARGS = (
     RANDOM + "read 'call magic_function with 3' and write the argument 3: constrained decoding makes the "
     "call well-formed and correctly named, but the value is whatever random weights pick"
 )
-OFFLINE = (
-    "the suite downloads its {} from wikimedia.org and the tests run offline (pytest-socket); local {} "
-    "blocks reaching the encoder are tested in tests/test_model_chat.py"
-)
 
 
-class TestChatModaVerseIntegration(_Tiny, ChatModelIntegrationTests):
+class TestChatModaVerseIntegration(_Tiny, OfflineMediaInputs, ChatModelIntegrationTests):
     """The integration suite on the tiny model; xfails say why random weights cannot pass."""
 
-    test_tool_calling = _xfail("test_tool_calling", ARGS)
-    test_tool_calling_async = _xfail("test_tool_calling_async", ARGS)
-    test_agent_loop = _xfail(
+    test_tool_calling = xfail("test_tool_calling", ARGS)
+    test_tool_calling_async = xfail("test_tool_calling_async", ARGS)
+    test_agent_loop = xfail(
         "test_agent_loop",
         RANDOM + "decide unprompted (tool_choice 'auto') to call get_weather exactly once for a weather question; "
         "random weights call nothing or several tools",
     )
-    test_unicode_tool_call_integration = _xfail(
+    test_unicode_tool_call_integration = xfail(
         "test_unicode_tool_call_integration",
         RANDOM + "copy the Unicode customer name from the instruction into the tool arguments",
     )
-    test_image_inputs = _xfail("test_image_inputs", OFFLINE.format("image", "image"), run=False)
-    test_audio_inputs = _xfail("test_audio_inputs", OFFLINE.format("audio", "audio/video"), run=False)

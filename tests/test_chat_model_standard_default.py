@@ -1,0 +1,66 @@
+"""LangChain's standard chat-model integration suite on ChatModaVerse over the built-in default model
+(Gemma 3 270M + the shipped adapter, engine auto: llama.cpp on a CPU), the zoo of the installed plugins.
+
+Slow (the model loads for ~30 s, then a few seconds per answer), so it runs only with
+``MODAVERSE_SLOW_TESTS=1``. Each xfail is strict (a pass fails the run) and its reason quotes what the
+model actually answered, so a retrained model that does better shows up at once.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_tests.integration_tests import ChatModelIntegrationTests
+
+from modaverse_agent import plugins
+from modaverse_agent.zoo import Zoo, ZooConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from chat_model_suite import ModaVerseCapabilities, OfflineMediaInputs, xfail
+
+pytestmark = pytest.mark.skipif(not os.environ.get("MODAVERSE_SLOW_TESTS"), reason="slow: set MODAVERSE_SLOW_TESTS=1")
+_STATE: dict[str, Any] = {}
+
+# What the model answered when these marks were written (the adapter of 2026-11-29, sha256 a246b7c14cae):
+# greedy decoding, so the same model answers the same. A retrained model that passes turns the mark into a
+# strict XPASS failure: drop the mark then.
+WEATHER = (
+    "the 270M model answers a question it can answer in words instead of calling a bound function with "
+    "tool_choice 'auto' (it was trained to call media tasks): 'What is the weather in San Francisco, CA?' "
+    "with get_weather bound gives the text 'The weather in San Francisco is hot and sunny in summer and cold "
+    "and rainy in winter.' and no call"
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def default_model() -> Iterator[None]:
+    """The built-in default model, loaded once, and the installed plugins' zoo (the tasks it was trained on)."""
+    from modaverse_agent.default_model import load_default_model
+
+    plugins.load_plugins(entry_points=True)  # the suite's tests only see the specs; no generator runs
+    zoo = Zoo.from_plugins(config=ZooConfig())
+    assert "text-to-image" in zoo.tasks(), f"the built-in plugins are not installed (zoo: {zoo.tasks()})"
+    _STATE.update(backend=load_default_model(), zoo=zoo)
+    yield
+    _STATE.clear()
+
+
+class TestChatModaVerseDefaultModel(ModaVerseCapabilities, OfflineMediaInputs, ChatModelIntegrationTests):
+    """The integration suite on the default model; xfails quote what the 270M model answers instead."""
+
+    @property
+    def chat_model_params(self) -> dict[str, Any]:
+        return {"backend": _STATE["backend"], "zoo": _STATE["zoo"], "model": "default"}
+
+    test_agent_loop = xfail("test_agent_loop", WEATHER)
+    test_unicode_tool_call_integration = xfail(
+        "test_unicode_tool_call_integration",
+        "the 270M model keeps Chinese characters of '你好啊集团' in the forced call's customer_name but not the "
+        "Japanese ones: "
+        "'Create a customer named 'こんにちは株式会社' (Hello Corporation)' gives customer_name 'Hi-Tech Corporation'",
+    )
