@@ -41,6 +41,8 @@ def llama_tok_s(llm: Any, prompt: list[int], tokens: int) -> float:
 def ours_tok_s(model: Any, prompt: list[int], schema: Any, tokens: int) -> float:
     clock = _Clock()
     model.generate([prompt], schemas=schema, max_new_tokens=tokens, min_new_tokens=tokens, streamer=clock)
+    if len(clock.stamps) < 8:
+        raise SystemExit(f"only {len(clock.stamps)} tokens decoded: too few to time; give a longer --tokens")
     return 1 / clock.per_token()
 
 

@@ -324,3 +324,14 @@ def test_langchain_chat_model_runs_on_llama_cpp(engines: tuple[ModaVerseModel, L
     assert message.usage_metadata and message.usage_metadata["output_tokens"] > 0
     streamed = "".join(str(chunk.content) for chunk in chat.stream("draw me a picture of a cat"))
     assert streamed == message.content
+
+
+def test_a_minimum_length_never_outlasts_the_grammar(
+    engines: tuple[ModaVerseModel, LlamaCppModel], echo_zoo: Zoo
+) -> None:
+    """min_new_tokens past the end of a finished meta-response: the stop wins, the answer stays valid."""
+    _, lc = engines
+    schema = echo_zoo.schema()
+    prompt = _prompts(lc, ["hello"], [[]])[0]
+    (answer,) = lc.generate([prompt], schemas=schema, max_new_tokens=400, min_new_tokens=400)
+    parse_meta_response(answer, schema)

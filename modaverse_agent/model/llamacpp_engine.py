@@ -240,7 +240,10 @@ class LlamaCppModel(MetaResponseEngine):
         for step in range(sampling.max_new_tokens):
             scores = processor(last, self._logits(vocab))
             if sampling.min_new_tokens and step < sampling.min_new_tokens:
-                scores[0, list(stops)] = float("-inf")
+                held = scores.clone()
+                held[0, list(stops)] = float("-inf")
+                if torch.isfinite(held).any():  # a finished grammar allows only a stop: it wins over the minimum
+                    scores = held
             token = _choose(scores[0], sampling, generator)
             new.append(token)
             last = torch.tensor([[token]], dtype=torch.long)
