@@ -30,6 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_decode import _Clock, bandwidth
+from bench_llamacpp_overhead import llama_tok_s
 
 LLAMA_CPP_TOK_S = 45.8
 INSTRUCTIONS = [
@@ -64,12 +65,7 @@ def llama_cpp_reference(gguf: Path, prompt: list[int], tokens: int, threads: int
 
     with captured_stderr():
         llm = Llama(model_path=str(gguf), n_ctx=4096, n_threads=threads, verbose=False)
-    stamps = []
-    for _ in llm.generate(prompt, top_k=1, temp=0.0, reset=True):
-        stamps.append(time.perf_counter())
-        if len(stamps) >= tokens:
-            break
-    return 1 / statistics.median(b - a for a, b in zip(stamps[1:], stamps[2:], strict=False))  # noqa: RUF007
+    return llama_tok_s(llm, prompt, tokens)
 
 
 def warm_runs(model: Any) -> float:
