@@ -1,12 +1,12 @@
 """Swap the generator behind ``text-to-image`` through the zoo config, with no retraining.
 
 The LLM names a *task* and writes a prompt, never a model. So one meta-response, made once by a tiny
-random-weight ModaVerse (forced to call ``text-to-image``), is dispatched twice: first to the echo
-plugin's ``echo-image``, then, after ``[tasks] text-to-image = "stripes-image"`` is saved in the zoo
-config (what ``modaverse zoo set text-to-image stripes-image`` does), to a second generator defined
-here. Same meta-response, different generator, different picture.
+random-weight ModaVerse (with ``--real``: by the built-in default model) forced to call ``text-to-image``,
+is dispatched twice: first to the echo plugin's ``echo-image``, then, after ``[tasks] text-to-image =
+"stripes-image"`` is saved in the zoo config (what ``modaverse zoo set text-to-image stripes-image``
+does), to a second generator defined here. Same meta-response, different generator, different picture.
 
-    python examples/swap_generator.py --output-dir out/swap
+    python examples/swap_generator.py --output-dir out/swap [--real]
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from _tiny import tiny_model
+from _models import add_real_flag, example_model
 
 from modaverse_agent import GenerationRequest, Generator, hookimpl, plugins
 from modaverse_agent.agent import ModaVerseAgent
@@ -56,6 +56,7 @@ class StripesPlugin:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output-dir", type=Path, default=Path("outputs/swap"))
+    add_real_flag(parser)
     args = parser.parse_args()
     args.output_dir.mkdir(parents=True, exist_ok=True)
     plugins.load_plugins()
@@ -64,7 +65,7 @@ def main() -> None:
     config_path = args.output_dir / "zoo.toml"
     ZooConfig(tasks={"text-to-image": "echo-image"}).save(config_path)
     zoo = Zoo.from_plugins(config=config_path)
-    chat = ChatModaVerse(backend=tiny_model(args.output_dir), zoo=zoo, max_tokens=160)
+    chat = ChatModaVerse(backend=example_model(args.real, args.output_dir), zoo=zoo, max_tokens=160)
     message = chat.bind_tools(zoo_tools(zoo), tool_choice="text-to-image").invoke("Draw a lighthouse.")
     raw = json.dumps(message.response_metadata["meta_response"])  # the one meta-response, reused as is
 

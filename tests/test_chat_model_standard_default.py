@@ -26,14 +26,13 @@ from chat_model_suite import ModaVerseCapabilities, OfflineMediaInputs, xfail
 pytestmark = pytest.mark.skipif(not os.environ.get("MODAVERSE_SLOW_TESTS"), reason="slow: set MODAVERSE_SLOW_TESTS=1")
 _STATE: dict[str, Any] = {}
 
-# What the model answered when these marks were written (the adapter of 2026-11-29, sha256 a246b7c14cae):
+# What the model answered when these marks were written (the stage-6 adapter, sha256 0bbfde33e182):
 # greedy decoding, so the same model answers the same. A retrained model that passes turns the mark into a
 # strict XPASS failure: drop the mark then.
 WEATHER = (
     "the 270M model answers a question it can answer in words instead of calling a bound function with "
     "tool_choice 'auto' (it was trained to call media tasks): 'What is the weather in San Francisco, CA?' "
-    "with get_weather bound gives the text 'The weather in San Francisco is hot and sunny in summer and cold "
-    "and rainy in winter.' and no call"
+    "with get_weather bound gives the text 'Hot, sunny, and sometimes windy.' and no call"
 )
 
 
@@ -60,7 +59,7 @@ class TestChatModaVerseDefaultModel(ModaVerseCapabilities, OfflineMediaInputs, C
     test_agent_loop = xfail("test_agent_loop", WEATHER)
     test_unicode_tool_call_integration = xfail(
         "test_unicode_tool_call_integration",
-        "the 270M model keeps Chinese characters of '你好啊集团' in the forced call's customer_name but not the "
-        "Japanese ones: "
-        "'Create a customer named 'こんにちは株式会社' (Hello Corporation)' gives customer_name 'Hi-Tech Corporation'",
+        "the 270M model writes the English gloss, not the Chinese or Japanese name, into the forced call: "
+        "'Create a customer named '你好啊集团' (Hello Group) ...' gives customer_name 'Hello Group', "
+        "'... 'こんにちは株式会社' (Hello Corporation) ...' gives 'Hello Corporation'",
     )
