@@ -6,7 +6,8 @@
 # questions, 160 on the enlarged corpora. Stage 5 (this code) continues from stage 4 for 200 steps on
 # the phrasing families of issue 14 (every family trains), the new plain questions, cross-modal and
 # derived-picture requests, and multi-turn follow-ups (the `followup` maker), with more plain questions
-# and fewer spoken answers than the default mix.
+# and fewer spoken answers than the default mix; stage 6 (shipped) adds 100 steps with plain questions
+# at 40, speech lines at 4 and no spoken answers.
 # Run from a git checkout. Usage: bash training/recipes/default_model.sh [OUTPUT_DIR]
 set -euo pipefail
 out=${1:-modaverse_agent/weights/default}
