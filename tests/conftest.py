@@ -54,3 +54,14 @@ def png_file(tmp_path: Path) -> Path:
     path = tmp_path / "in.png"
     Image.new("RGB", (16, 12), (200, 30, 30)).save(path)
     return path
+
+
+@pytest.fixture
+def training_cli() -> Iterator[object]:
+    """The `modaverse` group with the built-in training plugin's commands, removed afterwards."""
+    from modaverse_agent.cli import cli
+
+    plugins.load_plugins().hook.register_commands(cli=cli)
+    yield cli
+    for name in ("data", "train", "eval"):
+        cli.commands.pop(name, None)

@@ -20,7 +20,6 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from modaverse_agent import plugins
 from modaverse_agent.cli import cli
 from modaverse_agent.model.tiny import save_tiny_base
 from modaverse_agent.training.trainer import CHECKPOINT_STATE, CHECKPOINT_TENSORS
@@ -72,14 +71,6 @@ def _metrics(run: Path) -> list[dict]:
 def _steps_per_s(run: Path) -> float:
     later = [m["step_s"] for m in _metrics(run)[1:]]  # the first step warms up
     return len(later) / sum(later)
-
-
-@pytest.fixture
-def training_cli() -> object:
-    plugins.load_plugins().hook.register_commands(cli=cli)
-    yield cli
-    for name in ("data", "train", "eval"):
-        cli.commands.pop(name, None)
 
 
 def test_two_processes_train_like_one_and_resume(tmp_path: Path, training_cli: object) -> None:

@@ -9,7 +9,6 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from modaverse_agent import plugins
 from modaverse_agent.cli import cli
 from modaverse_agent.model.config import ModaVerseConfig
 from modaverse_agent.model.modeling import ModaVerseModel
@@ -62,15 +61,6 @@ def test_target_loss_equals_the_plain_loss(base: Path, data: tuple[Path, Path]) 
         plain = model(**batch).loss
         assert torch.allclose(TargetLoss(model, share_prefix=False)(**batch), plain, atol=1e-5)
         assert torch.allclose(TargetLoss(model)(**batch), plain, atol=1e-5)
-
-
-@pytest.fixture
-def training_cli() -> object:
-    """The `modaverse` group with the built-in training plugin's commands, removed afterwards."""
-    plugins.load_plugins().hook.register_commands(cli=cli)
-    yield cli
-    for name in ("data", "train", "eval"):
-        cli.commands.pop(name, None)
 
 
 def test_train_then_eval_through_the_cli(
