@@ -311,14 +311,27 @@ def test_the_command_runs_concurrently_resumes_and_reports_failures(
 
 def test_ctrl_c_says_how_to_continue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     module = types.ModuleType("stopped_teacher_module")
-    module.teacher = ScriptedTeacher(stop_after=3)  # type: ignore[attr-defined]
+    module.teacher = ScriptedTeacher()  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "stopped_teacher_module", module)
+    # Ctrl-C lands in the main thread while it writes the third answer (a KeyboardInterrupt raised in a
+    # worker thread would race the main thread's writes of the answers finished before it)
+    from modaverse_agent.training import teacher_run
+
+    commit, commits = teacher_run._Run.commit, []
+
+    def interrupted(run: Any, request: Any, outcome: Any) -> None:
+        commits.append(request.index)
+        if len(commits) == 3:
+            raise KeyboardInterrupt
+        commit(run, request, outcome)
+
+    monkeypatch.setattr(teacher_run._Run, "commit", interrupted)
     out = tmp_path / "out.jsonl"
     args = ["generate", "--engine", "teacher", "--teacher-factory", "stopped_teacher_module", "-o", str(out)]
     args += ["--corpus", str(_corpus(tmp_path, [f"thing {i}" for i in range(20)])), "--batch-size", "1"]
     stopped = CliRunner().invoke(data, args)
-    assert stopped.exit_code == 130 and "rerun the same command to continue" in stopped.output
-    module.teacher = ScriptedTeacher()  # type: ignore[attr-defined]
+    assert stopped.exit_code == 130 and "rerun the same command to continue" in stopped.output, stopped.output
+    monkeypatch.setattr(teacher_run._Run, "commit", commit)
     resumed = CliRunner().invoke(data, args)
     assert resumed.exit_code == 0 and "resuming, 2 of" in resumed.output, resumed.output
     assert sorted(s.source["request"] for s in read_samples(out)) == list(range(len(read_samples(out))))
