@@ -271,3 +271,42 @@ def test_the_default_mix_favours_questions_and_attached_media() -> None:
 def test_phrasings_file_parses_as_toml() -> None:
     raw = tomllib.loads((CORPORA / "phrasings.toml").read_text())
     assert set(raw["families"]) == set(builtin_corpora().families) - {"train", "test"}
+
+
+# -- plain text requests that are not questions ------------------------------------------------------
+
+
+def test_plain_requests_are_answered_in_text_with_their_own_answer() -> None:
+    """rewrite / translate / write a note... (``requests.txt``): no tool, the corpus's answer, never a wrapper
+    that turns them into questions; about one in six held out by content."""
+    c = builtin_corpora()
+    assert len(c.requests) >= 300
+    answers = {q.question.lower(): q.answer for q in c.requests}
+    samples = _one_maker("request", 200)
+    assert len(samples) == 200
+    for s in samples:
+        assert not s.tasks and s.response["invocations"] == [] and s.kind == "text-only"
+        asked = [q for q in answers if q in s.instruction.lower()]
+        assert asked and s.response["text"] == answers[max(asked, key=len)], s.instruction
+    held = TemplateEngine(seed=4, recipe=Recipe(mix={"request": 1})).generate("test", 40).samples
+    assert held and not {s.instruction for s in held} & {s.instruction for s in samples}
+    media_words = re.compile(
+        r"\b(photo|picture|image|painting|logo|album|song|lyrics|band|voice\w*|video|film|podcast|speech|toast|"
+        r"recording|radio|narrat\w*|read (it )?out)s?\b",
+        re.I,
+    )
+    assert sum(bool(media_words.search(q.question)) for q in c.requests) >= len(c.requests) // 6  # counter-examples
+
+
+def test_a_corpora_folder_without_requests_loads_and_the_maker_is_skipped(tmp_path: Path) -> None:
+    folder = _copy(tmp_path)
+    (folder / "requests.txt").unlink()
+    c = load_corpora(folder)
+    assert c.requests == ()
+    result = TemplateEngine(c, seed=1, recipe=Recipe(mix={"request": 1, "question": 1})).generate("train", 30)
+    assert {s.source["maker"] for s in result.samples} == {"question"}
+    (folder / "requests.txt").write_text("Rewrite this nicely: go away || Could you give me some space, please?\n")
+    assert load_corpora(folder).requests[0].answer == "Could you give me some space, please?"
+    (folder / "requests.txt").write_text("Translate hi into French ||\n")
+    with pytest.raises(DatasetError, match=r"requests\.txt:1: expected 2 non-empty fields"):
+        load_corpora(folder)

@@ -158,6 +158,9 @@ class Corpora:
     derived: tuple[Derived, ...] = ()
     #: Generator prompts for cross-modal requests on placeholder media, by ``SRC_DST`` (``[blind_prompts]``).
     blind_prompts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: Plain text requests that are not questions (rewrite, translate, write, list...; ``requests.txt``;
+    #: optional file), answered in text like the questions.
+    requests: tuple[QA, ...] = ()
 
     @property
     def families(self) -> tuple[str, ...]:
@@ -394,6 +397,7 @@ def load_corpora(folder: str | Path | None = None) -> Corpora:
         name="builtin" if folder is None else str(folder),
         derived=_derived(root),
         blind_prompts=_blind_prompts(phr.get("blind_prompts", {})),
+        requests=tuple(dict.fromkeys(QA(q, a) for _, (q, a) in _fields(root, "requests.txt", 2, optional=True))),
     )
 
 

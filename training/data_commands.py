@@ -409,6 +409,7 @@ def corpora_cmd(corpora_dir: str | None) -> None:
         "speech lines": c.speech,
         "edits": c.edits,
         "questions": [q.question for q in c.questions],
+        "requests": [q.question for q in c.requests],
         "scenes": [s.scene for s in c.scenes],
     }
     click.echo(f"corpora: {c.name}")

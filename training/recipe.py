@@ -42,6 +42,7 @@ DEFAULT_MIX: dict[str, float] = {
     "video": 7,
     "speech": 6,
     "question": 22,
+    "request": 8,
     "edit": 6,
     "edit_nth": 1,
     "media_request": 11,

@@ -118,6 +118,7 @@ class TemplateEngine(FollowupMaker):
             "edit": keep(c.edits),
             "question": keep(c.questions, lambda q: q.question),
             "asked": [q for q in keep(c.questions, lambda q: q.question) if is_question(q.question)],
+            "request": keep(c.requests, lambda q: q.question),
             "scene": keep(c.scenes, lambda s: s.scene),
             "derived": keep(c.derived, lambda d: d.request),
         }
@@ -153,8 +154,8 @@ class TemplateEngine(FollowupMaker):
         pools = self._pools[split]
         if maker in _SINGLE:
             return self._has(split, maker) and bool(pools[maker])
-        if maker == "question":
-            return self._has(split, "question_wrap") and bool(pools["question"])
+        if maker in ("question", "request"):
+            return self._has(split, "question_wrap") and bool(pools[maker])
         if maker == "spoken_answer":
             return self._has(split, maker) and bool(pools["asked"])
         if maker in ("edit", "edit_nth", "derived"):
@@ -238,9 +239,10 @@ class TemplateEngine(FollowupMaker):
         inv = {"task": task, "prompt": prompt}
         return Draft(instruction, [inv], self._reply(rng, reply), [template], [label])
 
-    def _question(self, rng: random.Random, split: str) -> Draft:
-        """A plain question answered in text; greetings, requests and statements come as they are."""
-        qa = rng.choice(self._pools[split]["question"])
+    def _question(self, rng: random.Random, split: str, pool: str = "question") -> Draft:
+        """A plain question answered in text; greetings, requests and statements come as they are. ``pool``:
+        ``question`` (``questions.txt``) or ``request`` (``requests.txt``: rewrite, translate, write...)."""
+        qa = rng.choice(self._pools[split][pool])
         template, label = self._pick(rng, split, "question_wrap", bare=not is_question(qa.question))
         instruction = self.recipe.fill(rng, template, {"question": qa.question}, augment=False)
         return Draft(instruction, [], qa.answer, [template], [label], kind="text-only")
@@ -389,6 +391,7 @@ class TemplateEngine(FollowupMaker):
             return self._single(rng, split, maker)
         makers: dict[str, Callable[[random.Random, str], Draft]] = {
             "question": self._question,
+            "request": lambda r, s: self._question(r, s, "request"),
             "edit": self._edit,
             "edit_nth": lambda r, s: self._edit(r, s, nth=True),
             "derived": self._derived,

@@ -33,14 +33,14 @@ git archive 8af1455 prompts/corpora | tar -x -C "$old/runs/corpora-8af1455"
 old_modaverse data generate -o data/train.jsonl --heldout data/test.jsonl --seed 0 --corpora runs/corpora-8af1455/prompts/corpora
 cp "$old/data/test.jsonl" data/test.jsonl
 modaverse data generate -o data/train5.jsonl --heldout data/test5.jsonl --seed 4 --size 5000 --heldout-size 200 \
-  --mix question=26 --mix spoken_answer=1.5
+  --mix question=26 --mix spoken_answer=1.5 --mix request=0
 modaverse train --data data/train5.jsonl --init-from "$stage4" \
   --steps 200 --batch-size 8 --lr 2e-4 --warmup 5 --save-every 40 --seed 4 --no-tokenizer \
   --output runs/default-model-stage5 --run-dir runs/default-model-stage5.run
 # stage 6: stage 5 still spoke many plain requests (rewrite this, write a note, translate); more plain
 # questions, fewer speech lines, no spoken answers (the follow-ups still read earlier answers aloud)
 modaverse data generate -o data/train6.jsonl --heldout data/test6.jsonl --seed 5 --size 3000 --heldout-size 200 \
-  --mix question=40 --mix speech=4 --mix spoken_answer=0 --mix describe=8
+  --mix question=40 --mix speech=4 --mix spoken_answer=0 --mix describe=8 --mix request=0
 modaverse train --data data/train6.jsonl --init-from runs/default-model-stage5 \
   --steps 100 --batch-size 8 --lr 1.5e-4 --warmup 5 --save-every 50 --seed 5 --no-tokenizer \
   --output "$out" --run-dir runs/default-model-stage6.run
