@@ -12,6 +12,7 @@ import io
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -81,6 +82,12 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 PASTE_ON, PASTE_OFF = "\x1b[?2004h", "\x1b[?2004l"
 
 
+def _as_from_a_terminal() -> None:
+    """Ctrl-C reaches the chat as from a shell prompt, even when this run's own SIGINT is ignored (a job
+    started with ``&`` from a script ignores it, and an ignored signal stays ignored across exec)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Chat:
     """One ``modaverse chat`` under a pseudo-terminal, with its scripted LLM's script and log."""
 
@@ -91,7 +98,14 @@ class Chat:
         args = ["-m", "modaverse_agent.cli", "chat", "--llm-factory", "chat_fake_llm:make", "--seed", "0"]
         args += ["--output-dir", str(tmp / "out"), *extra]
         self.child = pexpect.spawn(
-            sys.executable, args, env=chat_env(tmp), cwd=str(tmp), encoding="utf-8", timeout=20, dimensions=(40, 200)
+            sys.executable,
+            args,
+            env=chat_env(tmp),
+            cwd=str(tmp),
+            encoding="utf-8",
+            timeout=20,
+            dimensions=(40, 200),
+            preexec_fn=_as_from_a_terminal,
         )
         self.transcript = io.StringIO()
         self.child.logfile_read = self.transcript
