@@ -262,3 +262,38 @@ def test_tiny_gemma3_scaled_rows_and_constrained_output(tmp_path: Path) -> None:
     assert torch.allclose(out[0, 1], embed.base(torch.tensor([5]))[0])
     raw = m.respond(LLMRequest("draw a cat", [], SCHEMAS["no media"], SPECS[:2]))
     parse_meta_response(raw, SCHEMAS["no media"])
+
+
+def test_advancing_the_grammar_ahead_masks_exactly_as_calling_it(model: ModaVerseModel) -> None:
+    """``advance`` (what the llama.cpp engine runs on a worker while llama.cpp decodes the token) accepts the
+    token and fills the next mask early; every step's masked scores equal the plain call's."""
+    from modaverse_agent.model.constrained import MetaResponseLogitsProcessor
+
+    grammar = model.grammars.compile(decoding_schema(SCHEMAS["args+media ids"]))
+    vocab = model.grammars.vocab_size
+
+    def processor() -> MetaResponseLogitsProcessor:
+        return MetaResponseLogitsProcessor(
+            [grammar], banned_ids=model.banned_ids, stop_ids=model.stop_ids, budget=10**4, cache=model.grammars
+        )
+
+    plain, ahead = processor(), processor()
+    with pytest.raises(ValueError, match="follows a call"):
+        ahead.advance([0])
+    g = torch.Generator().manual_seed(3)
+    last, steps = torch.tensor([[0]]), 0
+    for steps in range(1, 61):  # noqa: B007
+        raw = torch.randn(1, vocab, generator=g)
+        a, b = plain(last, raw.clone()), ahead(last, raw.clone())
+        assert torch.equal(a, b) and torch.isinf(a).any()  # the mask is the grammar's, and it masks
+        token = int(a[0].argmax())
+        if token in model.stop_ids:
+            break
+        last = torch.tensor([[token]])
+        ahead.advance([token])
+    assert steps >= 10
+    fresh = processor()
+    masked = fresh(torch.tensor([[0]]), torch.zeros(1, vocab))
+    refused = int(torch.nonzero(torch.isinf(masked[0]))[0])
+    with pytest.raises(ModelError, match="lost track"):  # a token the grammar refuses: raised early, as a call does
+        fresh.advance([refused])

@@ -254,11 +254,13 @@ class MetaResponseLogitsProcessor(LogitsProcessor):
         self.bitmask = xgr.allocate_token_bitmask(len(grammars), cache.vocab_size) if cache is not None else None
         self.step = 0
         self.closed_rows: set[int] = set()
+        self._ahead = False  # the newest tokens are accepted and the next mask is filled (see advance)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if input_ids.shape[0] != len(self.matchers):
             raise ValueError(f"batch of {input_ids.shape[0]} rows but {len(self.matchers)} grammars")
-        if self.step > 0:
+        ahead, self._ahead = self._ahead, False
+        if self.step > 0 and not ahead:
             self._accept(input_ids[:, -1].tolist())
         self.step += 1
         if self.banned.numel():
@@ -268,8 +270,8 @@ class MetaResponseLogitsProcessor(LogitsProcessor):
         active = [(i, m) for i, m in enumerate(self.matchers) if m is not None and not m.is_terminated()]
         rows = [i for i, _ in active]
         if active and self.bitmask is not None:
-            for i, matcher in active:
-                matcher.fill_next_token_bitmask(self.bitmask, i)
+            if not ahead:
+                self._fill(active)
             self._xgr.apply_token_bitmask_inplace(scores, self.bitmask.to(scores.device), indices=rows)
         for i, done in enumerate(self.matchers):
             if done is not None and done.is_terminated():  # finished: HF pads this row; keep it finite
@@ -278,6 +280,20 @@ class MetaResponseLogitsProcessor(LogitsProcessor):
         if self.budget - self.step < self.reserve:
             self._close(rows, scores)
         return scores
+
+    def advance(self, last: Sequence[int]) -> None:
+        """Accept each row's newest token and fill the next step's mask now; the next call then only applies
+        it. An engine calls this while the LLM runs the forward pass of those tokens (the two overlap)."""
+        if self.step == 0:
+            raise ValueError("advance() follows a call: the first step has no token to accept")
+        self._accept(list(last))
+        if self.constrained and self.bitmask is not None:
+            self._fill([(i, m) for i, m in enumerate(self.matchers) if m is not None and not m.is_terminated()])
+        self._ahead = True
+
+    def _fill(self, active: Sequence[tuple[int, Any]]) -> None:
+        for i, matcher in active:
+            matcher.fill_next_token_bitmask(self.bitmask, i)
 
     def _accept(self, last: list[int]) -> None:
         for i, m in enumerate(self.matchers):
@@ -306,6 +322,7 @@ class MetaResponseLogitsProcessor(LogitsProcessor):
             sub.bitmask = self._xgr.allocate_token_bitmask(1, self.cache.vocab_size)
         sub.step = 0
         sub.closed_rows = set()
+        sub._ahead = False
         return sub
 
     def unfinished_rows(self) -> list[int]:

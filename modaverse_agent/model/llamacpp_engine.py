@@ -6,13 +6,16 @@ token ids, the media markers and placeholders as embedding rows (the trained mar
 encoder features, or the blind model's zero features, through the same projector). Rows are decoded one
 after another (llama.cpp on a CPU gains little from batching single tokens), each step's logits through the
 shared :class:`~.constrained.MetaResponseLogitsProcessor`, reusing the KV cache of the previous prompt's
-longest shared token prefix (the system prompt).
+longest shared token prefix (the system prompt). Between tokens the grammar takes the chosen token and fills
+the next mask on a worker thread while llama.cpp runs that token (``advance``), and the logits are read in
+place from llama.cpp's buffer.
 """
 
 from __future__ import annotations
 
 import ctypes
 from collections.abc import Sequence
+from concurrent import futures
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +68,7 @@ class LlamaCppModel(MetaResponseEngine):
         if unknown:
             raise ModelError(f"no embedding row for added token id(s) {unknown}; the model directory is incomplete")
         self._cached: list[int] = []  # token ids whose keys/values sit in llama.cpp's memory (sequence 0)
+        self._grammar_thread: futures.ThreadPoolExecutor | None = None
         #: Where the layers run, for the load message ("on the CPU" / "every layer on the GPU").
         self.placement_note = "on the CPU"
 
@@ -190,11 +194,21 @@ class LlamaCppModel(MetaResponseEngine):
         self._cached = list(segments[0].ids) if segments and segments[0].rows is None else []
 
     def _logits(self, vocab: int) -> torch.Tensor:
+        """The last token's logits as a ``(1, vocab)`` tensor: a view of llama.cpp's own buffer (valid until the
+        next decode; the grammar masks it in place) unless the tokenizer has more ids than the model."""
         ptr = self._lc.llama_get_logits_ith(self.llama.ctx, -1)
         raw = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+        if vocab == self.n_vocab:
+            return torch.from_numpy(raw).unsqueeze(0)
         scores = torch.full((1, vocab), float("-inf"))
         scores[0, : self.n_vocab] = torch.from_numpy(raw)
         return scores
+
+    def _worker(self) -> futures.ThreadPoolExecutor:
+        """One thread for the grammar's work between tokens (made on first use)."""
+        if self._grammar_thread is None:
+            self._grammar_thread = futures.ThreadPoolExecutor(1, thread_name_prefix="modaverse-grammar")
+        return self._grammar_thread
 
     def _decode_rows(
         self,
@@ -253,7 +267,13 @@ class LlamaCppModel(MetaResponseEngine):
                 break
             if stop_strings and any(self.tokenizer.decode(new[-16:]).endswith(s) for s in stop_strings):
                 break
-            self._decode_batch([token], None, len(prompt) + step, True)
+            # the grammar takes the token and fills the next mask on a worker while llama.cpp runs the token
+            pending = self._worker().submit(processor.advance, [token])
+            try:
+                self._decode_batch([token], None, len(prompt) + step, True)
+            finally:
+                futures.wait([pending])
+            pending.result()
         if streamer is not None:
             streamer.end()
         return new
