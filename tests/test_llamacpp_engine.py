@@ -310,6 +310,11 @@ def test_cli_runs_and_evaluates_on_llama_cpp(dirs: tuple[Path, Path], png_file: 
         )
         assert res.exit_code == 0, res.output
         assert "engine: llama.cpp" in res.output and "task accuracy" in res.output
+        eval_args = ["eval", "--model", str(model_dir), "--data", str(data), "--limit", "1", "--gguf", str(gguf)]
+        res = runner.invoke(cli, [*eval_args, "--max-new-tokens", "8", "--engine", "llama.cpp", "--device", "cpu"])
+        assert res.exit_code == 0 and "engine: llama.cpp on" in res.output and "(on the CPU)" in res.output
+        res = runner.invoke(cli, [*eval_args, "--engine", "llama.cpp", "--dtype", "bfloat16"])
+        assert res.exit_code == 2 and "--dtype bfloat16 applies to the torch engine" in res.output, res.output
     finally:
         for name in ("data", "train", "eval"):
             cli.commands.pop(name, None)

@@ -236,31 +236,38 @@ def evaluate_command(
 ) -> None:
     """Evaluate a ModaVerse dir on held-out samples: validity, task accuracy, prompt similarity.
 
-    --device and --dtype place the torch engine (--dtype auto keeps the saved dtype on the CPU); the
-    llama.cpp engine runs the GGUF as it is, on the CPU.
+    --device and --dtype place the model as for `modaverse run`: the torch engine on that device and dtype
+    (--dtype auto keeps the saved dtype on the CPU); llama.cpp offloads its layers to a GPU and refuses
+    --dtype (it runs the GGUF's own weights).
     """
     import torch
 
-    from modaverse_agent.errors import ModaVerseError
+    from modaverse_agent.errors import ModaVerseError, ModelError
     from modaverse_agent.model.engines import resolve_engine
     from modaverse_agent.model.llamacpp import load_engine
+    from modaverse_agent.model.placement import Placement
 
     from .evaluate import evaluate, write_report
     from .outputs import check_model_folder
     from .workflows import budget_warnings_counted, load_eval_samples, predict_fn
 
-    where, weights = _device_and_dtype(device, dtype)
     try:  # the arguments, the data and the model folder are checked before the model loads
+        placement = Placement(device, dtype)
         samples, base_dir = load_eval_samples(data, limit=limit)
         check_model_folder(model_dir)
-        on_llamacpp = resolve_engine(model_dir, engine, gguf) == "llama.cpp"
+        on_llamacpp = resolve_engine(model_dir, engine, gguf, placement) == "llama.cpp"
+        if on_llamacpp and placement.torch_only():
+            raise ModelError(
+                f"{placement.torch_only()} applies to the torch engine; llama.cpp runs the GGUF's own weights "
+                "(use --engine torch, or leave the flag out)"
+            )
     except ModaVerseError as e:
         click.echo(f"Error: {e}", err=True)
         sys.exit(2)
+    if not on_llamacpp:
+        _device_and_dtype(device, dtype)  # a missing GPU: one line, before the model loads
     if threads:
         torch.set_num_threads(threads)
-    if on_llamacpp and (device, dtype) != ("auto", "auto"):
-        click.echo("note: llama.cpp runs the GGUF as it is; --device and --dtype apply to --engine torch", err=True)
     try:
         model = load_engine(
             model_dir,
@@ -269,8 +276,7 @@ def evaluate_command(
             n_threads=threads,
             log=lambda m: click.echo(m, err=True),
             merge=True,
-            device=where,
-            dtype=None if dtype == "auto" and where == "cpu" else weights,  # auto on the CPU: the saved dtype
+            placement=placement,
         )
     except ModaVerseError as e:
         click.echo(f"Error: {e}", err=True)
