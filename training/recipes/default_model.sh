@@ -6,8 +6,9 @@
 # questions, 160 on the enlarged corpora. Stage 5 (this code) continues from stage 4 for 200 steps on
 # the phrasing families of issue 14 (every family trains), the new plain questions, cross-modal and
 # derived-picture requests, and multi-turn follow-ups (the `followup` maker), with more plain questions
-# and fewer spoken answers than the default mix; stage 6 (shipped) adds 100 steps with plain questions
-# at 40, speech lines at 4 and no spoken answers.
+# and fewer spoken answers than the default mix; stage 6 adds 100 steps with plain questions at 40,
+# speech lines at 4 and no spoken answers; stage 7 (shipped, 120 steps) trains plain requests that are not
+# questions (requests.txt), more questions about attached media and cross-modal requests.
 # Run from a git checkout. Usage: bash training/recipes/default_model.sh [OUTPUT_DIR]
 set -euo pipefail
 out=${1:-modaverse_agent/weights/default}
@@ -43,7 +44,14 @@ modaverse data generate -o data/train6.jsonl --heldout data/test6.jsonl --seed 5
   --mix question=40 --mix speech=4 --mix spoken_answer=0 --mix describe=8 --mix request=0
 modaverse train --data data/train6.jsonl --init-from runs/default-model-stage5 \
   --steps 100 --batch-size 8 --lr 1.5e-4 --warmup 5 --save-every 50 --seed 5 --no-tokenizer \
-  --output "$out" --run-dir runs/default-model-stage6.run
+  --output runs/default-model-stage6 --run-dir runs/default-model-stage6.run
+# stage 7: plain requests that are not questions (requests.txt: rewrite, translate, write a note...; stage 6
+# spoke or drew them), more questions about attached media, cross-modal and multi-output requests
+modaverse data generate -o data/train7.jsonl --heldout data/test7.jsonl --seed 6 --size 3000 --heldout-size 200 \
+  --mix question=26 --mix request=22 --mix speech=4 --mix spoken_answer=0.5 --mix describe=10 --mix multi=9 --mix cross=12
+modaverse train --data data/train7.jsonl --init-from runs/default-model-stage6 \
+  --steps 120 --batch-size 8 --lr 1.5e-4 --warmup 5 --save-every 40 --seed 6 --no-tokenizer \
+  --output "$out" --run-dir runs/default-model-stage7.run
 # the original held-out split: its content (questions, subjects, lines) is still unseen, but stage 5 trains
 # on every phrasing family, [test] included, so its phrasings no longer are - see the model card
 modaverse eval --model "$out" --data data/test.jsonl --limit 200 --engine llama.cpp -o "$out/eval-llamacpp.json"
