@@ -38,6 +38,10 @@ DEFAULT_CONTEXT = 4096
 class LlamaCppModel(MetaResponseEngine):
     """A ModaVerse model (projectors + LoRA + media rows) run by llama.cpp; see the module docstring."""
 
+    #: Fill the grammar's next mask on a worker while llama.cpp decodes (False: after it, one thread; the
+    #: benchmark compares the two).
+    overlap_grammar: bool = True
+
     def __init__(
         self,
         config: ModaVerseConfig,
@@ -267,6 +271,9 @@ class LlamaCppModel(MetaResponseEngine):
                 break
             if stop_strings and any(self.tokenizer.decode(new[-16:]).endswith(s) for s in stop_strings):
                 break
+            if not self.overlap_grammar:
+                self._decode_batch([token], None, len(prompt) + step, True)
+                continue
             # the grammar takes the token and fills the next mask on a worker while llama.cpp runs the token
             pending = self._worker().submit(processor.advance, [token])
             try:
