@@ -155,11 +155,8 @@ def load_model(choice: ModelChoice) -> Any:
     say = lambda m: echo(m, err=True)  # noqa: E731
     try:
         placement = Placement(choice.device, choice.dtype, choice.device_map)
-        if choice.engine == "llama.cpp" and placement.torch_only():
-            fail(
-                f"{placement.torch_only()} applies to the torch engine; llama.cpp runs the GGUF's own weights "
-                "(use --engine torch, or leave the flag out)"
-            )
+        if choice.engine == "llama.cpp":
+            placement.refuse_torch_only()
         if choice.directory is None:
             from .default_model import load_default_model
 

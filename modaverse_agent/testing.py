@@ -1,8 +1,10 @@
-"""Test doubles: a scripted LLM that replays queued outputs and records what it was asked."""
+"""Test doubles: a scripted LLM that replays queued outputs and records what it was asked; and
+:func:`interruptible_child` for tests that press Ctrl-C on a command in a child process."""
 
 from __future__ import annotations
 
 import json
+import signal
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
@@ -48,3 +50,10 @@ class FixedPlanLLM:
     def respond(self, request: LLMRequest) -> str:
         """Return the fixed plan."""
         return self.raw
+
+
+def interruptible_child() -> None:
+    """``preexec_fn`` for a child that a test interrupts: Ctrl-C reaches it as from a shell prompt, even when
+    the test run itself ignores SIGINT (a job started with ``&`` from a script does, and an ignored signal
+    stays ignored across exec)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -12,7 +12,6 @@ import io
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import textwrap
@@ -27,7 +26,7 @@ from modaverse_agent.conversation import STOPPED, Conversation
 from modaverse_agent.generators import GenerationRequest
 from modaverse_agent.serving.terminal import LEAVE_HINT, ChatTerminal, LineDiscarded
 from modaverse_agent.serving.terminal_turn import TurnRunner, progress_text
-from modaverse_agent.testing import ScriptedLLM
+from modaverse_agent.testing import ScriptedLLM, interruptible_child
 from modaverse_agent.zoo import Zoo
 
 FAKE_LLM = textwrap.dedent(
@@ -82,12 +81,6 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 PASTE_ON, PASTE_OFF = "\x1b[?2004h", "\x1b[?2004l"
 
 
-def _as_from_a_terminal() -> None:
-    """Ctrl-C reaches the chat as from a shell prompt, even when this run's own SIGINT is ignored (a job
-    started with ``&`` from a script ignores it, and an ignored signal stays ignored across exec)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 class Chat:
     """One ``modaverse chat`` under a pseudo-terminal, with its scripted LLM's script and log."""
 
@@ -105,7 +98,7 @@ class Chat:
             encoding="utf-8",
             timeout=20,
             dimensions=(40, 200),
-            preexec_fn=_as_from_a_terminal,
+            preexec_fn=interruptible_child,
         )
         self.transcript = io.StringIO()
         self.child.logfile_read = self.transcript

@@ -17,13 +17,7 @@ from click.testing import CliRunner
 from openai import OpenAI
 
 from modaverse_agent.cli import cli
-
-
-def _as_from_a_terminal() -> None:
-    """Ctrl-C reaches the child as from a shell prompt, even when this run's own SIGINT is ignored (a job
-    started with ``&`` from a script ignores it, and an ignored signal stays ignored across exec)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
+from modaverse_agent.testing import interruptible_child
 
 pytestmark = pytest.mark.allow_hosts(["127.0.0.1"])
 PLAN = {"text": "A kite.", "invocations": [{"task": "text-to-image", "prompt": "a kite", "args": {"width": 16}}]}
@@ -48,7 +42,7 @@ def test_the_script_serves_openai_clients_until_ctrl_c(tmp_path: Path) -> None:
     env["MODAVERSE_API_KEY"] = "sesame"
     args = [str(exe), "serve", "--port", "0", "--meta-response", json.dumps(PLAN), "-o", str(tmp_path / "o")]
     proc = subprocess.Popen(
-        [*args, "--log-level", "warning"], stderr=subprocess.PIPE, text=True, env=env, preexec_fn=_as_from_a_terminal
+        [*args, "--log-level", "warning"], stderr=subprocess.PIPE, text=True, env=env, preexec_fn=interruptible_child
     )
     try:
         line, deadline = "", time.monotonic() + 120
@@ -79,7 +73,7 @@ def test_serve_ui_mounts_the_chat_page_beside_the_api(tmp_path: Path) -> None:
     env = {**os.environ, "MODAVERSE_LOAD_PLUGINS": "echo", "MODAVERSE_ZOO_CONFIG": str(tmp_path / "z.toml")}
     args = [str(exe), "serve", "--port", "0", "--ui", "--meta-response", json.dumps(PLAN), "-o", str(tmp_path / "o")]
     proc = subprocess.Popen(
-        [*args, "--log-level", "warning"], stderr=subprocess.PIPE, text=True, env=env, preexec_fn=_as_from_a_terminal
+        [*args, "--log-level", "warning"], stderr=subprocess.PIPE, text=True, env=env, preexec_fn=interruptible_child
     )
     try:
         lines, deadline = [], time.monotonic() + 180

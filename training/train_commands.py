@@ -242,7 +242,7 @@ def evaluate_command(
     """
     import torch
 
-    from modaverse_agent.errors import ModaVerseError, ModelError
+    from modaverse_agent.errors import ModaVerseError
     from modaverse_agent.model.engines import resolve_engine
     from modaverse_agent.model.llamacpp import load_engine
     from modaverse_agent.model.placement import Placement
@@ -256,11 +256,8 @@ def evaluate_command(
         samples, base_dir = load_eval_samples(data, limit=limit)
         check_model_folder(model_dir)
         on_llamacpp = resolve_engine(model_dir, engine, gguf, placement) == "llama.cpp"
-        if on_llamacpp and placement.torch_only():
-            raise ModelError(
-                f"{placement.torch_only()} applies to the torch engine; llama.cpp runs the GGUF's own weights "
-                "(use --engine torch, or leave the flag out)"
-            )
+        if on_llamacpp:
+            placement.refuse_torch_only()
     except ModaVerseError as e:
         click.echo(f"Error: {e}", err=True)
         sys.exit(2)

@@ -267,7 +267,7 @@ class MetaResponseLogitsProcessor(LogitsProcessor):
             scores[:, self.banned.to(scores.device)] = float("-inf")
         if not self.constrained:
             return scores
-        active = [(i, m) for i, m in enumerate(self.matchers) if m is not None and not m.is_terminated()]
+        active = self._active()
         rows = [i for i, _ in active]
         if active and self.bitmask is not None:
             if not ahead:
@@ -288,8 +288,12 @@ class MetaResponseLogitsProcessor(LogitsProcessor):
             raise ValueError("advance() follows a call: the first step has no token to accept")
         self._accept(list(last))
         if self.constrained and self.bitmask is not None:
-            self._fill([(i, m) for i, m in enumerate(self.matchers) if m is not None and not m.is_terminated()])
+            self._fill(self._active())
         self._ahead = True
+
+    def _active(self) -> list[tuple[int, Any]]:
+        """(row, matcher) of the constrained rows whose document is not finished."""
+        return [(i, m) for i, m in enumerate(self.matchers) if m is not None and not m.is_terminated()]
 
     def _fill(self, active: Sequence[tuple[int, Any]]) -> None:
         for i, matcher in active:

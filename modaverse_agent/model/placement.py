@@ -57,6 +57,15 @@ class Placement:
             return f"--dtype {self.dtype}"
         return None
 
+    def refuse_torch_only(self) -> None:
+        """For a command on the llama.cpp engine: a :class:`ModelError` naming a flag only torch can honour."""
+        flag = self.torch_only()
+        if flag is not None:
+            raise ModelError(
+                f"{flag} applies to the torch engine; llama.cpp runs the GGUF's own weights "
+                "(use --engine torch, or leave the flag out)"
+            )
+
 
 @dataclass(frozen=True)
 class TorchPlacement:
