@@ -78,7 +78,7 @@ def main() -> None:
     from llama_cpp import Llama
 
     from modaverse_agent.default_model import ensure_gguf, load_default_model
-    from modaverse_agent.model import constrained, llamacpp_engine
+    from modaverse_agent.model import constrained
     from modaverse_agent.model.llamacpp import captured_stderr
     from modaverse_agent.zoo import Zoo
 
@@ -113,9 +113,8 @@ def main() -> None:
     split = _Split()
     split.wrap(model, "_decode_batch", "llama.cpp decode (adapter applied)")
     split.wrap(model, "_logits", "logits into torch")
-    split.wrap(constrained.MetaResponseLogitsProcessor, "__call__", "grammar: apply the mask")
+    split.wrap(constrained.MetaResponseLogitsProcessor, "pick_greedy", "grammar: check the best token (or mask)")
     split.wrap(constrained.MetaResponseLogitsProcessor, "advance", "grammar: accept + next mask (overlaps decode)")
-    split.wrap(llamacpp_engine, "_choose", "choose the token")
     t0 = time.perf_counter()
     clock = _Clock()
     model.generate([prompt], schemas=zoo.schema(), max_new_tokens=a.tokens, min_new_tokens=a.tokens, streamer=clock)

@@ -297,3 +297,53 @@ def test_advancing_the_grammar_ahead_masks_exactly_as_calling_it(model: ModaVers
     refused = int(torch.nonzero(torch.isinf(masked[0]))[0])
     with pytest.raises(ModelError, match="lost track"):  # a token the grammar refuses: raised early, as a call does
         fresh.advance([refused])
+
+
+@pytest.mark.parametrize("budget", [10**4, 40])
+def test_greedy_pick_equals_argmax_of_the_masked_scores(model: ModaVerseModel, budget: int) -> None:
+    """``pick_greedy`` (the llama.cpp engine's greedy step) gives the masked call's argmax at every step; when the
+    raw best token is allowed it leaves the scores unmasked (the fast path), otherwise it masks; the closing window
+    of a small budget, held stop tokens and ``advance`` keep it exact."""
+    from modaverse_agent.model.constrained import MetaResponseLogitsProcessor, hold_back
+
+    grammar = model.grammars.compile(decoding_schema(SCHEMAS["args+media ids"]))
+    vocab = model.grammars.vocab_size
+
+    def processor() -> MetaResponseLogitsProcessor:
+        return MetaResponseLogitsProcessor(
+            [grammar],
+            banned_ids=model.banned_ids,
+            stop_ids=model.stop_ids,
+            budget=budget,
+            reserve=24,
+            cache=model.grammars,
+        )
+
+    plain, fast = processor(), processor()
+    g = torch.Generator().manual_seed(5)
+    last, fast_steps, masked_steps = torch.tensor([[0]]), 0, 0
+    for step in range(budget):
+        raw = torch.randn(1, vocab, generator=g)
+        masked = plain(last, raw.clone())
+        if step % 2 == 0:  # lift an allowed token to the top: the fast path's case
+            allowed = torch.nonzero(torch.isfinite(masked[0])).flatten()
+            pick = int(allowed[torch.randint(len(allowed), (1,), generator=g)])
+            raw[0, pick] += 100.0
+            masked = masked.clone()
+            masked[0, pick] += 100.0
+        scores = raw.clone()
+        hold = model.stop_ids if step < 8 else ()  # a minimum length: stops refused while anything else is allowed
+        token = fast.pick_greedy(last, scores, hold)
+        assert token == int(hold_back(masked, hold)[0].argmax())
+        if torch.isinf(scores).any():
+            masked_steps += 1
+        else:
+            fast_steps += 1
+        if token in model.stop_ids:
+            break
+        last = torch.tensor([[token]])
+        if step % 3 == 0:
+            fast.advance([token])
+    assert fast_steps >= 5 and masked_steps >= 5
+    with pytest.raises(ValueError, match="one row"):
+        processor().pick_greedy(torch.tensor([[0], [0]]), torch.zeros(2, vocab))

@@ -30,7 +30,7 @@ import copy
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -223,6 +223,16 @@ def closing_length(matcher: Any, tables: ClosingTables, vocab_size: int, *, limi
     return steps
 
 
+def hold_back(scores: torch.Tensor, tokens: Collection[int]) -> torch.Tensor:
+    """``scores`` with ``tokens`` refused, unless nothing else is allowed (a finished grammar allows only a stop:
+    it wins over a minimum length)."""
+    if not tokens:
+        return scores
+    held = scores.clone()
+    held[:, list(tokens)] = float("-inf")
+    return held if torch.isfinite(held).any() else scores
+
+
 class MetaResponseLogitsProcessor(LogitsProcessor):
     """Masks special tokens and, per row, applies an xgrammar grammar (None: unconstrained row).
 
@@ -245,6 +255,7 @@ class MetaResponseLogitsProcessor(LogitsProcessor):
         self._xgr = xgr
         self.stop_ids = torch.tensor(list(stop_ids), dtype=torch.long)
         self.banned = torch.tensor(sorted(set(banned_ids) - set(stop_ids)), dtype=torch.long)
+        self._banned_ids = frozenset(self.banned.tolist())
         self.matchers = [None if g is None else xgr.GrammarMatcher(g) for g in grammars]
         self.constrained = any(m is not None for m in self.matchers)
         if self.constrained and cache is None:
@@ -257,12 +268,42 @@ class MetaResponseLogitsProcessor(LogitsProcessor):
         self._ahead = False  # the newest tokens are accepted and the next mask is filled (see advance)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        return self._mask(scores, self._begin(input_ids))
+
+    def pick_greedy(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, hold: Collection[int] = ()) -> int:
+        """The greedy token of a one-row batch, exactly ``int(hold_back(self(input_ids, scores), hold)[0].argmax())``
+        but cheaper: when the row's best token is one the grammar allows (and not held), the vocabulary-wide mask
+        is never applied (nor ``scores`` changed); otherwise it is, as a call does."""
+        if input_ids.shape[0] != 1 or len(self.matchers) != 1:
+            raise ValueError("pick_greedy takes one row")
+        ahead = self._begin(input_ids)
+        matcher = self.matchers[0]
+        if matcher is not None and not matcher.is_terminated() and self.budget - self.step >= self.reserve:
+            if not ahead:
+                self._fill([(0, matcher)])
+                ahead = True
+            token = int(scores[0].argmax())  # the first best, as argmax over the masked row would take it
+            if token not in self._banned_ids and token not in hold and self._allows(token):
+                return token
+        return int(hold_back(self._mask(scores, ahead), hold)[0].argmax())
+
+    def _allows(self, token: int) -> bool:
+        """Whether row 0's filled mask lets ``token`` through (one bit of xgrammar's int32 bitmask)."""
+        if self.bitmask is None or token >= self.bitmask.shape[1] * 32:
+            return False
+        return bool((int(self.bitmask[0, token >> 5]) >> (token & 31)) & 1)
+
+    def _begin(self, input_ids: torch.LongTensor) -> bool:
+        """A step's bookkeeping: accept the newest tokens unless ``advance`` did; whether the mask is filled."""
         if input_ids.shape[0] != len(self.matchers):
             raise ValueError(f"batch of {input_ids.shape[0]} rows but {len(self.matchers)} grammars")
         ahead, self._ahead = self._ahead, False
         if self.step > 0 and not ahead:
             self._accept(input_ids[:, -1].tolist())
         self.step += 1
+        return ahead
+
+    def _mask(self, scores: torch.FloatTensor, ahead: bool) -> torch.FloatTensor:
         if self.banned.numel():
             scores[:, self.banned.to(scores.device)] = float("-inf")
         if not self.constrained:

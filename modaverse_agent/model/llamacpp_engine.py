@@ -24,7 +24,7 @@ import torch
 
 from ..errors import ModelError
 from .config import ModaVerseConfig
-from .constrained import GrammarCache, MetaResponseLogitsProcessor
+from .constrained import GrammarCache, MetaResponseLogitsProcessor, hold_back
 from .llamacpp_files import load_llama_parts, require_llama_cpp
 from .placement import Placement, llama_offload
 from .projector import MediaProjector
@@ -256,13 +256,11 @@ class LlamaCppModel(MetaResponseEngine):
         new: list[int] = []
         stop_strings = [s for s in self.config.stop_strings if s]
         for step in range(sampling.max_new_tokens):
-            scores = processor(last, self._logits(vocab))
-            if sampling.min_new_tokens and step < sampling.min_new_tokens:
-                held = scores.clone()
-                held[0, list(stops)] = float("-inf")
-                if torch.isfinite(held).any():  # a finished grammar allows only a stop: it wins over the minimum
-                    scores = held
-            token = _choose(scores[0], sampling, generator)
+            hold = stops if sampling.min_new_tokens and step < sampling.min_new_tokens else ()
+            if sampling.do_sample:
+                token = _sample(hold_back(processor(last, self._logits(vocab)), hold)[0], sampling, generator)
+            else:  # greedy: the grammar's mask is applied only when the best token is one it refuses
+                token = processor.pick_greedy(last, self._logits(vocab), hold)
             new.append(token)
             last = torch.tensor([[token]], dtype=torch.long)
             if streamer is not None:
@@ -286,10 +284,8 @@ class LlamaCppModel(MetaResponseEngine):
         return new
 
 
-def _choose(scores: torch.Tensor, sampling: Sampling, generator: torch.Generator | None) -> int:
-    """Greedy, or temperature + top-p sampling, over one row of processed scores."""
-    if not sampling.do_sample:
-        return int(scores.argmax())
+def _sample(scores: torch.Tensor, sampling: Sampling, generator: torch.Generator | None) -> int:
+    """Temperature + top-p sampling over one row of processed scores."""
     probs = torch.softmax(scores.float() / max(sampling.temperature, 1e-5), dim=-1)
     if sampling.top_p < 1.0:
         sorted_p, order = probs.sort(descending=True)
