@@ -339,9 +339,11 @@ def test_langchain_chat_model_runs_on_llama_cpp(engines: tuple[ModaVerseModel, L
 def test_a_minimum_length_never_outlasts_the_grammar(
     engines: tuple[ModaVerseModel, LlamaCppModel], echo_zoo: Zoo
 ) -> None:
-    """min_new_tokens past the end of a finished meta-response: the stop wins, the answer stays valid."""
-    _, lc = engines
+    """min_new_tokens past the end of a finished meta-response: the stop wins, the answer stays valid, on both
+    engines (the torch engine used to hand the length to transformers, whose processor refused the only token
+    the finished grammar allowed: "constrained decoding lost track")."""
     schema = echo_zoo.schema()
-    prompt = _prompts(lc, ["hello"], [[]])[0]
-    (answer,) = lc.generate([prompt], schemas=schema, max_new_tokens=400, min_new_tokens=400)
-    parse_meta_response(answer, schema)
+    for engine in engines:
+        prompt = _prompts(engine, ["hello"], [[]])[0]
+        (answer,) = engine.generate([prompt], schemas=schema, max_new_tokens=400, min_new_tokens=400)
+        parse_meta_response(answer, schema)

@@ -303,8 +303,8 @@ def test_advancing_the_grammar_ahead_masks_exactly_as_calling_it(model: ModaVers
 def test_greedy_pick_equals_argmax_of_the_masked_scores(model: ModaVerseModel, budget: int) -> None:
     """``pick_greedy`` (the llama.cpp engine's greedy step) gives the masked call's argmax at every step; when the
     raw best token is allowed it leaves the scores unmasked (the fast path), otherwise it masks; the closing window
-    of a small budget, held stop tokens and ``advance`` keep it exact."""
-    from modaverse_agent.model.constrained import MetaResponseLogitsProcessor, hold_back
+    of a small budget, stops held for a minimum length and ``advance`` keep it exact."""
+    from modaverse_agent.model.constrained import MetaResponseLogitsProcessor
 
     grammar = model.grammars.compile(decoding_schema(SCHEMAS["args+media ids"]))
     vocab = model.grammars.vocab_size
@@ -317,6 +317,7 @@ def test_greedy_pick_equals_argmax_of_the_masked_scores(model: ModaVerseModel, b
             budget=budget,
             reserve=24,
             cache=model.grammars,
+            min_new_tokens=8,  # stops refused while anything else is allowed
         )
 
     plain, fast = processor(), processor()
@@ -332,9 +333,10 @@ def test_greedy_pick_equals_argmax_of_the_masked_scores(model: ModaVerseModel, b
             masked = masked.clone()
             masked[0, pick] += 100.0
         scores = raw.clone()
-        hold = model.stop_ids if step < 8 else ()  # a minimum length: stops refused while anything else is allowed
-        token = fast.pick_greedy(last, scores, hold)
-        assert token == int(hold_back(masked, hold)[0].argmax())
+        token = fast.pick_greedy(last, scores)
+        assert token == int(masked[0].argmax())
+        if step < 8:
+            assert token not in model.stop_ids or not torch.isfinite(masked[0, [*model.stop_ids]]).all()
         if torch.isinf(scores).any():
             masked_steps += 1
         else:

@@ -224,20 +224,24 @@ def closing_length(matcher: Any, tables: ClosingTables, vocab_size: int, *, limi
 
 
 def hold_back(scores: torch.Tensor, tokens: Collection[int]) -> torch.Tensor:
-    """``scores`` with ``tokens`` refused, unless nothing else is allowed (a finished grammar allows only a stop:
-    it wins over a minimum length)."""
+    """``scores`` with ``tokens`` refused in every row, except a row where nothing else is allowed (a finished
+    grammar allows only a stop: it wins over a minimum length)."""
     if not tokens:
         return scores
     held = scores.clone()
     held[:, list(tokens)] = float("-inf")
-    return held if torch.isfinite(held).any() else scores
+    stuck = ~torch.isfinite(held).any(dim=1)
+    held[stuck] = scores[stuck]
+    return held
 
 
 class MetaResponseLogitsProcessor(LogitsProcessor):
     """Masks special tokens and, per row, applies an xgrammar grammar (None: unconstrained row).
 
     Use one instance per ``generate`` call. ``budget`` is the call's ``max_new_tokens``; when
-    ``reserve`` tokens are left, constrained rows are closed (see the module docstring).
+    ``reserve`` tokens are left, constrained rows are closed (see the module docstring). For the first
+    ``min_new_tokens`` tokens the stops are held back (:func:`hold_back`), after the grammar's mask, so a
+    finished document still ends: the engines leave the minimum length to this processor.
     """
 
     def __init__(
@@ -249,6 +253,7 @@ class MetaResponseLogitsProcessor(LogitsProcessor):
         budget: int,
         reserve: int = 32,
         cache: GrammarCache | None = None,
+        min_new_tokens: int = 0,
     ) -> None:
         import xgrammar as xgr
 
@@ -262,21 +267,29 @@ class MetaResponseLogitsProcessor(LogitsProcessor):
             raise ValueError("a GrammarCache is needed for constrained rows")
         self.cache = cache
         self.budget, self.reserve = budget, reserve
+        self.min_new_tokens = min_new_tokens
+        self._stops = frozenset(self.stop_ids.tolist())
         self.bitmask = xgr.allocate_token_bitmask(len(grammars), cache.vocab_size) if cache is not None else None
         self.step = 0
         self.closed_rows: set[int] = set()
         self._ahead = False  # the newest tokens are accepted and the next mask is filled (see advance)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        return self._mask(scores, self._begin(input_ids))
+        ahead = self._begin(input_ids)
+        return hold_back(self._mask(scores, ahead), self._held())
 
-    def pick_greedy(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, hold: Collection[int] = ()) -> int:
-        """The greedy token of a one-row batch, exactly ``int(hold_back(self(input_ids, scores), hold)[0].argmax())``
-        but cheaper: when the row's best token is one the grammar allows (and not held), the vocabulary-wide mask
-        is never applied (nor ``scores`` changed); otherwise it is, as a call does."""
+    def _held(self) -> frozenset[int]:
+        """The stop tokens while the minimum length is not reached (this step's token is number ``step``)."""
+        return self._stops if self.step <= self.min_new_tokens else frozenset()
+
+    def pick_greedy(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> int:
+        """The greedy token of a one-row batch, exactly ``int(self(input_ids, scores)[0].argmax())`` but cheaper:
+        when the row's best token is one the grammar allows (and not a held stop), the vocabulary-wide mask is
+        never applied (nor ``scores`` changed); otherwise it is, as a call does."""
         if input_ids.shape[0] != 1 or len(self.matchers) != 1:
             raise ValueError("pick_greedy takes one row")
         ahead = self._begin(input_ids)
+        hold = self._held()
         matcher = self.matchers[0]
         if matcher is not None and not matcher.is_terminated() and self.budget - self.step >= self.reserve:
             if not ahead:

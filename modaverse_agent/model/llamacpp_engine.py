@@ -24,7 +24,7 @@ import torch
 
 from ..errors import ModelError
 from .config import ModaVerseConfig
-from .constrained import GrammarCache, MetaResponseLogitsProcessor, hold_back
+from .constrained import GrammarCache, MetaResponseLogitsProcessor
 from .llamacpp_files import load_llama_parts, require_llama_cpp
 from .placement import Placement, llama_offload
 from .projector import MediaProjector
@@ -256,11 +256,10 @@ class LlamaCppModel(MetaResponseEngine):
         new: list[int] = []
         stop_strings = [s for s in self.config.stop_strings if s]
         for step in range(sampling.max_new_tokens):
-            hold = stops if sampling.min_new_tokens and step < sampling.min_new_tokens else ()
             if sampling.do_sample:
-                token = _sample(hold_back(processor(last, self._logits(vocab)), hold)[0], sampling, generator)
+                token = _sample(processor(last, self._logits(vocab))[0], sampling, generator)
             else:  # greedy: the grammar's mask is applied only when the best token is one it refuses
-                token = processor.pick_greedy(last, self._logits(vocab), hold)
+                token = processor.pick_greedy(last, self._logits(vocab))
             new.append(token)
             last = torch.tensor([[token]], dtype=torch.long)
             if streamer is not None:

@@ -314,7 +314,6 @@ class ModaVerseModel(MetaResponseEngine, nn.Module):
         extra.update(cache)
         config = GenerationConfig(
             max_new_tokens=sampling.max_new_tokens,
-            min_new_tokens=sampling.min_new_tokens,
             do_sample=sampling.do_sample,
             temperature=sampling.temperature if sampling.do_sample else None,
             top_p=sampling.top_p if sampling.do_sample else None,

@@ -279,6 +279,7 @@ class MetaResponseEngine:
                 budget=budget,
                 reserve=reserve,
                 cache=self.grammars if constrained else None,
+                min_new_tokens=sampling.min_new_tokens or 0,  # held by the processor, after the grammar
             )
             rows_out = self._decode_rows(prompts, media_features, media_modalities, processor, sampling, streamer)
             if not processor.unfinished_rows() or streamer is not None or attempt == _CLOSING_ATTEMPTS - 1:
