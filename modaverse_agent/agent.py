@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import random
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -155,13 +155,15 @@ class ModaVerseAgent:
         output_dir: str | Path | None = None,
         params: GenerationParams | None = None,
         history: Sequence[ChatTurn] = (),
+        generated: Collection[str] = (),
     ) -> FinalResponse:
         """Answer ``instruction`` about ``media`` with text and generated files.
 
         ``params`` are this request's decoding settings (None: the model's defaults); ``history`` holds
-        earlier turns of a conversation.
+        earlier turns of a conversation, and ``generated`` the ids of media in ``media`` that the agent made in
+        them (a model without a media encoder says which media it could not read: only the user's).
         """
-        events = self._events(instruction, media, output_dir, params, history, stream_text=False)
+        events = self._events(instruction, media, output_dir, params, history, generated, stream_text=False)
         return last_response(events)
 
     def stream(
@@ -172,11 +174,12 @@ class ModaVerseAgent:
         output_dir: str | Path | None = None,
         params: GenerationParams | None = None,
         history: Sequence[ChatTurn] = (),
+        generated: Collection[str] = (),
     ) -> Iterator[AgentEvent]:
         """Like :meth:`run`, as events: answer-text deltas as they are decoded, the plan, each invocation as
         it finishes, and the final response last. Closing the iterator early stops before the next
         invocation (the decode in progress finishes first)."""
-        return self._events(instruction, media, output_dir, params, history, stream_text=True)
+        return self._events(instruction, media, output_dir, params, history, generated, stream_text=True)
 
     def _events(
         self,
@@ -185,6 +188,7 @@ class ModaVerseAgent:
         output_dir: str | Path | None,
         params: GenerationParams | None,
         history: Sequence[ChatTurn],
+        generated: Collection[str],
         *,
         stream_text: bool,
     ) -> Iterator[AgentEvent]:
@@ -228,9 +232,10 @@ class ModaVerseAgent:
             yield TextDelta(text[len(streamed) :])  # the rest (all of it when nothing could be streamed)
         yield PlanReady(meta, tuple(errors))
         notes = []
-        if named and not sees_media(self.llm):
+        unread = [i for i in ids if i not in generated]
+        if unread and not sees_media(self.llm):
             notes.append(
-                f"this model has no media encoder, so it did not see or hear {', '.join(ids)}: it answered from "
+                f"this model has no media encoder, so it did not see or hear {', '.join(unread)}: it answered from "
                 "your words alone (load a model trained with ImageBind weights to understand media)"
             )
         for event in self._dispatch_events(meta, named, errors=errors, raw=raw, output_dir=output_dir):

@@ -134,8 +134,14 @@ class Conversation:
             # the agent names media by order, as we do: hand it every medium, already loaded
             self.turns.append(Turn("user", text, ids))
             response, said, made = None, [], []
+            made_before = [r.id for r in self.records if r.origin == "generated"]
             events = self.agent.stream(
-                text, list(self._items), output_dir=output_dir, params=self.params, history=history
+                text,
+                list(self._items),
+                output_dir=output_dir,
+                params=self.params,
+                history=history,
+                generated=made_before,
             )
             reason = STOPPED
             try:

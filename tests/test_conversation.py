@@ -108,3 +108,22 @@ def test_a_turn_stopped_early_keeps_what_it_made_and_the_history_alternates(
     assert [t.role for t in conv.turns] == ["user", "assistant"]
     assert conv.turns[1].text == "Two." and "stopped" in conv.turns[1].errors[0]
     assert [i for i, _ in conv.media] == ["image_1"] and len(conv.turns[1].artifacts) == 1
+
+
+class _BlindLLM(ScriptedLLM):
+    """A scripted model without a media encoder (it knows a medium is there, not what is in it)."""
+
+    sees_media = False
+
+
+def test_a_blind_model_names_only_the_users_media_it_could_not_read(
+    echo_zoo: Zoo, tmp_path: Path, png_file: Path
+) -> None:
+    llm = _BlindLLM(DRAW, EDIT, {"text": "Both.", "invocations": []})
+    conv = Conversation(ModaVerseAgent(llm, echo_zoo, output_dir=tmp_path / "out"))
+    assert conv.send("draw a cat").notes == []  # no medium given yet
+    edited = conv.send("now make it a watercolor")  # image_1 is the agent's own picture: nothing to confess
+    assert edited.ok and not any("no media encoder" in n for n in edited.notes)
+    both = conv.send("compare them with my photo", [png_file])  # image_3 is the user's
+    (note,) = [n for n in both.notes if "no media encoder" in n]
+    assert "did not see or hear image_3:" in note
