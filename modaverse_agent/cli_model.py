@@ -157,6 +157,11 @@ def load_model(choice: ModelChoice) -> Any:
         placement = Placement(choice.device, choice.dtype, choice.device_map)
         if choice.engine == "llama.cpp":
             placement.refuse_torch_only()
+        if choice.directory is None and choice.gguf:
+            fail(
+                "--gguf names the base of a model folder whose config names none; the built-in default model "
+                "brings its own GGUF: give --model DIR with it, or leave --gguf out"
+            )
         if choice.directory is None:
             from .default_model import load_default_model
 

@@ -417,3 +417,14 @@ def test_huge_instruction_and_plan(capsys: pytest.CaptureFixture[str], tmp_path:
     code, out, err = run_main(capsys, "run", "x", "--meta-response", "{" * 120_000, "-o", str(tmp_path))
     assert code == 1 and "Traceback" not in err
     assert all(len(line) <= MESSAGE_MAX_CHARS + 100 for line in err.splitlines())
+
+
+def test_gguf_without_a_model_folder_is_refused_not_ignored(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """The built-in model brings its own GGUF: `--gguf` alone used to be dropped without a word."""
+    gguf = tmp_path / "other.gguf"
+    gguf.write_bytes(b"GGUF")
+    code, out, err = run_main(capsys, "run", "hello", "--gguf", str(gguf), "-o", str(tmp_path / "o"))
+    assert code == 2 and out == ""
+    line = error_line(err)
+    assert "--gguf" in line and "--model DIR" in line
+    assert "built-in default model (Gemma" not in err  # refused before anything loads
