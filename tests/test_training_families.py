@@ -310,3 +310,69 @@ def test_a_corpora_folder_without_requests_loads_and_the_maker_is_skipped(tmp_pa
     (folder / "requests.txt").write_text("Translate hi into French ||\n")
     with pytest.raises(DatasetError, match=r"requests\.txt:1: expected 2 non-empty fields"):
         load_corpora(folder)
+
+
+# -- the user's background before a request (contexts.txt) -------------------------------------------
+
+
+def test_background_goes_before_requests_and_never_changes_what_is_asked(tmp_path: Path) -> None:
+    """With ``context_p`` a sentence of the user's background (held out by content) comes before requests of
+    every maker but follow-ups; the samples are otherwise those of ``context_p=0``, which are unchanged by the
+    file's presence (its own random stream)."""
+    folder = _copy(tmp_path)
+    lines = [f"Background number {n} about my little shop." for n in range(60)]
+    (folder / "contexts.txt").write_text("# test backgrounds\n" + "\n".join(lines) + "\n")
+    with_file = load_corpora(folder)
+    assert len(with_file.contexts) == 60
+    (folder / "contexts.txt").unlink()
+    without = load_corpora(folder)
+    assert without.contexts == ()
+    mix = {"image": 1, "question": 1, "speech": 1, "followup": 1, "cross": 1}
+
+    def run(corpora: object, p: float, split: str = "train") -> list[Sample]:
+        return TemplateEngine(corpora, seed=3, recipe=Recipe(mix=mix, context_p=p)).generate(split, 80).samples
+
+    plain = run(without, 0.0)
+    assert [s.to_dict() for s in run(with_file, 0.0)] == [s.to_dict() for s in plain]
+    framed = run(with_file, 1.0)
+    assert len(framed) == len(plain)
+    answer_of = {s.instruction.lower(): json_key(s) for s in plain}
+    same = 0
+    for s in framed:
+        starts = [c for c in with_file.contexts if s.instruction.lower().startswith(c.lower())]
+        if s.source["maker"] == "followup":
+            assert not starts
+            continue
+        assert starts, s.instruction
+        rest = s.instruction[len(starts[0]) + 1 :].lower()
+        if rest in answer_of:  # the same request without the background: the same answer
+            assert answer_of[rest] == json_key(s), s.instruction
+            same += 1
+    assert same >= 0.6 * len(framed)  # the drafts are those of the plain run (dedupe may differ a little)
+
+    def seen(samples: list[Sample]) -> set[str]:
+        return {c for s in samples for c in with_file.contexts if s.instruction.lower().startswith(c.lower())}
+
+    train_seen, test_seen = seen(framed), seen(run(with_file, 1.0, "test"))
+    assert test_seen and not train_seen & test_seen  # held out by content, like questions
+
+
+def json_key(sample: Sample) -> str:
+    import json
+
+    return json.dumps(sample.response, sort_keys=True)
+
+
+def test_the_shipped_backgrounds_ask_for_nothing() -> None:
+    """``contexts.txt`` holds statements only: a background that asked for something would change the label."""
+    contexts = builtin_corpora().contexts
+    assert len(contexts) >= 300
+    asking = re.compile(r"\?|\b(can|could|would) you\b|\bplease\b|\bi (need|want)\b|\bi'd like\b|\bhelp me\b", re.I)
+    assert not [c for c in contexts if asking.search(c)]
+    media = re.compile(
+        r"\b(photo\w*|pictures?|pics?|images?|videos?|vlog\w*|film\w*|camera|podcast\w*|voices?|music\w*|songs?|"
+        r"sing\w*|band|choir|record\w*|channel|posters?|audio|sound\w*|slides?|slideshow|draw\w*|paint\w*|"
+        r"illustrat\w*|youtube|tiktok|instagram|piano|guitar|cello|violin|drums?|radio|narrat\w*|clips?|art)\b",
+        re.I,
+    )
+    assert sum(bool(media.search(c)) for c in contexts) >= len(contexts) // 4  # counter-examples: words, not asks

@@ -161,6 +161,9 @@ class Corpora:
     #: Plain text requests that are not questions (rewrite, translate, write, list...; ``requests.txt``;
     #: optional file), answered in text like the questions.
     requests: tuple[QA, ...] = ()
+    #: Background a user writes before a request (``contexts.txt``; optional file): statements only, some
+    #: naming pictures, videos or voices in passing, so that the request and not its background decides.
+    contexts: tuple[str, ...] = ()
 
     @property
     def families(self) -> tuple[str, ...]:
@@ -281,9 +284,9 @@ def _lines(folder: _Dir, name: str, *, optional: bool = False) -> list[tuple[int
     return out
 
 
-def _plain(folder: _Dir, name: str) -> tuple[str, ...]:
-    items = tuple(dict.fromkeys(line for _, line in _lines(folder, name)))
-    if not items:
+def _plain(folder: _Dir, name: str, *, optional: bool = False) -> tuple[str, ...]:
+    items = tuple(dict.fromkeys(line for _, line in _lines(folder, name, optional=optional)))
+    if not items and not optional:
         raise DatasetError(f"corpus file {name} in {folder} has no entries")
     return items
 
@@ -398,6 +401,7 @@ def load_corpora(folder: str | Path | None = None) -> Corpora:
         derived=_derived(root),
         blind_prompts=_blind_prompts(phr.get("blind_prompts", {})),
         requests=tuple(dict.fromkeys(QA(q, a) for _, (q, a) in _fields(root, "requests.txt", 2, optional=True))),
+        contexts=_plain(root, "contexts.txt", optional=True),
     )
 
 

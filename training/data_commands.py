@@ -116,6 +116,13 @@ def data() -> None:
 )
 @click.option("--mix", multiple=True, help="Template engine: MAKER=WEIGHT to change the mix (repeatable).")
 @click.option(
+    "--context-p",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Template engine: chance of the user's background (contexts.txt) before a request.",
+)
+@click.option(
     "--teacher-model", help="Teacher: PROVIDER:MODEL for langchain's init_chat_model (e.g. openai:gpt-4o-mini)."
 )
 @click.option(
@@ -172,6 +179,7 @@ def generate(
     corpora_files: tuple[str, ...],
     corpora_dir: str | None,
     mix: tuple[str, ...],
+    context_p: float,
     teacher_model: str | None,
     teacher_gguf: str | None,
     teacher_factory: str | None,
@@ -200,7 +208,7 @@ def generate(
         captioned: list[CaptionedItem] = [item for f in corpora_files for item in load_captioned(f)]
         if engine == "template":
             test_size = heldout_size if heldout else 0
-            results = list(_run_template(corpora, captioned, mix, seed, size, test_size, heldout_family))
+            results = list(_run_template(corpora, captioned, mix, seed, size, test_size, heldout_family, context_p))
             for result, path in zip(results, outputs, strict=False):
                 write_samples(result.samples, path)
         else:
@@ -248,10 +256,11 @@ def _run_template(
     size: int,
     test_size: int,
     heldout_family: str | None = None,
+    context_p: float = 0.0,
 ) -> tuple[GenerationResult, GenerationResult]:
     from .templates import Recipe, TemplateEngine
 
-    recipe = Recipe(mix=_parse_mix(mix))
+    recipe = Recipe(mix=_parse_mix(mix), context_p=context_p)
     engine = TemplateEngine(corpora, captioned, recipe=recipe, seed=seed, heldout_family=heldout_family)
     return engine.generate_splits(size, test_size)
 
@@ -411,6 +420,7 @@ def corpora_cmd(corpora_dir: str | None) -> None:
         "questions": [q.question for q in c.questions],
         "requests": [q.question for q in c.requests],
         "scenes": [s.scene for s in c.scenes],
+        "backgrounds": c.contexts,
     }
     click.echo(f"corpora: {c.name}")
     for name, items in lists.items():

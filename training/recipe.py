@@ -70,6 +70,9 @@ class Recipe:
     #: Chance of a greeting before a request, and of a remark after it (``opener`` / ``closer`` pools).
     opener_p: float = 0.18
     closer_p: float = 0.15
+    #: Chance of a background sentence or two (``contexts.txt``) before any request but a follow-up; drawn from
+    #: its own random stream, so 0 (the default) leaves every other sample as it was.
+    context_p: float = 0.0
     #: Attempts per wanted sample before a maker gives up (its combinations ran out).
     attempts: int = 25
 

@@ -121,6 +121,7 @@ class TemplateEngine(FollowupMaker):
             "request": keep(c.requests, lambda q: q.question),
             "scene": keep(c.scenes, lambda s: s.scene),
             "derived": keep(c.derived, lambda d: d.request),
+            "context": keep(c.contexts),
         }
 
     def _has(self, split: str, pool: str) -> bool:
@@ -421,6 +422,17 @@ class TemplateEngine(FollowupMaker):
             draft.templates.append(closer)
             draft.pools.append(label)
 
+    def _context(self, rng: random.Random, split: str, draft: Draft) -> None:
+        """Sometimes put the user's background (``contexts.txt``, held out by content) before the request."""
+        pool = self._pools[split]["context"]
+        if not pool or self.recipe.context_p <= 0 or rng.random() >= self.recipe.context_p:
+            return
+        context = rng.choice(pool)
+        if draft.instruction[:1].islower():
+            context = context[:1].lower() + context[1:]
+        draft.instruction = f"{context} {draft.instruction}"
+        draft.pools.append("contexts.txt")
+
     def _sample(self, draft: Draft, split: str, maker: str) -> Sample:
         source = {
             "engine": "template",
@@ -451,12 +463,15 @@ class TemplateEngine(FollowupMaker):
         collector = Collector(GenerationResult(requested=size), specs=self.specs, exclude=exclude)
         for maker, quota in quotas.items():
             rng = random.Random(f"{self.seed}/{split}/{maker}")
+            context_rng = random.Random(f"{self.seed}/{split}/{maker}/context")
             kept = tries = 0
             while kept < quota and tries < quota * self.recipe.attempts:
                 tries += 1
                 draft = self._make(maker, rng, split)
                 if maker not in ("question", "spoken_answer", "followup"):
                     self._frame(rng, split, draft)
+                if maker != "followup":
+                    self._context(context_rng, split, draft)
                 kept += collector.offer(self._sample(draft, split, maker))
             if kept < quota:
                 collector.result.shortfall[maker] = quota - kept
