@@ -101,6 +101,24 @@ def test_split_command(cli: click.Group, tmp_path: Path) -> None:
 def test_corpora_command(cli: click.Group) -> None:
     result = CliRunner().invoke(cli, ["data", "corpora"])
     assert result.exit_code == 0 and "image subjects" in result.output and "held out" in result.output
+    assert "backgrounds" in result.output
+
+
+def test_generate_puts_the_users_background_first_with_context_p(cli: click.Group, tmp_path: Path) -> None:
+    from modaverse_agent.training.corpora import builtin_corpora
+
+    contexts = [c.lower() for c in builtin_corpora().contexts]
+    paths = {p: tmp_path / f"{p}.jsonl" for p in ("0", "1")}
+    for p, out in paths.items():
+        args = ["data", "generate", "-o", str(out), "--size", "20", "--mix", "followup=0", "--context-p", p]
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, result.output
+    framed = [s.instruction.lower() for s in read_samples(paths["1"])]
+    plain = [s.instruction.lower() for s in read_samples(paths["0"])]
+    assert all(any(i.startswith(c) for c in contexts) for i in framed)
+    assert not any(any(i.startswith(c) for c in contexts) for i in plain)
+    bad = CliRunner().invoke(cli, ["data", "generate", "-o", str(paths["0"]), "--context-p", "1.5"])
+    assert bad.exit_code == 2 and "--context-p" in bad.output
 
 
 def test_generate_with_a_teacher_factory(cli: click.Group, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
