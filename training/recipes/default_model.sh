@@ -7,8 +7,9 @@
 # the phrasing families of issue 14 (every family trains), the new plain questions, cross-modal and
 # derived-picture requests, and multi-turn follow-ups (the `followup` maker), with more plain questions
 # and fewer spoken answers than the default mix; stage 6 adds 100 steps with plain questions at 40,
-# speech lines at 4 and no spoken answers; stage 7 (shipped, 120 steps) trains plain requests that are not
-# questions (requests.txt), more questions about attached media and cross-modal requests.
+# speech lines at 4 and no spoken answers; stage 7 (120 steps) trains plain requests that are not
+# questions (requests.txt), more questions about attached media and cross-modal requests; stage 10 (shipped,
+# 100 steps) puts the user's background (contexts.txt) before 30% of stage 7's mix.
 # Run from a git checkout. Usage: bash training/recipes/default_model.sh [OUTPUT_DIR]
 set -euo pipefail
 out=${1:-modaverse_agent/weights/default}
@@ -51,11 +52,20 @@ modaverse data generate -o data/train7.jsonl --heldout data/test7.jsonl --seed 6
   --mix question=26 --mix request=22 --mix speech=4 --mix spoken_answer=0.5 --mix describe=10 --mix multi=9 --mix cross=12
 modaverse train --data data/train7.jsonl --init-from runs/default-model-stage6 \
   --steps 120 --batch-size 8 --lr 1.5e-4 --warmup 5 --save-every 40 --seed 6 --no-tokenizer \
-  --output "$out" --run-dir runs/default-model-stage7.run
+  --output runs/default-model-stage7 --run-dir runs/default-model-stage7.run
+# stage 10 (stages 8 and 9 were tried and dropped, see the model card): stage 7's mix with the user's
+# background (contexts.txt) before 30% of the requests, so that long, chatty requests are routed by what
+# they ask and not by the pictures, songs or voices their background mentions
+modaverse data generate -o data/train10.jsonl --heldout data/test10.jsonl --seed 8 --size 3000 --heldout-size 200 \
+  --context-p 0.3 --mix question=26 --mix request=22 --mix speech=4 --mix spoken_answer=0.5 --mix describe=10 \
+  --mix multi=9 --mix cross=12
+modaverse train --data data/train10.jsonl --init-from runs/default-model-stage7 \
+  --steps 100 --batch-size 8 --lr 1e-4 --warmup 5 --save-every 50 --seed 8 --no-tokenizer \
+  --output "$out" --run-dir runs/default-model-stage10.run
 # the original held-out split: its content (questions, subjects, lines) is still unseen, but stage 5 trains
 # on every phrasing family, [test] included, so its phrasings no longer are - see the model card
-modaverse eval --model "$out" --data data/test.jsonl --limit 200 --engine llama.cpp -o "$out/eval-llamacpp.json"
+modaverse eval --model "$out" --data data/test.jsonl --limit 200 --engine llama.cpp --threads 1 -o "$out/eval-llamacpp.json"
 # requests written blind to the templates (training/natural_eval/, never trained on)
-modaverse eval --model "$out" --data natural --engine llama.cpp -o "$out/eval-natural.json"
+modaverse eval --model "$out" --data natural --engine llama.cpp --threads 1 -o "$out/eval-natural.json"
 # two-turn conversations written blind (training/natural_eval/turns/), through a live Conversation
 MODAVERSE_LOAD_PLUGINS=echo python -m training.natural_turns --model "$out" --engine llama.cpp -o "$out/eval-turns.json"
