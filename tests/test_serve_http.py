@@ -321,12 +321,16 @@ def test_a_client_that_disconnects_mid_stream_frees_its_slot(echo_zoo: Zoo, tmp_
     with serving(PlanLLM(plan), zoo, tmp_path / "out", workers=1, max_queue=0) as url:
         body = {"messages": [user("draw two")], "stream": True}
         with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=30) as r:
-            for line in r.iter_lines():
+            # keep the line iterator referenced: a dropped one is closed at once, and httpcore then closes the
+            # connection (the client would leave before the first picture starts, not while it is drawn)
+            lines = r.iter_lines()
+            for line in lines:
                 if '"plan"' in line:
                     break
             deadline = time.monotonic() + 10
             while not started and time.monotonic() < deadline:
                 time.sleep(0.01)
+            assert started == ["one"], "the first picture never started while the client was connected"
         # the client is gone while the first picture is being drawn
         time.sleep(0.3)
         gate.set()
