@@ -8,8 +8,8 @@
 # derived-picture requests, and multi-turn follow-ups (the `followup` maker), with more plain questions
 # and fewer spoken answers than the default mix; stage 6 adds 100 steps with plain questions at 40,
 # speech lines at 4 and no spoken answers; stage 7 (120 steps) trains plain requests that are not
-# questions (requests.txt), more questions about attached media and cross-modal requests; stage 10 (shipped,
-# 100 steps) puts the user's background (contexts.txt) before 30% of stage 7's mix.
+# questions (requests.txt), more questions about attached media and cross-modal requests; stage 10 (100 steps)
+# puts the user's background (contexts.txt) before 30% of stage 7's mix; stage 12 (shipped, 80 steps) before 50%.
 # Run from a git checkout. Usage: bash training/recipes/default_model.sh [OUTPUT_DIR]
 set -euo pipefail
 out=${1:-modaverse_agent/weights/default}
@@ -61,7 +61,14 @@ modaverse data generate -o data/train10.jsonl --heldout data/test10.jsonl --seed
   --mix multi=9 --mix cross=12
 modaverse train --data data/train10.jsonl --init-from runs/default-model-stage7 \
   --steps 100 --batch-size 8 --lr 1e-4 --warmup 5 --save-every 50 --seed 8 --no-tokenizer \
-  --output "$out" --run-dir runs/default-model-stage10.run
+  --output runs/default-model-stage10 --run-dir runs/default-model-stage10.run
+# stage 12 (stage 11 was tried and dropped): the background before half of the requests, 80 more steps
+modaverse data generate -o data/train12.jsonl --heldout data/test12.jsonl --seed 10 --size 3000 --heldout-size 200 \
+  --context-p 0.5 --mix question=26 --mix request=22 --mix speech=4 --mix spoken_answer=0.5 --mix describe=10 \
+  --mix multi=9 --mix cross=12
+modaverse train --data data/train12.jsonl --init-from runs/default-model-stage10 \
+  --steps 80 --batch-size 8 --lr 8e-5 --warmup 5 --save-every 40 --seed 10 --no-tokenizer \
+  --output "$out" --run-dir runs/default-model-stage12.run
 # the original held-out split: its content (questions, subjects, lines) is still unseen, but stage 5 trains
 # on every phrasing family, [test] included, so its phrasings no longer are - see the model card
 modaverse eval --model "$out" --data data/test.jsonl --limit 200 --engine llama.cpp --threads 1 -o "$out/eval-llamacpp.json"
