@@ -264,6 +264,32 @@ def test_tiny_gemma3_scaled_rows_and_constrained_output(tmp_path: Path) -> None:
     parse_meta_response(raw, SCHEMAS["no media"])
 
 
+def test_a_minimum_length_holds_the_stops_per_row_until_it_is_reached() -> None:
+    """The processor holds the stops back for the first ``min_new_tokens`` tokens (both engines leave the length
+    to it): in a call and in ``pick_greedy``, row by row, unless a row allows nothing else."""
+    from modaverse_agent.model.constrained import MetaResponseLogitsProcessor
+
+    stop = 3
+
+    def processor(rows: int) -> MetaResponseLogitsProcessor:
+        return MetaResponseLogitsProcessor([None] * rows, banned_ids=[], stop_ids=[stop], budget=10, min_new_tokens=2)
+
+    last = torch.tensor([[0], [0]])
+    only_stop = torch.full((8,), float("-inf"))
+    only_stop[stop] = 0.0
+    called = processor(2)
+    for step in range(4):
+        scores = torch.zeros(2, 8)
+        scores[0, stop] = 5.0  # the stop is the best token of row 0
+        scores[1] = only_stop  # and the only allowed one of row 1
+        out = called(last, scores)
+        assert int(out[0].argmax()) == (stop if step >= 2 else 0), step
+        assert int(out[1].argmax()) == stop and torch.isfinite(out[1, stop])
+    greedy = processor(1)
+    picks = [greedy.pick_greedy(last[:1], torch.tensor([[0.0, 1.0, 0.0, 5.0, 0, 0, 0, 0]])) for _ in range(3)]
+    assert picks == [1, 1, stop]
+
+
 def test_advancing_the_grammar_ahead_masks_exactly_as_calling_it(model: ModaVerseModel) -> None:
     """``advance`` (what the llama.cpp engine runs on a worker while llama.cpp decodes the token) accepts the
     token and fills the next mask early; every step's masked scores equal the plain call's."""
@@ -335,8 +361,10 @@ def test_greedy_pick_equals_argmax_of_the_masked_scores(model: ModaVerseModel, b
         scores = raw.clone()
         token = fast.pick_greedy(last, scores)
         assert token == int(masked[0].argmax())
-        if step < 8:
-            assert token not in model.stop_ids or not torch.isfinite(masked[0, [*model.stop_ids]]).all()
+        if step < 8 and token in model.stop_ids:  # a held stop wins only when nothing else is allowed
+            others = masked[0].clone()
+            others[[*model.stop_ids]] = float("-inf")
+            assert not torch.isfinite(others).any()
         if torch.isinf(scores).any():
             masked_steps += 1
         else:
