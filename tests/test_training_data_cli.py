@@ -101,7 +101,7 @@ def test_split_command(cli: click.Group, tmp_path: Path) -> None:
 def test_corpora_command(cli: click.Group) -> None:
     result = CliRunner().invoke(cli, ["data", "corpora"])
     assert result.exit_code == 0 and "image subjects" in result.output and "held out" in result.output
-    assert "backgrounds" in result.output
+    assert "backgrounds" in result.output and "shorthand" in result.output
 
 
 def test_generate_puts_the_users_background_first_with_context_p(cli: click.Group, tmp_path: Path) -> None:
@@ -119,6 +119,18 @@ def test_generate_puts_the_users_background_first_with_context_p(cli: click.Grou
     assert not any(any(i.startswith(c) for c in contexts) for i in plain)
     bad = CliRunner().invoke(cli, ["data", "generate", "-o", str(paths["0"]), "--context-p", "1.5"])
     assert bad.exit_code == 2 and "--context-p" in bad.output
+
+
+def test_generate_types_requests_casually_with_informal_p(cli: click.Group, tmp_path: Path) -> None:
+    out = tmp_path / "casual.jsonl"
+    args = ["data", "generate", "-o", str(out), "--size", "30", "--mix", "followup=0", "--informal-p", "1"]
+    result = CliRunner().invoke(cli, [*args, "--context-p", "1", "--context-after-p", "1"])
+    assert result.exit_code == 0, result.output
+    samples = read_samples(out)
+    assert len(samples) == 30
+    assert sum(s.instruction == s.instruction.lower() for s in samples) >= 20  # typed casually
+    bad = CliRunner().invoke(cli, ["data", "generate", "-o", str(out), "--informal-p", "2"])
+    assert bad.exit_code == 2 and "--informal-p" in bad.output
 
 
 def test_generate_with_a_teacher_factory(cli: click.Group, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .dataset import MEDIA_MODALITIES, DatasetError
+from .informal import parse_informal
 
 SPLITS = ("train", "test")
 #: The phrasing families of ``phrasings.toml``: ``[train]`` and ``[test]`` (the original split, same pools)
@@ -164,6 +165,8 @@ class Corpora:
     #: Background a user writes before a request (``contexts.txt``; optional file): statements only, some
     #: naming pictures, videos or voices in passing, so that the request and not its background decides.
     contexts: tuple[str, ...] = ()
+    #: Texting shorthand, formal phrase -> casual spellings (``informal.tsv``; optional file).
+    informal: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def families(self) -> tuple[str, ...]:
@@ -402,7 +405,18 @@ def load_corpora(folder: str | Path | None = None) -> Corpora:
         blind_prompts=_blind_prompts(phr.get("blind_prompts", {})),
         requests=tuple(dict.fromkeys(QA(q, a) for _, (q, a) in _fields(root, "requests.txt", 2, optional=True))),
         contexts=_plain(root, "contexts.txt", optional=True),
+        informal=_informal(root),
     )
+
+
+def _informal(folder: _Dir) -> dict[str, tuple[str, ...]]:
+    entry = folder.joinpath("informal.tsv")
+    if not entry.is_file():
+        return {}
+    try:
+        return parse_informal(entry.read_text(encoding="utf-8").splitlines())
+    except ValueError as e:
+        raise DatasetError(str(e)) from None
 
 
 @cache

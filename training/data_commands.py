@@ -123,6 +123,20 @@ def data() -> None:
     help="Template engine: chance of the user's background (contexts.txt) before a request.",
 )
 @click.option(
+    "--context-after-p",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Template engine: of those backgrounds, the share written after the request instead.",
+)
+@click.option(
+    "--informal-p",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Template engine: chance a request is typed in texting style (informal.tsv shorthand, typos).",
+)
+@click.option(
     "--teacher-model", help="Teacher: PROVIDER:MODEL for langchain's init_chat_model (e.g. openai:gpt-4o-mini)."
 )
 @click.option(
@@ -180,6 +194,8 @@ def generate(
     corpora_dir: str | None,
     mix: tuple[str, ...],
     context_p: float,
+    context_after_p: float,
+    informal_p: float,
     teacher_model: str | None,
     teacher_gguf: str | None,
     teacher_factory: str | None,
@@ -208,7 +224,8 @@ def generate(
         captioned: list[CaptionedItem] = [item for f in corpora_files for item in load_captioned(f)]
         if engine == "template":
             test_size = heldout_size if heldout else 0
-            results = list(_run_template(corpora, captioned, mix, seed, size, test_size, heldout_family, context_p))
+            augment = {"context_p": context_p, "context_after_p": context_after_p, "informal_p": informal_p}
+            results = list(_run_template(corpora, captioned, mix, seed, size, test_size, heldout_family, augment))
             for result, path in zip(results, outputs, strict=False):
                 write_samples(result.samples, path)
         else:
@@ -256,11 +273,12 @@ def _run_template(
     size: int,
     test_size: int,
     heldout_family: str | None = None,
-    context_p: float = 0.0,
+    augment: dict[str, float] | None = None,
 ) -> tuple[GenerationResult, GenerationResult]:
+    """Both splits from the template engine; ``augment`` sets the recipe's ``*_p`` chances."""
     from .templates import Recipe, TemplateEngine
 
-    recipe = Recipe(mix=_parse_mix(mix), context_p=context_p)
+    recipe = Recipe(mix=_parse_mix(mix), **(augment or {}))
     engine = TemplateEngine(corpora, captioned, recipe=recipe, seed=seed, heldout_family=heldout_family)
     return engine.generate_splits(size, test_size)
 
@@ -427,5 +445,6 @@ def corpora_cmd(corpora_dir: str | None) -> None:
         held = sum(split_of(x) == "test" for x in items)
         click.echo(f"  {name:<15} {len(items):>5}  ({held} held out)")
     click.echo(f"  {'image styles':<15} {len(c.image_styles):>5}\n  {'video styles':<15} {len(c.video_styles):>5}")
+    click.echo(f"  {'shorthand':<15} {sum(map(len, c.informal.values())):>5}  (informal.tsv, all phrasings)")
     for split_name, pools in c.phrasings.items():
         click.echo(f"phrasings [{split_name}]: {sum(len(v) for v in pools.values())} templates in {len(pools)} pools")

@@ -73,6 +73,11 @@ class Recipe:
     #: Chance of a background sentence or two (``contexts.txt``) before any request but a follow-up; drawn from
     #: its own random stream, so 0 (the default) leaves every other sample as it was.
     context_p: float = 0.0
+    #: Of those backgrounds, the share written after the request instead (own random stream too).
+    context_after_p: float = 0.0
+    #: Chance that a request is typed in texting style (``informal.tsv`` shorthand, typos, no capitals; quoted
+    #: text kept), from its own random stream.
+    informal_p: float = 0.0
     #: Attempts per wanted sample before a maker gives up (its combinations ran out).
     attempts: int = 25
 

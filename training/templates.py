@@ -30,6 +30,7 @@ from .dataset import DatasetError, Sample, make_sample
 from .drafts import Draft
 from .followups import FollowupMaker
 from .generation import Collector, GenerationResult
+from .informal import Informalizer
 from .recipe import DEFAULT_MIX, Recipe, allocate, is_question, phrase, sentence
 from .tasks import STANDARD_TASKS
 
@@ -93,6 +94,7 @@ class TemplateEngine(FollowupMaker):
         self.heldout_family = heldout_family
         self._phr = split_phrasings(self.corpora.phrasings, heldout_family)
         self._pools = {s: self._split_pools(s, captioned) for s in ("train", "test")}
+        self._informalizer = Informalizer(self.corpora.informal) if self.corpora.informal else None
         self._media = {
             s: {m: [c for c in captioned if c.path and c.modality == m and split_of(c.path) == s] for m in _DST}
             for s in ("train", "test")
@@ -422,16 +424,29 @@ class TemplateEngine(FollowupMaker):
             draft.templates.append(closer)
             draft.pools.append(label)
 
-    def _context(self, rng: random.Random, split: str, draft: Draft) -> None:
-        """Sometimes put the user's background (``contexts.txt``, held out by content) before the request."""
+    def _context(self, rng: random.Random, split: str, draft: Draft, after_rng: random.Random) -> None:
+        """Sometimes put the user's background (``contexts.txt``, held out by content) before the request, or
+        (``context_after_p`` of those times, drawn from ``after_rng``) after it."""
         pool = self._pools[split]["context"]
         if not pool or self.recipe.context_p <= 0 or rng.random() >= self.recipe.context_p:
             return
         context = rng.choice(pool)
-        if draft.instruction[:1].islower():
-            context = context[:1].lower() + context[1:]
-        draft.instruction = f"{context} {draft.instruction}"
+        if self.recipe.context_after_p > 0 and after_rng.random() < self.recipe.context_after_p:
+            end = "" if draft.instruction.endswith((".", "!", "?", '"')) else "."
+            draft.instruction = f"{draft.instruction}{end} {context}"
+        else:
+            if draft.instruction[:1].islower():
+                context = context[:1].lower() + context[1:]
+            draft.instruction = f"{context} {draft.instruction}"
         draft.pools.append("contexts.txt")
+
+    def _informal(self, rng: random.Random, draft: Draft) -> None:
+        """Sometimes type the request in texting style (``informal.tsv``; quoted text and lines to speak kept)."""
+        if self._informalizer is None or self.recipe.informal_p <= 0 or rng.random() >= self.recipe.informal_p:
+            return
+        lines = [i["prompt"] for i in draft.invocations if i["task"] == "text-to-speech"]
+        draft.instruction = self._informalizer(draft.instruction, rng, keep=lines)
+        draft.pools.append("informal.tsv")
 
     def _sample(self, draft: Draft, split: str, maker: str) -> Sample:
         source = {
@@ -464,6 +479,8 @@ class TemplateEngine(FollowupMaker):
         for maker, quota in quotas.items():
             rng = random.Random(f"{self.seed}/{split}/{maker}")
             context_rng = random.Random(f"{self.seed}/{split}/{maker}/context")
+            after_rng = random.Random(f"{self.seed}/{split}/{maker}/context-after")
+            informal_rng = random.Random(f"{self.seed}/{split}/{maker}/informal")
             kept = tries = 0
             while kept < quota and tries < quota * self.recipe.attempts:
                 tries += 1
@@ -471,7 +488,8 @@ class TemplateEngine(FollowupMaker):
                 if maker not in ("question", "spoken_answer", "followup"):
                     self._frame(rng, split, draft)
                 if maker != "followup":
-                    self._context(context_rng, split, draft)
+                    self._context(context_rng, split, draft, after_rng)
+                    self._informal(informal_rng, draft)
                 kept += collector.offer(self._sample(draft, split, maker))
             if kept < quota:
                 collector.result.shortfall[maker] = quota - kept
