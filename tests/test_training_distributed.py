@@ -129,15 +129,16 @@ def test_two_processes_train_like_one_and_resume(tmp_path: Path, training_cli: o
     assert losses_one[-1] < losses_one[0]  # it trained
 
 
-def test_a_deepspeed_launch_on_the_cpu_is_refused_not_run_as_ddp(
-    tmp_path: Path, training_cli: object, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(("engine", "name"), [("DEEPSPEED", "DeepSpeed"), ("FSDP", "FSDP")])
+def test_a_deepspeed_or_fsdp_launch_on_the_cpu_is_refused_not_run_as_ddp(
+    tmp_path: Path, training_cli: object, monkeypatch: pytest.MonkeyPatch, engine: str, name: str
 ) -> None:
-    """accelerate drops a DeepSpeed config on the CPU without a word; `modaverse train` says so and stops."""
+    """accelerate drops a DeepSpeed or FSDP config on the CPU without a word; `modaverse train` says so and stops."""
     base = save_tiny_base(tmp_path / "base", hidden=32, layers=2)
     data = tmp_path / "train.jsonl"
     assert CliRunner().invoke(cli, ["data", "generate", "-o", str(data), "--size", "8"]).exit_code == 0
-    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")  # what `accelerate launch` sets for such a config
+    monkeypatch.setenv(f"ACCELERATE_USE_{engine}", "true")  # what `accelerate launch` sets for such a config
     res = CliRunner().invoke(cli, ["train", "--data", str(data), "--llm", str(base), *TRAIN, "-o", str(tmp_path / "m")])
     assert res.exit_code != 0
-    assert "DeepSpeed" in res.output and "GPUs only" in res.output and "ddp.yaml" in res.output, res.output
+    assert f"asks for {name}" in res.output and "GPUs only" in res.output and "ddp.yaml" in res.output, res.output
     assert "Traceback" not in res.output and not (tmp_path / "m").exists()

@@ -167,7 +167,7 @@ def process_state(device: str = "auto") -> Any:
     ``device`` is a resolved ``--device``: ``cpu`` keeps every process on the CPU (gloo), ``cuda:N`` picks
     GPU N for a single process; ``auto``/``cuda``/``mps`` leave it to accelerate (GPU ``LOCAL_RANK`` per
     process). ValueError when ``cuda:N`` is given to several processes, the device did not come out, or a
-    DeepSpeed launch landed on the CPU (accelerate would train without DeepSpeed and say nothing).
+    DeepSpeed or FSDP launch landed on the CPU (accelerate would train plain DDP and say nothing).
     """
     import os
 
@@ -182,12 +182,14 @@ def process_state(device: str = "auto") -> Any:
             )
         torch.cuda.set_device(int(device.partition(":")[2]))
     state = PartialState(cpu=device == "cpu")
-    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true" and state.device.type == "cpu":
-        # accelerate runs DeepSpeed only on accelerators; on the CPU it would quietly train plain DDP instead
-        raise ValueError(
-            "this launch asks for DeepSpeed (distributed_type: DEEPSPEED), which accelerate runs on GPUs only, and "
-            f"this process is on {state.device}; on CPUs launch with examples/accelerate/ddp.yaml (gloo) instead"
-        )
+    for engine in ("DEEPSPEED", "FSDP"):
+        # accelerate runs DeepSpeed and FSDP only on accelerators; on the CPU it would quietly train plain DDP
+        if os.environ.get(f"ACCELERATE_USE_{engine}", "false").lower() == "true" and state.device.type == "cpu":
+            name = "DeepSpeed" if engine == "DEEPSPEED" else "FSDP"
+            raise ValueError(
+                f"this launch asks for {name} (distributed_type: {engine}), which accelerate runs on GPUs only, and "
+                f"this process is on {state.device}; on CPUs launch with examples/accelerate/ddp.yaml (gloo) instead"
+            )
     want = device.partition(":")[0]
     if want != "auto" and state.device.type != want:
         raise ValueError(f"--device {device}: accelerate put this process on {state.device}; check the launch config")
