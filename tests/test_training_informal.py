@@ -89,3 +89,19 @@ def test_backgrounds_after_the_request() -> None:
     before = _run(Recipe(mix={"image": 1, "question": 1}, context_p=1.0))
     unchanged = _run(Recipe(mix={"image": 1, "question": 1}, context_p=1.0, context_after_p=0.0))
     assert [s.to_dict() for s in before] == [s.to_dict() for s in unchanged]
+
+
+def test_the_say_maker_speaks_short_lines_verbatim() -> None:
+    """``--mix say=N``: a word, a name or a greeting from ``say.txt`` in the speech phrasings, spoken as written."""
+    say = builtin_corpora().say
+    assert len(say) >= 150 and all(len(line.split()) <= 4 for line in say)
+    samples = TemplateEngine(seed=2, recipe=Recipe(mix={"say": 1})).generate("train", 60).samples
+    assert len(samples) == 60
+    for s in samples:
+        (call,) = s.response["invocations"]
+        assert call["task"] == "text-to-speech" and call["prompt"] in say and call["prompt"] in s.instruction
+    held = TemplateEngine(seed=2, recipe=Recipe(mix={"say": 1})).generate("test", 20).samples
+    said = {s.response["invocations"][0]["prompt"] for s in samples}
+    assert held and not said & {s.response["invocations"][0]["prompt"] for s in held}  # held out by content
+    default_run = TemplateEngine(seed=2).generate("train", 200).samples
+    assert all(s.source["maker"] != "say" for s in default_run)  # off by default

@@ -45,6 +45,22 @@ def test_no_natural_request_is_in_the_training_corpora() -> None:
     assert not leaked
 
 
+def test_no_short_line_to_say_is_asked_for_in_the_natural_set() -> None:
+    """``say.txt`` lines are one to four words, so a coincidence would hand the model an evaluation answer:
+    none may appear as a whole phrase in a natural request (13 such lines were dropped when it was written)."""
+    import re
+
+    from modaverse_agent.training.corpora import builtin_corpora
+
+    requests = "\n".join(s.instruction.lower() for s in read_natural())
+    found = [
+        line
+        for line in builtin_corpora().say
+        if re.search(r"(?<!\w)" + re.escape(line.lower().rstrip("!.")) + r"(?!\w)", requests)
+    ]
+    assert not found
+
+
 def test_any_accepted_set_counts_and_order_does_not_matter() -> None:
     either = next(s for s in read_natural() if len(s.source["accept"]) > 1)
     for tasks in either.source["accept"]:

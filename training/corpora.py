@@ -165,6 +165,8 @@ class Corpora:
     #: Background a user writes before a request (``contexts.txt``; optional file): statements only, some
     #: naming pictures, videos or voices in passing, so that the request and not its background decides.
     contexts: tuple[str, ...] = ()
+    #: Short things to say aloud, 1-4 words (``say.txt``; optional file): a word, a name, a greeting.
+    say: tuple[str, ...] = ()
     #: Texting shorthand, formal phrase -> casual spellings (``informal.tsv``; optional file).
     informal: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
@@ -406,6 +408,7 @@ def load_corpora(folder: str | Path | None = None) -> Corpora:
         requests=tuple(dict.fromkeys(QA(q, a) for _, (q, a) in _fields(root, "requests.txt", 2, optional=True))),
         contexts=_plain(root, "contexts.txt", optional=True),
         informal=_informal(root),
+        say=_plain(root, "say.txt", optional=True),
     )
 
 

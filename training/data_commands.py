@@ -434,6 +434,7 @@ def corpora_cmd(corpora_dir: str | None) -> None:
         "music": c.music,
         "videos": c.videos,
         "speech lines": c.speech,
+        "short lines": c.say,
         "edits": c.edits,
         "questions": [q.question for q in c.questions],
         "requests": [q.question for q in c.requests],

@@ -53,6 +53,9 @@ DEFAULT_MIX: dict[str, float] = {
     "derived": 5,
     "spoken_answer": 2.5,
     "followup": 6,
+    #: short things to say (say.txt) in the speech phrasings; 0 by default so that earlier recipes' data stay
+    #: as they were: the default model's recipe turns it on with --mix say=N
+    "say": 0,
 }
 
 

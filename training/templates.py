@@ -124,6 +124,7 @@ class TemplateEngine(FollowupMaker):
             "scene": keep(c.scenes, lambda s: s.scene),
             "derived": keep(c.derived, lambda d: d.request),
             "context": keep(c.contexts),
+            "say": keep(c.say),
         }
 
     def _has(self, split: str, pool: str) -> bool:
@@ -159,6 +160,8 @@ class TemplateEngine(FollowupMaker):
             return self._has(split, maker) and bool(pools[maker])
         if maker in ("question", "request"):
             return self._has(split, "question_wrap") and bool(pools[maker])
+        if maker == "say":
+            return self._has(split, "speech") and bool(pools["say"])
         if maker == "spoken_answer":
             return self._has(split, maker) and bool(pools["asked"])
         if maker in ("edit", "edit_nth", "derived"):
@@ -233,9 +236,10 @@ class TemplateEngine(FollowupMaker):
         return (modality, None, None)
 
     # -- makers -------------------------------------------------------------------------------------
-    def _single(self, rng: random.Random, split: str, pool: str) -> Draft:
+    def _single(self, rng: random.Random, split: str, pool: str, content: str | None = None) -> Draft:
+        """One output from ``pool``'s phrasings, filled from the ``content`` pool (default: ``pool``)."""
         task, reply = _SINGLE[pool]
-        value, prompt = self._content(rng, split, pool)
+        value, prompt = self._content(rng, split, content or pool)
         template, label = self._pick(rng, split, pool)
         key = "line" if pool == "speech" else "subject"
         instruction = self.recipe.fill(rng, template, {key: value})
@@ -395,6 +399,7 @@ class TemplateEngine(FollowupMaker):
         makers: dict[str, Callable[[random.Random, str], Draft]] = {
             "question": self._question,
             "request": lambda r, s: self._question(r, s, "request"),
+            "say": lambda r, s: self._single(r, s, "speech", content="say"),  # a word, a name, a greeting
             "edit": self._edit,
             "edit_nth": lambda r, s: self._edit(r, s, nth=True),
             "derived": self._derived,
