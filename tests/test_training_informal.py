@@ -28,6 +28,13 @@ def test_shorthand_lowercase_and_typos_leave_quotes_and_kept_lines_alone() -> No
     assert "thank u" not in joined  # the longest phrase wins: "thank you" -> "ty", never "thank u"
 
 
+def test_overlapping_kept_spans_lose_nothing() -> None:
+    text = 'Read "Good Night Moon" to Me aloud'
+    for seed in range(10):
+        out = Informalizer({})(text, random.Random(seed), keep=["Moon\" to Me"])
+        assert out.startswith('read "Good Night Moon" to Me alo'), out
+
+
 def test_typos_keep_the_first_and_last_letters_of_long_words() -> None:
     rewrite = Informalizer({})
     words = ["wonderful", "absolutely", "mountains", "landscape"]

@@ -75,7 +75,8 @@ class Informalizer:
         pieces: list[str] = []
         last = 0
         for start, end in sorted(spans):
-            if start < last:  # inside a span already kept
+            if start < last:  # overlaps a span already kept: keep the rest of it too
+                pieces.append(text[last:end] if end > last else "")
                 last = max(last, end)
                 continue
             pieces.append(_casual(text[last:start], self.table, self.pattern, rng))
