@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -80,6 +80,13 @@ def _report_teacher(s: dict[str, Any]) -> None:
             click.echo(f"  failed x{n}: {reason}")
 
 
+def _chance(flag: str, help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A template-engine probability option (0 to 1, default 0: off)."""
+    return click.option(
+        flag, type=click.FloatRange(0, 1), default=0.0, show_default=True, help=f"Template engine: {help_text}."
+    )
+
+
 @click.group("data")
 def data() -> None:
     """Training data: generate instruction samples, validate, count and split JSONL datasets."""
@@ -115,27 +122,9 @@ def data() -> None:
     help="A folder replacing the built-in corpora (same files as prompts/corpora/).",
 )
 @click.option("--mix", multiple=True, help="Template engine: MAKER=WEIGHT to change the mix (repeatable).")
-@click.option(
-    "--context-p",
-    type=click.FloatRange(0, 1),
-    default=0.0,
-    show_default=True,
-    help="Template engine: chance of the user's background (contexts.txt) before a request.",
-)
-@click.option(
-    "--context-after-p",
-    type=click.FloatRange(0, 1),
-    default=0.0,
-    show_default=True,
-    help="Template engine: of those backgrounds, the share written after the request instead.",
-)
-@click.option(
-    "--informal-p",
-    type=click.FloatRange(0, 1),
-    default=0.0,
-    show_default=True,
-    help="Template engine: chance a request is typed in texting style (informal.tsv shorthand, typos).",
-)
+@_chance("--context-p", "chance of the user's background (contexts.txt) before a request")
+@_chance("--context-after-p", "of those backgrounds, the share written after the request instead")
+@_chance("--informal-p", "chance a request is typed in texting style (informal.tsv shorthand, typos)")
 @click.option(
     "--teacher-model", help="Teacher: PROVIDER:MODEL for langchain's init_chat_model (e.g. openai:gpt-4o-mini)."
 )
