@@ -51,21 +51,22 @@ def _typo(word: str, rng: random.Random) -> str:
     return word[:i] + word[i + 1 :]
 
 
-def _casual(text: str, table: InformalTable, pattern: re.Pattern[str] | None, rng: random.Random) -> str:
-    text = text.lower()
-    if pattern is not None:
-        text = pattern.sub(lambda m: rng.choice(table[m.group(0).lower()]) if rng.random() < 0.6 else m.group(0), text)
-    if rng.random() < 0.5:
-        text = re.sub(r"(\w)'(\w)", r"\1\2", text)  # don't -> dont, i'm -> im
-    return _WORD.sub(lambda m: _typo(m.group(0), rng) if rng.random() < 0.06 else m.group(0), text)
-
-
 class Informalizer:
     """Rewrites requests with one shorthand table (its phrases matched once, longest first)."""
 
     def __init__(self, table: InformalTable) -> None:
         self.table = table
         self.pattern = _pattern(table)
+
+    def _casual(self, text: str, rng: random.Random) -> str:
+        text = text.lower()
+        if self.pattern is not None:
+            text = self.pattern.sub(
+                lambda m: rng.choice(self.table[m.group(0).lower()]) if rng.random() < 0.6 else m.group(0), text
+            )
+        if rng.random() < 0.5:
+            text = re.sub(r"(\w)'(\w)", r"\1\2", text)  # don't -> dont, i'm -> im
+        return _WORD.sub(lambda m: _typo(m.group(0), rng) if rng.random() < 0.06 else m.group(0), text)
 
     def __call__(self, text: str, rng: random.Random, keep: Sequence[str] = ()) -> str:
         """``text`` as a person texting might type it; quoted spans and the ``keep`` strings (a line to be
@@ -75,14 +76,13 @@ class Informalizer:
         pieces: list[str] = []
         last = 0
         for start, end in sorted(spans):
-            if start < last:  # overlaps a span already kept: keep the rest of it too
-                pieces.append(text[last:end] if end > last else "")
-                last = max(last, end)
+            if end <= last:  # inside a span already kept
                 continue
-            pieces.append(_casual(text[last:start], self.table, self.pattern, rng))
-            pieces.append(text[start:end])
+            if start >= last:  # (an empty stretch too: the random stream stays as it was)
+                pieces.append(self._casual(text[last:start], rng))
+            pieces.append(text[max(start, last) : end])  # an overlapping span: only what is past the last one
             last = end
-        tail = _casual(text[last:], self.table, self.pattern, rng)
+        tail = self._casual(text[last:], rng)
         if tail.endswith((".", "!")) and rng.random() < 0.7:  # a kept span keeps its own final period
             tail = tail[:-1]
         return "".join(pieces) + tail

@@ -182,10 +182,9 @@ def process_state(device: str = "auto") -> Any:
             )
         torch.cuda.set_device(int(device.partition(":")[2]))
     state = PartialState(cpu=device == "cpu")
-    for engine in ("DEEPSPEED", "FSDP"):
+    for engine, name in (("DEEPSPEED", "DeepSpeed"), ("FSDP", "FSDP")):
         # accelerate runs DeepSpeed and FSDP only on accelerators; on the CPU it would quietly train plain DDP
         if os.environ.get(f"ACCELERATE_USE_{engine}", "false").lower() == "true" and state.device.type == "cpu":
-            name = "DeepSpeed" if engine == "DEEPSPEED" else "FSDP"
             raise ValueError(
                 f"this launch asks for {name} (distributed_type: {engine}), which accelerate runs on GPUs only, and "
                 f"this process is on {state.device}; on CPUs launch with examples/accelerate/ddp.yaml (gloo) instead"

@@ -48,8 +48,11 @@ modaverse train --data data/train6.jsonl --init-from runs/default-model-stage5 \
   --output runs/default-model-stage6 --run-dir runs/default-model-stage6.run
 # stage 7: plain requests that are not questions (requests.txt: rewrite, translate, write a note...; stage 6
 # spoke or drew them), more questions about attached media, cross-modal and multi-output requests
+# (its mix, which stages 10 and 12 keep)
+mix7=(--mix question=26 --mix request=22 --mix speech=4 --mix spoken_answer=0.5 --mix describe=10 --mix multi=9
+  --mix cross=12)
 modaverse data generate -o data/train7.jsonl --heldout data/test7.jsonl --seed 6 --size 3000 --heldout-size 200 \
-  --mix question=26 --mix request=22 --mix speech=4 --mix spoken_answer=0.5 --mix describe=10 --mix multi=9 --mix cross=12
+  "${mix7[@]}"
 modaverse train --data data/train7.jsonl --init-from runs/default-model-stage6 \
   --steps 120 --batch-size 8 --lr 1.5e-4 --warmup 5 --save-every 40 --seed 6 --no-tokenizer \
   --output runs/default-model-stage7 --run-dir runs/default-model-stage7.run
@@ -57,15 +60,13 @@ modaverse train --data data/train7.jsonl --init-from runs/default-model-stage6 \
 # background (contexts.txt) before 30% of the requests, so that long, chatty requests are routed by what
 # they ask and not by the pictures, songs or voices their background mentions
 modaverse data generate -o data/train10.jsonl --heldout data/test10.jsonl --seed 8 --size 3000 --heldout-size 200 \
-  --context-p 0.3 --mix question=26 --mix request=22 --mix speech=4 --mix spoken_answer=0.5 --mix describe=10 \
-  --mix multi=9 --mix cross=12
+  --context-p 0.3 "${mix7[@]}"
 modaverse train --data data/train10.jsonl --init-from runs/default-model-stage7 \
   --steps 100 --batch-size 8 --lr 1e-4 --warmup 5 --save-every 50 --seed 8 --no-tokenizer \
   --output runs/default-model-stage10 --run-dir runs/default-model-stage10.run
 # stage 12 (stage 11 was tried and dropped): the background before half of the requests, 80 more steps
 modaverse data generate -o data/train12.jsonl --heldout data/test12.jsonl --seed 10 --size 3000 --heldout-size 200 \
-  --context-p 0.5 --mix question=26 --mix request=22 --mix speech=4 --mix spoken_answer=0.5 --mix describe=10 \
-  --mix multi=9 --mix cross=12
+  --context-p 0.5 "${mix7[@]}"
 modaverse train --data data/train12.jsonl --init-from runs/default-model-stage10 \
   --steps 80 --batch-size 8 --lr 8e-5 --warmup 5 --save-every 40 --seed 10 --no-tokenizer \
   --output "$out" --run-dir runs/default-model-stage12.run
