@@ -21,7 +21,7 @@ from modaverse_agent.media import load_media
 from modaverse_agent.meta_response import TaskSpec
 from modaverse_agent.model.splice import IGNORE_INDEX
 
-from .dataset import Sample
+from .dataset import Sample, offered_specs
 from .feature_cache import FeatureCache
 from .tasks import STANDARD_TASKS
 from .trainer import LossSum
@@ -49,7 +49,7 @@ class Collator:
         """(input_ids, labels, modalities, media content hashes or None) of one sample, cached."""
         if sample.id not in self._examples:
             ids, labels = self.model.prompter.example(
-                sample.instruction, list(sample.media_ids), self.tasks, sample.target_json()
+                sample.instruction, list(sample.media_ids), offered_specs(sample, self.tasks), sample.target_json()
             )
             shas: list[str | None] = []
             for m in sample.media:

@@ -125,6 +125,7 @@ def data() -> None:
 @_chance("--context-p", "chance of the user's background (contexts.txt) before a request")
 @_chance("--context-after-p", "of those backgrounds, the share written after the request instead")
 @_chance("--informal-p", "chance a request is typed in texting style (informal.tsv shorthand, typos)")
+@_chance("--narrow-p", "chance a request's system prompt offers fewer tasks and the answer says what it can't make")
 @click.option(
     "--teacher-model", help="Teacher: PROVIDER:MODEL for langchain's init_chat_model (e.g. openai:gpt-4o-mini)."
 )
@@ -185,6 +186,7 @@ def generate(
     context_p: float,
     context_after_p: float,
     informal_p: float,
+    narrow_p: float,
     teacher_model: str | None,
     teacher_gguf: str | None,
     teacher_factory: str | None,
@@ -213,7 +215,12 @@ def generate(
         captioned: list[CaptionedItem] = [item for f in corpora_files for item in load_captioned(f)]
         if engine == "template":
             test_size = heldout_size if heldout else 0
-            augment = {"context_p": context_p, "context_after_p": context_after_p, "informal_p": informal_p}
+            augment = {
+                "context_p": context_p,
+                "context_after_p": context_after_p,
+                "informal_p": informal_p,
+                "narrow_p": narrow_p,
+            }
             results = list(_run_template(corpora, captioned, mix, seed, size, test_size, heldout_family, augment))
             for result, path in zip(results, outputs, strict=False):
                 write_samples(result.samples, path)

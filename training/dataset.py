@@ -83,16 +83,22 @@ class Sample:
     media: tuple[MediaInput, ...]
     response: Mapping[str, Any]
     source: Mapping[str, Any] = field(default_factory=dict)
+    #: The tasks the system prompt offers for this sample (None: every standard task). A narrower list
+    #: teaches the model to say what it can't make when a generator is missing (``--narrow-p``).
+    offered: tuple[str, ...] | None = None
 
     @classmethod
     def from_dict(cls, obj: Mapping[str, Any]) -> Sample:
         """Build from a dict already checked against the line schema."""
         media = tuple(MediaInput(m["id"], m["modality"], m.get("path"), m.get("caption")) for m in obj.get("media", ()))
-        return cls(obj["id"], obj["kind"], obj["instruction"], media, dict(obj["response"]), dict(obj["source"]))
+        offered = tuple(obj["offered"]) if obj.get("offered") is not None else None
+        return cls(
+            obj["id"], obj["kind"], obj["instruction"], media, dict(obj["response"]), dict(obj["source"]), offered
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict in the line schema's shape and key order."""
-        return {
+        """JSON-ready dict in the line schema's shape and key order (``offered`` only when narrowed)."""
+        out = {
             "id": self.id,
             "kind": self.kind,
             "instruction": self.instruction,
@@ -100,6 +106,9 @@ class Sample:
             "response": canonical_response(self.response),
             "source": dict(self.source),
         }
+        if self.offered is not None:
+            out["offered"] = list(self.offered)
+        return out
 
     def to_json(self) -> str:
         """One JSONL line (no newline)."""
@@ -150,11 +159,18 @@ def assign_media_ids(modalities: Sequence[str]) -> list[str]:
     return ids
 
 
-def content_id(instruction: str, media: Sequence[MediaInput], response: Mapping[str, Any], prefix: str = "s") -> str:
-    """A stable id from the sample's content (same content, same id)."""
-    key = json.dumps(
-        [instruction, [[m.modality, m.path] for m in media], canonical_response(response)], ensure_ascii=False
-    )
+def content_id(
+    instruction: str,
+    media: Sequence[MediaInput],
+    response: Mapping[str, Any],
+    prefix: str = "s",
+    offered: Sequence[str] | None = None,
+) -> str:
+    """A stable id from the sample's content (same content, same id; a narrowed task list is content too)."""
+    parts: list[Any] = [instruction, [[m.modality, m.path] for m in media], canonical_response(response)]
+    if offered is not None:
+        parts.append(sorted(offered))
+    key = json.dumps(parts, ensure_ascii=False)
     return f"{prefix}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
 
@@ -166,6 +182,7 @@ def make_sample(
     media: Sequence[tuple[str, str | None] | tuple[str, str | None, str | None]] = (),
     source: Mapping[str, Any] | None = None,
     prefix: str = "s",
+    offered: Sequence[str] | None = None,
 ) -> Sample:
     """A sample with media ids assigned in order and a content-hash id (not yet validated)."""
     ids = assign_media_ids([m[0] for m in media])
@@ -174,7 +191,20 @@ def make_sample(
         for mid, m in zip(ids, media, strict=True)
     )
     resp = canonical_response(response)
-    return Sample(content_id(instruction, items, resp, prefix), kind, instruction, items, resp, dict(source or {}))
+    narrowed = tuple(offered) if offered is not None else None
+    sample_id = content_id(instruction, items, resp, prefix, narrowed)
+    return Sample(sample_id, kind, instruction, items, resp, dict(source or {}), narrowed)
+
+
+def offered_specs(sample: Sample, specs: Sequence[TaskSpec] = STANDARD_TASKS) -> list[TaskSpec]:
+    """The task specs the sample's system prompt lists: ``specs``, narrowed to ``sample.offered`` when set."""
+    if sample.offered is None:
+        return list(specs)
+    known = {s.task for s in specs}
+    unknown = sorted(set(sample.offered) - known)
+    if unknown:
+        raise DatasetError(f"offered: unknown task(s) {unknown}; known: {sorted(known)}")
+    return [s for s in specs if s.task in sample.offered]
 
 
 # -- validation -------------------------------------------------------------------------------------
@@ -243,6 +273,7 @@ def validate_sample(obj: Any, specs: Sequence[TaskSpec] = STANDARD_TASKS) -> Sam
         raise DatasetError(problem)
     sample = Sample.from_dict(obj)
     _check_media(sample.media)
+    specs = offered_specs(sample, specs)
     by_task = {s.task: s for s in specs}
     try:
         validate_meta_response(sample.response, standard_schema(sample.media_ids, specs))

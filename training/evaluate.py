@@ -37,7 +37,7 @@ from modaverse_agent.errors import ModaVerseError
 from modaverse_agent.llm_io import Completion
 from modaverse_agent.meta_response import parse_meta_response
 
-from .dataset import Sample
+from .dataset import Sample, offered_specs
 from .natural import accepted, is_placeholder_answer
 from .tasks import standard_schema
 
@@ -114,7 +114,7 @@ class EvalReport:
 def judge(sample: Sample, raw: str, schema: dict[str, Any] | None = None) -> SampleResult:
     """Compare one raw model output with the sample's reference meta-response (or its accepted task sets)."""
     reference = list(sample.tasks)
-    schema = schema or standard_schema(list(sample.media_ids))
+    schema = schema or standard_schema(list(sample.media_ids), offered_specs(sample))
     prompts = any(i.get("prompt") for i in sample.response.get("invocations", ()))
     try:
         predicted = parse_meta_response(raw, schema)

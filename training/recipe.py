@@ -81,6 +81,9 @@ class Recipe:
     #: Chance that a request is typed in texting style (``informal.tsv`` shorthand, typos, no capitals; quoted
     #: text kept), from its own random stream.
     informal_p: float = 0.0
+    #: Chance that a request's system prompt offers fewer tasks (none, all but one, or one) and the answer says
+    #: what can't be made here (``narrowing.py``), from its own random stream.
+    narrow_p: float = 0.0
     #: Attempts per wanted sample before a maker gives up (its combinations ran out).
     attempts: int = 25
 

@@ -31,6 +31,7 @@ from .drafts import Draft
 from .followups import FollowupMaker
 from .generation import Collector, GenerationResult
 from .informal import Informalizer
+from .narrowing import draw_offered, narrow, narrowed_kind
 from .recipe import DEFAULT_MIX, Recipe, allocate, is_question, phrase, sentence
 from .tasks import STANDARD_TASKS
 
@@ -453,7 +454,18 @@ class TemplateEngine(FollowupMaker):
         draft.instruction = self._informalizer(draft.instruction, rng, keep=lines)
         draft.pools.append("informal.tsv")
 
-    def _sample(self, draft: Draft, split: str, maker: str) -> Sample:
+    def _narrow(self, rng: random.Random, draft: Draft) -> tuple[str, ...] | None:
+        """Sometimes offer a narrower task list (``narrowing.py``) and rewrite the answer for it; the list or None."""
+        if self.recipe.narrow_p <= 0 or rng.random() >= self.recipe.narrow_p:
+            return None
+        offered = draw_offered(rng, [s.task for s in self.specs])
+        text, kept = narrow(draft.text, draft.invocations, offered)
+        if len(kept) != len(draft.invocations):
+            draft.kind = narrowed_kind(draft.kind, kept, bool(draft.media))
+            draft.text, draft.invocations = text, kept
+        return offered
+
+    def _sample(self, draft: Draft, split: str, maker: str, offered: Sequence[str] | None = None) -> Sample:
         source = {
             "engine": "template",
             "split": split,
@@ -466,7 +478,9 @@ class TemplateEngine(FollowupMaker):
         if self.heldout_family is not None:
             source["heldout_family"] = self.heldout_family
         response = {"text": draft.text, "invocations": draft.invocations}
-        return make_sample(draft.kind, draft.instruction, response, media=draft.media, source=source, prefix="t")
+        return make_sample(
+            draft.kind, draft.instruction, response, media=draft.media, source=source, prefix="t", offered=offered
+        )
 
     # -- runs ---------------------------------------------------------------------------------------
     def generate(self, split: str, size: int, *, exclude: Sequence[Sample] = ()) -> GenerationResult:
@@ -486,16 +500,19 @@ class TemplateEngine(FollowupMaker):
             context_rng = random.Random(f"{self.seed}/{split}/{maker}/context")
             after_rng = random.Random(f"{self.seed}/{split}/{maker}/context-after")
             informal_rng = random.Random(f"{self.seed}/{split}/{maker}/informal")
+            narrow_rng = random.Random(f"{self.seed}/{split}/{maker}/narrow")
             kept = tries = 0
             while kept < quota and tries < quota * self.recipe.attempts:
                 tries += 1
                 draft = self._make(maker, rng, split)
                 if maker not in ("question", "spoken_answer", "followup"):
                     self._frame(rng, split, draft)
+                offered = None
                 if maker != "followup":
                     self._context(context_rng, split, draft, after_rng)
                     self._informal(informal_rng, draft)
-                kept += collector.offer(self._sample(draft, split, maker))
+                    offered = self._narrow(narrow_rng, draft)
+                kept += collector.offer(self._sample(draft, split, maker, offered))
             if kept < quota:
                 collector.result.shortfall[maker] = quota - kept
         random.Random(f"{self.seed}/{split}/order").shuffle(collector.result.samples)

@@ -217,6 +217,11 @@ def train(
 @click.option("--constrained/--no-constrained", default=True, show_default=True)
 @click.option("--max-new-tokens", default=160, show_default=True, type=click.IntRange(min=1))
 @click.option("--threads", type=click.IntRange(min=1), help="torch / llama.cpp threads (default: their choice).")
+@click.option(
+    "--offer",
+    help="Offer only these tasks in the system prompt (comma-separated, or `none`), as a zoo without the "
+    "other generators or `bind_tools` would; references keep only offered tasks [default: all standard tasks].",
+)
 @engine_options
 @device_option
 @dtype_option
@@ -229,6 +234,7 @@ def evaluate_command(
     constrained: bool,
     max_new_tokens: int,
     threads: int | None,
+    offer: str | None,
     engine: str,
     gguf: str | None,
     device: str,
@@ -253,7 +259,8 @@ def evaluate_command(
 
     try:  # the arguments, the data and the model folder are checked before the model loads
         placement = Placement(device, dtype)
-        samples, base_dir = load_eval_samples(data, limit=limit)
+        offered = None if offer is None else tuple(t.strip() for t in offer.split(",") if t.strip() not in ("", "none"))
+        samples, base_dir = load_eval_samples(data, limit=limit, offered=offered)
         check_model_folder(model_dir)
         on_llamacpp = resolve_engine(model_dir, engine, gguf, placement) == "llama.cpp"
         if on_llamacpp:

@@ -131,11 +131,23 @@ def _tensorboard_writer(path: Path) -> Any:
     return SummaryWriter(str(path))
 
 
-def batch_order(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """The batches of one epoch: a seeded permutation cut into full and final partial batches."""
+def batch_order(n: int, batch_size: int, seed: int, epoch: int, groups: Sequence[Any] | None = None) -> list[list[int]]:
+    """The batches of one epoch: a seeded permutation cut into full and final partial batches.
+
+    With ``groups`` (a key per sample, e.g. the task list its system prompt offers) and more than one key,
+    each batch holds one key only (each key's samples in permutation order, cut into batches, then the
+    batches shuffled): rows that share a system prompt keep sharing its computation (``TargetLoss``).
+    One key, or none, gives the plain order.
+    """
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     perm = torch.randperm(n, generator=g).tolist()
-    return [perm[i : i + batch_size] for i in range(0, n, batch_size)]
+    if groups is None or len(set(groups)) < 2:
+        return [perm[i : i + batch_size] for i in range(0, n, batch_size)]
+    by_key: dict[Any, list[int]] = {}
+    for i in perm:
+        by_key.setdefault(groups[i], []).append(i)
+    batches = [m[i : i + batch_size] for m in by_key.values() for i in range(0, len(m), batch_size)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
 
 
 class Trainer:
@@ -227,12 +239,17 @@ class Trainer:
 
     # -- data order ------------------------------------------------------------------------------------
     def _micro_batches(self, start_micro: int) -> Any:
-        per_epoch = math.ceil(len(self.samples) / self.config.batch_size)
+        groups = [getattr(s, "offered", None) for s in self.samples]
+        c = self.config
+
+        def order(epoch: int) -> list[list[int]]:
+            return batch_order(len(self.samples), c.batch_size, c.seed, epoch, groups)
+
+        per_epoch = len(order(0))  # the same every epoch: each key's count is
         micro = start_micro
         while True:
             epoch, index = divmod(micro, per_epoch)
-            order = batch_order(len(self.samples), self.config.batch_size, self.config.seed, epoch)
-            yield [self.samples[i] for i in order[index]]
+            yield [self.samples[i] for i in order(epoch)[index]]
             micro += 1
 
     def shard(self, whole: list[Any]) -> tuple[list[Any], bool]:

@@ -16,11 +16,12 @@ from modaverse_agent.llm_io import Completion, LLMRequest
 from modaverse_agent.media import MediaItem, load_media
 from modaverse_agent.model.responder import BUDGET_WARNING
 
-from .dataset import DatasetError, Sample, read_samples
+from .dataset import DatasetError, Sample, offered_specs, read_samples
 from .evaluate import EvalReport, evaluate
+from .narrowing import offer_only
 from .natural import NATURAL_DIR, is_natural, read_natural
 from .outputs import check_model_folder, plan_outputs, replace_folder, staging_folder
-from .tasks import STANDARD_TASKS, standard_schema
+from .tasks import standard_schema
 from .trainer import TrainConfig, Trainer, describe_schedule
 
 Log = Callable[[str], None]
@@ -213,9 +214,8 @@ def predict_fn(model: Any, base_dir: Path) -> Callable[[Sequence[Sample]], Seque
         requests = []
         for s in batch:
             media = _media_items(s, base_dir)
-            requests.append(
-                LLMRequest(s.instruction, media, standard_schema([i for i, _ in media]), list(STANDARD_TASKS))
-            )
+            specs = offered_specs(s)
+            requests.append(LLMRequest(s.instruction, media, standard_schema([i for i, _ in media], specs), specs))
         if hasattr(model, "complete_batch"):
             return model.complete_batch(requests)
         return model.respond_batch(requests)
@@ -243,11 +243,15 @@ def budget_warnings_counted() -> Iterator[None]:
         target.removeFilter(quiet)
 
 
-def load_eval_samples(data: str | Path, *, limit: int | None = None, seed: int = 0) -> tuple[list[Sample], Path]:
+def load_eval_samples(
+    data: str | Path, *, limit: int | None = None, seed: int = 0, offered: Sequence[str] | None = None
+) -> tuple[list[Sample], Path]:
     """Samples to evaluate and the folder their media paths are relative to.
 
     ``data`` is a held-out JSONL, a file or folder of the natural set, or ``"natural"`` (the built-in
-    natural set). ``limit`` takes a seeded subset. DatasetError (one line) when it cannot be read or is empty.
+    natural set). ``limit`` takes a seeded subset. ``offered`` asks every sample with only those tasks in the
+    system prompt (references narrowed: :func:`~.narrowing.offer_only`). DatasetError (one line) when it
+    cannot be read or is empty.
     """
     if limit is not None and limit < 1:
         raise DatasetError(f"--limit must be at least 1, not {limit}")
@@ -259,13 +263,22 @@ def load_eval_samples(data: str | Path, *, limit: int | None = None, seed: int =
         raise DatasetError(f"{path}: no samples to evaluate")
     if limit is not None and limit < len(samples):
         samples = random.Random(seed).sample(samples, limit)
+    if offered is not None:
+        samples = [offer_only(s, offered) for s in samples]
     return samples, path if path.is_dir() else path.parent
 
 
 def evaluate_model(
-    model: Any, data: str | Path, *, limit: int | None = None, batch_size: int = 16, seed: int = 0
+    model: Any,
+    data: str | Path,
+    *,
+    limit: int | None = None,
+    batch_size: int = 16,
+    seed: int = 0,
+    offered: Sequence[str] | None = None,
 ) -> EvalReport:
-    """Evaluate ``model`` on a held-out JSONL or the natural set (a seeded subset of ``limit`` samples if given)."""
-    samples, base_dir = load_eval_samples(data, limit=limit, seed=seed)
+    """Evaluate ``model`` on a held-out JSONL or the natural set (a seeded subset of ``limit`` samples if given;
+    ``offered``: only those tasks in the system prompt, see :func:`load_eval_samples`)."""
+    samples, base_dir = load_eval_samples(data, limit=limit, seed=seed, offered=offered)
     with budget_warnings_counted():
         return evaluate(samples, predict_fn(model, base_dir), batch_size=batch_size)

@@ -1,0 +1,83 @@
+"""Narrowed task lists: samples whose system prompt offers fewer generators, answered honestly.
+
+A deployed agent offers the tasks of its installed plugins, LangChain's ``bind_tools`` offers the tools a
+user binds (none at all with ``bind_tools([])`` or ``tool_choice="none"``). A model trained only on the
+full list answers "Draw a cat" with "Here's the image." whatever the list says. ``narrow`` rewrites a
+sample for a narrower list: invocations of tasks not offered are dropped and the text says what can't be
+made here (a line to speak is given in writing instead); what is offered stays.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from .dataset import DatasetError, Sample
+from .tasks import TASKS_BY_NAME
+
+#: What the answer says for each task that is asked for but not offered.
+UNAVAILABLE = {
+    "text-to-image": "I can't make pictures here: no image generator is installed.",
+    "text-to-audio": "I can't make sounds or music here: no audio generator is installed.",
+    "text-to-video": "I can't make videos here: no video generator is installed.",
+    "text-to-speech": "I can't speak aloud here: no speech generator is installed.",
+    "image-editing": "I can't edit pictures here: no image editor is installed.",
+}
+#: After those lines, when some of the request could still be made.
+THE_REST = "Here's what I could make."
+
+
+def draw_offered(rng: random.Random, tasks: Sequence[str]) -> tuple[str, ...]:
+    """A narrower task list: none (40%), all but one (30%) or a single task (30%), in ``tasks`` order."""
+    r = rng.random()
+    if r < 0.4:
+        return ()
+    if r < 0.7:
+        left_out = rng.choice(list(tasks))
+        return tuple(t for t in tasks if t != left_out)
+    return (rng.choice(list(tasks)),)
+
+
+def narrow(
+    text: str, invocations: Sequence[dict[str, Any]], offered: Sequence[str]
+) -> tuple[str, list[dict[str, Any]]]:
+    """The answer under ``offered``: (text, invocations). Unchanged when every invoked task is offered."""
+    kept = [i for i in invocations if i["task"] in offered]
+    missing = list(dict.fromkeys(i["task"] for i in invocations if i["task"] not in offered))
+    if not missing:
+        return text, list(invocations)
+    lines = []
+    for task in missing:
+        line = UNAVAILABLE.get(task, f"I can't run {task} here: it is not installed.")
+        if task == "text-to-speech":
+            spoken = next(i["prompt"] for i in invocations if i["task"] == task)
+            line = f"{line[:-1]}, so here it is in writing: {spoken}"
+        lines.append(line)
+    if kept:
+        lines.append(THE_REST)
+    return " ".join(lines), kept
+
+
+def narrowed_kind(kind: str, invocations: Sequence[dict[str, Any]], has_media: bool) -> str:
+    """The sample kind once invocations were dropped (text-only and input-alignment need none; editing an edit)."""
+    if not invocations:
+        return "input-alignment" if has_media else "text-only"
+    if kind == "editing" and not any(i["task"] == "image-editing" for i in invocations):
+        return "reasoning"
+    return kind
+
+
+def offer_only(sample: Sample, offered: Sequence[str]) -> Sample:
+    """``sample`` as asked when only ``offered`` tasks are offered: other tasks leave its reference answer and
+    each of its accepted task sets (what can still be made stays; nothing left means a text answer)."""
+    unknown = sorted(set(offered) - set(TASKS_BY_NAME))
+    if unknown:
+        raise DatasetError(f"cannot offer unknown task(s) {unknown}; known: {sorted(TASKS_BY_NAME)}")
+    text, kept = narrow(sample.response.get("text", ""), sample.response.get("invocations", ()), offered)
+    source = dict(sample.source)
+    if "accept" in source:
+        sets = [sorted(t for t in a if t in offered) for a in source["accept"]]
+        source["accept"] = [a for i, a in enumerate(sets) if a not in sets[:i]]
+    return replace(sample, response={"text": text, "invocations": kept}, source=source, offered=tuple(offered))
