@@ -154,3 +154,17 @@ def test_eval_refuses_an_unknown_task_to_offer(tmp_path: Path, training_cli: obj
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 2
     assert "unknown task" in res.output and "text-to-imagine" in res.output
+
+
+def test_the_kinds_of_narrower_list_can_be_chosen(tmp_path: Path) -> None:
+    from modaverse_agent.training.data_commands import data as data_group
+
+    out = tmp_path / "t.jsonl"
+    args = ["generate", "-o", str(out), "--size", "200", "--narrow-p", "0.5", "--narrow-to", "none"]
+    res = CliRunner().invoke(data_group, args)
+    assert res.exit_code == 0, res.output
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    offered = [line["offered"] for line in lines if "offered" in line]
+    assert len(offered) > 60 and all(o == [] for o in offered)
+    res = CliRunner().invoke(data_group, [*args[:-1], "everything"])
+    assert res.exit_code == 2 and "everything" in res.output

@@ -127,6 +127,12 @@ def data() -> None:
 @_chance("--informal-p", "chance a request is typed in texting style (informal.tsv shorthand, typos)")
 @_chance("--narrow-p", "chance a request's system prompt offers fewer tasks and the answer says what it can't make")
 @click.option(
+    "--narrow-to",
+    multiple=True,
+    type=click.Choice(["none", "all-but-one", "one"]),
+    help="Template engine: the narrower task lists --narrow-p draws (repeatable) [default: all three].",
+)
+@click.option(
     "--teacher-model", help="Teacher: PROVIDER:MODEL for langchain's init_chat_model (e.g. openai:gpt-4o-mini)."
 )
 @click.option(
@@ -187,6 +193,7 @@ def generate(
     context_after_p: float,
     informal_p: float,
     narrow_p: float,
+    narrow_to: tuple[str, ...],
     teacher_model: str | None,
     teacher_gguf: str | None,
     teacher_factory: str | None,
@@ -220,6 +227,7 @@ def generate(
                 "context_after_p": context_after_p,
                 "informal_p": informal_p,
                 "narrow_p": narrow_p,
+                **({"narrow_to": narrow_to} if narrow_to else {}),
             }
             results = list(_run_template(corpora, captioned, mix, seed, size, test_size, heldout_family, augment))
             for result, path in zip(results, outputs, strict=False):
@@ -269,7 +277,7 @@ def _run_template(
     size: int,
     test_size: int,
     heldout_family: str | None = None,
-    augment: dict[str, float] | None = None,
+    augment: dict[str, Any] | None = None,
 ) -> tuple[GenerationResult, GenerationResult]:
     """Both splits from the template engine; ``augment`` sets the recipe's ``*_p`` chances."""
     from .templates import Recipe, TemplateEngine

@@ -29,12 +29,19 @@ UNAVAILABLE = {
 THE_REST = "Here's what I could make."
 
 
-def draw_offered(rng: random.Random, tasks: Sequence[str]) -> tuple[str, ...]:
-    """A narrower task list: none (40%), all but one (30%) or a single task (30%), in ``tasks`` order."""
-    r = rng.random()
-    if r < 0.4:
+#: The kinds of narrower list and their weights: no task at all, every task but one, a single task.
+LIST_KINDS = {"none": 0.4, "all-but-one": 0.3, "one": 0.3}
+
+
+def draw_offered(rng: random.Random, tasks: Sequence[str], kinds: Sequence[str] = tuple(LIST_KINDS)) -> tuple[str, ...]:
+    """A narrower task list of one of ``kinds`` (weighted as in ``LIST_KINDS``), in ``tasks`` order."""
+    unknown = sorted(set(kinds) - set(LIST_KINDS))
+    if unknown or not kinds:
+        raise DatasetError(f"unknown narrower list kind(s) {unknown or kinds}; use some of {list(LIST_KINDS)}")
+    kind = rng.choices(list(kinds), weights=[LIST_KINDS[k] for k in kinds])[0]
+    if kind == "none":
         return ()
-    if r < 0.7:
+    if kind == "all-but-one":
         left_out = rng.choice(list(tasks))
         return tuple(t for t in tasks if t != left_out)
     return (rng.choice(list(tasks)),)

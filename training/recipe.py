@@ -84,6 +84,8 @@ class Recipe:
     #: Chance that a request's system prompt offers fewer tasks (none, all but one, or one) and the answer says
     #: what can't be made here (``narrowing.py``), from its own random stream.
     narrow_p: float = 0.0
+    #: The kinds of narrower list drawn (``narrowing.LIST_KINDS``: none, all-but-one, one).
+    narrow_to: tuple[str, ...] = ("none", "all-but-one", "one")
     #: Attempts per wanted sample before a maker gives up (its combinations ran out).
     attempts: int = 25
 

@@ -458,7 +458,7 @@ class TemplateEngine(FollowupMaker):
         """Sometimes offer a narrower task list (``narrowing.py``) and rewrite the answer for it; the list or None."""
         if self.recipe.narrow_p <= 0 or rng.random() >= self.recipe.narrow_p:
             return None
-        offered = draw_offered(rng, [s.task for s in self.specs])
+        offered = draw_offered(rng, [s.task for s in self.specs], self.recipe.narrow_to)
         text, kept = narrow(draft.text, draft.invocations, offered)
         if len(kept) != len(draft.invocations):
             draft.kind = narrowed_kind(draft.kind, kept, bool(draft.media))
