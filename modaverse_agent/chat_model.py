@@ -13,6 +13,7 @@ import json
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
@@ -47,6 +48,7 @@ from .llm_io import (
 )
 from .media import MediaItem
 from .meta_response import EMPTY_ARGS, MetaResponse, TaskSpec, build_schema
+from .unoffered import narrow
 from .zoo import Zoo
 
 
@@ -69,6 +71,14 @@ def _invocation_args(spec: TaskSpec | None, inv: Any) -> dict[str, Any]:
     if inv.inputs or spec is None or spec.input_modalities:
         args["inputs"] = list(inv.inputs)
     return args
+
+
+@dataclass
+class _Asked:
+    """A request and, when the model is asked with the zoo's whole list, the tasks actually offered."""
+
+    request: LLMRequest
+    offered: list[str] | None = None
 
 
 def _assistant_text(message: AIMessage) -> str:
@@ -123,6 +133,12 @@ class ChatModaVerse(BaseChatModel):
     """Tools restricting the schema (set by ``bind_tools``)."""
     tool_choice: str | None = None
     """"any"/"required" forces a call; a tool name forces that tool; None lets the model decide."""
+    route_with_zoo: bool | None = None
+    """When the tools offered are fewer than the zoo's tasks (``bind_tools([])``, ``tool_choice="none"``, a
+    subset of ``zoo_tools``) and none is forced: ask the model with the zoo's whole task list, then answer
+    in text for a task not offered ("I can't make pictures here: ..."; ``response_metadata["unoffered"]``
+    names them). A model trained on the whole list only writes "Here's the image." first and then picks
+    another task or none when it sees fewer. None: on for the built-in default model (``model="default"``)."""
 
     @model_validator(mode="after")
     def _needs_a_model(self) -> ChatModaVerse:
@@ -174,7 +190,10 @@ class ChatModaVerse(BaseChatModel):
         return list(self.bound_tools) if self.bound_tools is not None else self._zoo().task_specs()
 
     # -- messages -> request -----------------------------------------------------------------------
-    def _request(self, messages: Sequence[BaseMessage], stop: list[str] | None, **kwargs: Any) -> LLMRequest:
+    def _routes_with_zoo(self) -> bool:
+        return self.route_with_zoo if self.route_with_zoo is not None else self.model == "default"
+
+    def _request(self, messages: Sequence[BaseMessage], stop: list[str] | None, **kwargs: Any) -> _Asked:
         system, history, media = [], [], []
         instruction = ""
         last_human = max((i for i, m in enumerate(messages) if isinstance(m, HumanMessage)), default=-1)
@@ -210,6 +229,11 @@ class ChatModaVerse(BaseChatModel):
             minimum = 0
         if choice == "none":
             specs = []
+        offered = None
+        if not answered and not minimum and self._routes_with_zoo():
+            whole = self._zoo().task_specs()
+            if {s.task for s in specs} < {s.task for s in whole}:
+                offered, specs = [s.task for s in specs], whole
         schema = build_schema(specs, media_ids=[i for i, _ in named], min_invocations=minimum)
         params = GenerationParams(
             max_new_tokens=kwargs.get("max_tokens", self.max_tokens),
@@ -217,7 +241,8 @@ class ChatModaVerse(BaseChatModel):
             top_p=kwargs.get("top_p", self.top_p),
             seed=kwargs.get("seed", self.seed),
         )  # stop strings apply to the answer text, not the raw JSON: see _message
-        return LLMRequest(instruction, named, schema, specs, history, "\n".join(system) or None, params)
+        request = LLMRequest(instruction, named, schema, specs, history, "\n".join(system) or None, params)
+        return _Asked(request, offered)
 
     def _stops(self, stop: list[str] | None) -> list[str]:
         return [s for s in (stop or self.stop or ()) if s]
@@ -226,12 +251,20 @@ class ChatModaVerse(BaseChatModel):
         return complete(self._backend(), request, self.model_name or "")
 
     # -- raw text -> AIMessage -----------------------------------------------------------------------
-    def _message(self, request: LLMRequest, completion: Completion, stop: Sequence[str] = ()) -> AIMessage:
+    def _message(self, asked: _Asked, completion: Completion, stop: Sequence[str] = ()) -> AIMessage:
+        request = asked.request
         meta, errors = parse_output(completion.text, request.schema, output_format(self._backend()))
-        text, cut = cut_at_stop(meta.text, stop)
+        invocations, answer, unoffered = list(meta.invocations), meta.text, []
+        if asked.offered is not None:  # asked with the zoo's whole list: answer in text for what was not offered
+            unoffered = sorted({i.task for i in invocations} - set(asked.offered))
+            answer, kept = narrow(
+                answer, [{"task": i.task, "prompt": i.prompt, "n": n} for n, i in enumerate(invocations)], asked.offered
+            )
+            invocations = [invocations[k["n"]] for k in kept]
+        text, cut = cut_at_stop(answer, stop)
         specs = {s.task: s for s in request.tasks}
         calls, seen = [], set()
-        for inv in meta.invocations:
+        for inv in invocations:
             args = _invocation_args(specs.get(inv.task), inv)
             key = json.dumps([inv.task, args], sort_keys=True)
             if key in seen:  # the same call twice does the same work twice: keep one
@@ -254,6 +287,7 @@ class ChatModaVerse(BaseChatModel):
             "meta_response": meta.to_dict(),
             "raw": completion.text,
             "media": [{"id": i, "name": m.name, "mime_type": m.mime_type} for i, m in request.media],
+            **({"unoffered": unoffered} if unoffered else {}),
         }
         return AIMessage(
             content=text,
@@ -270,8 +304,8 @@ class ChatModaVerse(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        request = self._request(messages, stop, **kwargs)
-        message = self._message(request, self._complete(request), self._stops(stop))
+        asked = self._request(messages, stop, **kwargs)
+        message = self._message(asked, self._complete(asked.request), self._stops(stop))
         return ChatResult(generations=[ChatGeneration(message=message)])
 
     def _stream(
@@ -288,7 +322,8 @@ class ChatModaVerse(BaseChatModel):
         chunk carries whatever text was not streamed yet, the tool calls and usage, so the aggregated
         message equals what ``invoke`` returns.
         """
-        request = self._request(messages, stop, **kwargs)
+        asked = self._request(messages, stop, **kwargs)
+        request = asked.request
         stops = self._stops(stop)
         pieces: list[str] = []
         reader, shown = AnswerTextReader(), StopHoldBack(stops)
@@ -297,7 +332,8 @@ class ChatModaVerse(BaseChatModel):
             stream = as_text_stream(backend.stream(request), self.model_name or "")
             for piece in stream:
                 pieces.append(piece)
-                delta = shown.feed(reader.feed(piece))
+                # asked with the zoo's whole list, the text may still be rewritten: it comes in the last chunk
+                delta = "" if asked.offered is not None else shown.feed(reader.feed(piece))
                 chunk = ChatGenerationChunk(
                     message=AIMessageChunk(content=delta, additional_kwargs={"raw_delta": piece})
                 )
@@ -307,7 +343,7 @@ class ChatModaVerse(BaseChatModel):
             completion = stream.completion or Completion(text="".join(pieces), model_name=self.model_name or "")
         else:
             completion = self._complete(request)
-        final = self._message(request, completion, stops)
+        final = self._message(asked, completion, stops)
         text = str(final.content)
         rest = text[len(shown.text) :] if text.startswith(shown.text) else text
         yield ChatGenerationChunk(

@@ -63,3 +63,32 @@ class TestChatModaVerseDefaultModel(ModaVerseCapabilities, OfflineMediaInputs, C
         "'Create a customer named '你好啊集团' (Hello Group) ...' gives customer_name 'Hello Group', "
         "'... 'こんにちは株式会社' (Hello Corporation) ...' gives 'Hello Corporation'",
     )
+
+
+def _default_chat() -> Any:
+    from modaverse_agent.chat_model import ChatModaVerse
+
+    return ChatModaVerse(backend=_STATE["backend"], zoo=_STATE["zoo"], model="default")
+
+
+@pytest.mark.parametrize("bind", ["bind_tools([])", "tool_choice='none'"])
+def test_with_no_tool_offered_the_default_model_says_it_cannot_draw(bind: str) -> None:
+    from modaverse_agent.tools import zoo_tools
+
+    chat = _default_chat()
+    bound = (
+        chat.bind_tools([])
+        if bind == "bind_tools([])"
+        else chat.bind_tools(zoo_tools(_STATE["zoo"]), tool_choice="none")
+    )
+    msg = bound.invoke("Draw a cat.")
+    assert msg.tool_calls == []
+    assert "can't make pictures" in msg.content, msg.content  # not "Here's the image." with no image
+    assert "Paris" in bound.invoke("What is the capital of France?").content  # a plain question is still answered
+
+
+def test_with_only_speech_offered_a_picture_request_is_not_answered_with_a_recording() -> None:
+    from modaverse_agent.tools import zoo_tools
+
+    msg = _default_chat().bind_tools(zoo_tools(_STATE["zoo"], tasks=["text-to-speech"])).invoke("Draw a cat.")
+    assert msg.tool_calls == [] and "can't make pictures" in msg.content, (msg.content, msg.tool_calls)

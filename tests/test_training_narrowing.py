@@ -19,11 +19,12 @@ from modaverse_agent.model.tiny import save_tiny_base
 from modaverse_agent.training.batches import Collator, TargetLoss
 from modaverse_agent.training.dataset import DatasetError, make_sample, validate_sample
 from modaverse_agent.training.evaluate import judge
-from modaverse_agent.training.narrowing import UNAVAILABLE, narrow, offer_only
+from modaverse_agent.training.narrowing import offer_only
 from modaverse_agent.training.natural import read_natural
 from modaverse_agent.training.templates import Recipe, TemplateEngine
 from modaverse_agent.training.trainer import batch_order
 from modaverse_agent.training.workflows import evaluate_model
+from modaverse_agent.unoffered import UNAVAILABLE, narrow
 
 torch.set_num_threads(1)
 
@@ -57,7 +58,7 @@ def test_generated_narrowed_samples_invoke_only_what_they_offer_and_nothing_else
     offered = [s for s in narrowed if s.offered is not None]
     assert 100 < len(offered) < 200
     assert Counter(len(s.offered) for s in offered)[0] > 30  # the empty list: bind_tools([]), tool_choice="none"
-    refused = [s for s in offered if "can't" in s.response["text"] and "installed" in s.response["text"]]
+    refused = [s for s in offered if "can't" in s.response["text"] and "available" in s.response["text"]]
     assert len(refused) > 30
     for s in offered:
         assert set(s.tasks) <= set(s.offered)

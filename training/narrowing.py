@@ -4,7 +4,8 @@ A deployed agent offers the tasks of its installed plugins, LangChain's ``bind_t
 user binds (none at all with ``bind_tools([])`` or ``tool_choice="none"``). A model trained only on the
 full list answers "Draw a cat" with "Here's the image." whatever the list says. ``narrow`` rewrites a
 sample for a narrower list: invocations of tasks not offered are dropped and the text says what can't be
-made here (a line to speak is given in writing instead); what is offered stays.
+made here (a line to speak is given in writing instead; the text is :mod:`modaverse_agent.unoffered`'s,
+which the chat model uses too); what is offered stays.
 """
 
 from __future__ import annotations
@@ -14,20 +15,10 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
+from modaverse_agent.unoffered import narrow
+
 from .dataset import DatasetError, Sample
 from .tasks import TASKS_BY_NAME
-
-#: What the answer says for each task that is asked for but not offered.
-UNAVAILABLE = {
-    "text-to-image": "I can't make pictures here: no image generator is installed.",
-    "text-to-audio": "I can't make sounds or music here: no audio generator is installed.",
-    "text-to-video": "I can't make videos here: no video generator is installed.",
-    "text-to-speech": "I can't speak aloud here: no speech generator is installed.",
-    "image-editing": "I can't edit pictures here: no image editor is installed.",
-}
-#: After those lines, when some of the request could still be made.
-THE_REST = "Here's what I could make."
-
 
 #: The kinds of narrower list and their weights: no task at all, every task but one, a single task.
 LIST_KINDS = {"none": 0.4, "all-but-one": 0.3, "one": 0.3}
@@ -45,26 +36,6 @@ def draw_offered(rng: random.Random, tasks: Sequence[str], kinds: Sequence[str] 
         left_out = rng.choice(list(tasks))
         return tuple(t for t in tasks if t != left_out)
     return (rng.choice(list(tasks)),)
-
-
-def narrow(
-    text: str, invocations: Sequence[dict[str, Any]], offered: Sequence[str]
-) -> tuple[str, list[dict[str, Any]]]:
-    """The answer under ``offered``: (text, invocations). Unchanged when every invoked task is offered."""
-    kept = [i for i in invocations if i["task"] in offered]
-    missing = list(dict.fromkeys(i["task"] for i in invocations if i["task"] not in offered))
-    if not missing:
-        return text, list(invocations)
-    lines = []
-    for task in missing:
-        line = UNAVAILABLE.get(task, f"I can't run {task} here: it is not installed.")
-        if task == "text-to-speech":
-            spoken = next(i["prompt"] for i in invocations if i["task"] == task)
-            line = f"{line[:-1]}, so here it is in writing: {spoken}"
-        lines.append(line)
-    if kept:
-        lines.append(THE_REST)
-    return " ".join(lines), kept
 
 
 def narrowed_kind(kind: str, invocations: Sequence[dict[str, Any]], has_media: bool) -> str:

@@ -1,0 +1,86 @@
+"""ChatModaVerse asking with the zoo's whole task list when fewer tools are offered (``route_with_zoo``):
+a request for a task not offered is answered in text that says so, never "Here's the image." with no call."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from modaverse_agent.chat_model import ChatModaVerse
+from modaverse_agent.llm_io import LLMRequest
+from modaverse_agent.testing import ScriptedLLM
+from modaverse_agent.tools import zoo_tools
+from modaverse_agent.unoffered import UNAVAILABLE
+from modaverse_agent.zoo import Zoo
+
+DRAW = {"text": "Here's the image.", "invocations": [{"task": "text-to-image", "prompt": "a cat"}]}
+
+
+def _chat(zoo: Zoo, llm: Any, **kw: Any) -> ChatModaVerse:
+    return ChatModaVerse(backend=llm, zoo=zoo, route_with_zoo=True, **kw)
+
+
+@pytest.mark.parametrize("bind", ["no tools", "tool_choice none"])
+def test_with_nothing_offered_a_picture_request_is_answered_in_text_that_says_so(
+    echo_zoo: Zoo, bind: str, tmp_path: Any
+) -> None:
+    llm = ScriptedLLM(DRAW)
+    chat = _chat(echo_zoo, llm)
+    bound = chat.bind_tools([]) if bind == "no tools" else chat.bind_tools(zoo_tools(echo_zoo), tool_choice="none")
+    msg = bound.invoke("Draw a cat.")
+    assert msg.tool_calls == [] and msg.content == UNAVAILABLE["text-to-image"]
+    assert msg.response_metadata["unoffered"] == ["text-to-image"]
+    [asked] = llm.history  # the model was asked with the zoo's whole list, as it was trained
+    assert sorted(t.task for t in asked.tasks) == sorted(echo_zoo.tasks())
+
+
+def test_what_is_offered_is_called_and_the_rest_is_named(echo_zoo: Zoo) -> None:
+    plan = {
+        "text": "Here you go.",
+        "invocations": [
+            {"task": "text-to-speech", "prompt": "Good night."},
+            {"task": "text-to-image", "prompt": "a moon"},
+        ],
+    }
+    llm = ScriptedLLM(plan)
+    msg = (
+        _chat(echo_zoo, llm)
+        .bind_tools(zoo_tools(echo_zoo, tasks=["text-to-image"]))
+        .invoke("Say good night, draw a moon.")
+    )
+    assert [c["name"] for c in msg.tool_calls] == ["text-to-image"]
+    assert "can't speak aloud" in msg.content and "Good night." in msg.content
+    assert msg.response_metadata["unoffered"] == ["text-to-speech"]
+
+
+def test_off_by_default_for_other_models_and_never_when_a_call_is_forced(echo_zoo: Zoo) -> None:
+    llm = ScriptedLLM({"text": "Here's the image.", "invocations": []})
+    ChatModaVerse(backend=llm, zoo=echo_zoo).bind_tools([]).invoke("Draw a cat.")
+    assert llm.history[-1].tasks == []  # the list the user bound
+    assert ChatModaVerse(backend=llm, zoo=echo_zoo, model="default")._routes_with_zoo()
+    llm.enqueue({"text": "Here.", "invocations": [{"task": "text-to-speech", "prompt": "a cat"}]})
+    forced = _chat(echo_zoo, llm).bind_tools(zoo_tools(echo_zoo), tool_choice="text-to-speech").invoke("Draw a cat.")
+    assert [t.task for t in llm.history[-1].tasks] == ["text-to-speech"]
+    assert [c["name"] for c in forced.tool_calls] == ["text-to-speech"]
+    llm.enqueue(DRAW)  # every zoo task bound: nothing to widen
+    whole = _chat(echo_zoo, llm).bind_tools(zoo_tools(echo_zoo)).invoke("Draw a cat.")
+    assert "unoffered" not in whole.response_metadata and whole.tool_calls
+
+
+def test_streaming_holds_the_text_until_it_is_known(echo_zoo: Zoo) -> None:
+    class Streamer:
+        def respond(self, request: LLMRequest) -> str:
+            return json.dumps(DRAW)
+
+        def stream(self, request: LLMRequest) -> Any:
+            text = json.dumps(DRAW)
+            yield from (text[i : i + 5] for i in range(0, len(text), 5))
+
+    chunks = list(_chat(echo_zoo, Streamer()).bind_tools([]).stream("Draw a cat."))
+    assert all(c.content == "" for c in chunks[:-1])  # "Here's the image." is never shown
+    total = chunks[0]
+    for c in chunks[1:]:
+        total += c
+    assert total.content == UNAVAILABLE["text-to-image"] and not total.tool_calls
