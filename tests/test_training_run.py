@@ -100,6 +100,9 @@ def test_train_then_eval_through_the_cli(
     assert sum(last) / len(last) < 0.8 * sum(first) / len(first)
     assert (tmp_path / "model.run" / "checkpoint-20" / "trainer_state.safetensors").is_file()
     model = ModaVerseModel.from_pretrained(out).eval()
+    from modaverse_agent.training.tasks import STANDARD_TASKS
+
+    assert [t["task"] for t in model.config.trained_tasks] == [t.task for t in STANDARD_TASKS]  # saved with it
     model.options.max_new_tokens = 120
     report = evaluate_model(model, data[1], limit=24, batch_size=8)
     assert report.validity == 1.0  # constrained decoding

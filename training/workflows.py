@@ -14,6 +14,7 @@ from typing import Any
 
 from modaverse_agent.llm_io import Completion, LLMRequest
 from modaverse_agent.media import MediaItem, load_media
+from modaverse_agent.model.prompting import spec_dict
 from modaverse_agent.model.responder import BUDGET_WARNING
 
 from .dataset import DatasetError, Sample, offered_specs, read_samples
@@ -127,6 +128,7 @@ def train_model(
         plan.prepare_run_dir(log)
     state.wait_for_everyone()
     collate = Collator(model, cache=cache, base_dir=data.parent)
+    model.config.trained_tasks = [spec_dict(t) for t in collate.tasks]  # the prompt it learns, saved with it
     loss = TargetLoss(model, share_prefix=share_prefix, reduction="sum")
     trainer = Trainer(loss, samples, collate, train, on_log=lambda r: None, cpu=state.device.type == "cpu")
     if resume is not None:

@@ -103,6 +103,14 @@ class ModaVerseConfig:
     closing_reserve: int = field(
         default=48, metadata=_h("Constrained decoding closes the JSON when this many tokens are left.")
     )
+    trained_tasks: list[dict[str, Any]] | None = field(
+        default=None,
+        metadata=_h(
+            "The tasks as the model was trained to see them (task, description, modality, args_schema, "
+            "input_modalities): the system prompt describes a task of the same name in these words, whatever "
+            "its generator's own description says, so the model meets the prompt it learned. None: as given."
+        ),
+    )
     version: int = field(default=CONFIG_VERSION, metadata=_h("Config format version."))
 
     def __post_init__(self) -> None:
@@ -130,6 +138,11 @@ class ModaVerseConfig:
         tokens = self.added_tokens
         if len(set(tokens)) != len(tokens) or not all(isinstance(t, str) and t for t in tokens):
             problems.append(f"media and extra tokens must be distinct non-empty strings, got {tokens}")
+        if self.trained_tasks is not None and not all(
+            isinstance(t, dict) and isinstance(t.get("task"), str) and isinstance(t.get("description"), str)
+            for t in self.trained_tasks
+        ):
+            problems.append("`trained_tasks` must be a list of objects with `task` and `description` strings")
         if self.version > CONFIG_VERSION:
             problems.append(
                 f"config version {self.version} is newer than this modaverse-agent understands ({CONFIG_VERSION}); "

@@ -32,7 +32,7 @@ from importlib import resources
 from typing import Any
 
 from ..errors import ModelError
-from ..meta_response import TaskSpec
+from ..meta_response import EMPTY_ARGS, TaskSpec
 from .config import ModaVerseConfig
 from .splice import IGNORE_INDEX
 
@@ -61,18 +61,20 @@ def load_template(name: str) -> Any:
     return _environment().from_string(text)
 
 
+def spec_dict(spec: TaskSpec) -> dict[str, Any]:
+    """What the system prompt says about a task, as a JSON-ready dict (``ModaVerseConfig.trained_tasks`` items)."""
+    return {
+        "task": spec.task,
+        "description": spec.description,
+        "modality": spec.modality,
+        "args_schema": dict(spec.args_schema),
+        "input_modalities": list(spec.input_modalities),
+    }
+
+
 def render_system_prompt(tasks: Sequence[TaskSpec], *, output_format: str = "json") -> str:
     """The system prompt listing ``tasks`` (task, description, output, input media, argument schema)."""
-    specs = [
-        {
-            "task": t.task,
-            "description": t.description,
-            "modality": t.modality,
-            "args_schema": dict(t.args_schema),
-            "input_modalities": list(t.input_modalities),
-        }
-        for t in sorted(tasks, key=lambda s: s.task)
-    ]
+    specs = [spec_dict(t) for t in sorted(tasks, key=lambda s: s.task)]
     text = load_template("system.j2").render(tasks=specs, output_format=output_format, media_example="image_1")
     return text.strip() + "\n"
 
@@ -116,12 +118,31 @@ class Prompter:
         if "\x00" in instruction:
             raise ModelError("the instruction contains NUL characters; remove them")
 
+    def described(self, tasks: Sequence[TaskSpec]) -> list[TaskSpec]:
+        """``tasks`` as the system prompt describes them: a task the model was trained on (``trained_tasks``)
+        in the words it was trained with; other tasks and plain function tools as given."""
+        trained = {t["task"]: t for t in self.config.trained_tasks or ()}
+        out = []
+        for t in tasks:
+            d = trained.get(t.task)
+            if d is None or t.kind != "generator":
+                out.append(t)
+                continue
+            args = d.get("args_schema") or dict(EMPTY_ARGS)
+            inputs = tuple(d.get("input_modalities", ()))
+            out.append(TaskSpec(t.task, d["description"], d.get("modality", t.modality), args, inputs))
+        return out
+
+    def system_prompt(self, tasks: Sequence[TaskSpec]) -> str:
+        """The system prompt for ``tasks`` (described as :meth:`described` says)."""
+        return render_system_prompt(self.described(tasks), output_format=self.config.output_format)
+
     def text(self, instruction: str, media_ids: Sequence[str], tasks: Sequence[TaskSpec]) -> str:
         """The prompt as text (``chat`` and ``plain`` formats)."""
         fmt = self.format
         if fmt == "legacy":
             raise ModelError("the legacy format is built from token pieces; use `ids()`")
-        system = render_system_prompt(tasks, output_format=self.config.output_format)
+        system = self.system_prompt(tasks)
         user = self.media_lines(media_ids) + instruction
         if fmt == "plain":
             return PLAIN_TEMPLATE.format(
@@ -204,7 +225,7 @@ class Prompter:
         if fmt == "chat":
             full = self._chat(
                 [
-                    {"role": "system", "content": render_system_prompt(tasks, output_format=self.config.output_format)},
+                    {"role": "system", "content": self.system_prompt(tasks)},
                     {"role": "user", "content": self.media_lines(media_ids) + instruction},
                     {"role": "assistant", "content": target},
                 ],
