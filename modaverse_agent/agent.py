@@ -41,7 +41,7 @@ from .llm_io import (
     sees_media,
 )
 from .media import MediaItem, load_media
-from .meta_response import Invocation, MetaResponse, parse_legacy_lenient, parse_lenient
+from .meta_response import Invocation, MetaResponse, build_schema, parse_legacy_lenient, parse_lenient
 from .response import (
     AgentEvent,
     FinalResponse,
@@ -53,6 +53,7 @@ from .response import (
     TextDelta,
     last_response,
 )
+from .unoffered import narrow_meta, trained_specs
 from .zoo import Zoo
 
 DEFAULT_TIMEOUT_S = 600.0
@@ -194,11 +195,15 @@ class ModaVerseAgent:
     ) -> Iterator[AgentEvent]:
         named, errors = self.load_media(media)
         ids = [i for i, _ in named]
-        schema = self.zoo.schema(media_ids=ids)
-        request = LLMRequest(
-            instruction, named, schema, self.zoo.task_specs(), list(history), None, params or GenerationParams()
-        )
+        served = self.zoo.task_specs()
+        # a task the model was trained on that no installed generator serves: the model is still asked with
+        # it (the list it learned) and a call of it is answered in text (unoffered.py)
+        missing = [t for t in trained_specs(self.llm) if t.task not in {s.task for s in served}]
+        specs = served + missing
+        schema = build_schema(specs, media_ids=ids) if missing else self.zoo.schema(media_ids=ids)
+        request = LLMRequest(instruction, named, schema, specs, list(history), None, params or GenerationParams())
         reader = AnswerTextReader()
+        live = stream_text and not missing  # with missing tasks the text may be rewritten: sent once known
         try:
             if stream_text and isinstance(self.llm, StreamingResponder):
                 stream = as_text_stream(self.llm.stream(request))
@@ -206,7 +211,7 @@ class ModaVerseAgent:
                 for piece in stream:
                     pieces.append(piece)
                     delta = reader.feed(piece)
-                    if delta:
+                    if delta and live:
                         yield TextDelta(clean_text(delta))
                 raw = stream.completion.text if stream.completion is not None else "".join(pieces)
             else:
@@ -226,12 +231,15 @@ class ModaVerseAgent:
             reason = f"the model's output could not be read ({type(e).__name__}: {e})"[:300]
             meta, parse_errors = MetaResponse(text=""), [ResponseError("meta-response", reason)]
         errors += parse_errors
-        streamed = clean_text(reader.text)
+        notes = []
+        if missing:
+            meta, unoffered = narrow_meta(meta, [s.task for s in served])
+            notes += [f"the model asked for {t}, which no installed generator serves" for t in unoffered]
+        streamed = clean_text(reader.text) if live else ""
         text = clean_text(meta.text)
         if stream_text and text.startswith(streamed) and len(text) > len(streamed):
             yield TextDelta(text[len(streamed) :])  # the rest (all of it when nothing could be streamed)
         yield PlanReady(meta, tuple(errors))
-        notes = []
         unread = [i for i in ids if i not in generated]
         if unread and not sees_media(self.llm):
             notes.append(

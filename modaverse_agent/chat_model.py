@@ -48,7 +48,7 @@ from .llm_io import (
 )
 from .media import MediaItem
 from .meta_response import EMPTY_ARGS, MetaResponse, TaskSpec, build_schema
-from .unoffered import narrow
+from .unoffered import narrow_meta, trained_specs
 from .zoo import Zoo
 
 
@@ -135,10 +135,11 @@ class ChatModaVerse(BaseChatModel):
     """"any"/"required" forces a call; a tool name forces that tool; None lets the model decide."""
     route_with_zoo: bool | None = None
     """When the tools offered are fewer than the zoo's tasks (``bind_tools([])``, ``tool_choice="none"``, a
-    subset of ``zoo_tools``) and none is forced: ask the model with the zoo's whole task list, then answer
-    in text for a task not offered ("I can't make pictures here: ..."; ``response_metadata["unoffered"]``
-    names them). A model trained on the whole list only writes "Here's the image." first and then picks
-    another task or none when it sees fewer. None: on for the built-in default model (``model="default"``)."""
+    subset of ``zoo_tools``) and none is forced: ask the model with the zoo's whole task list (and any other
+    task it was trained on), then answer in text for a task not offered ("I can't make pictures here: ...";
+    ``response_metadata["unoffered"]`` names them). A model trained on the whole list only writes "Here's
+    the image." first and then picks another task or none when it sees fewer. None: on for a model that
+    records the tasks it was trained on (``trained_tasks``: the built-in default model, ``modaverse train``)."""
 
     @model_validator(mode="after")
     def _needs_a_model(self) -> ChatModaVerse:
@@ -190,8 +191,14 @@ class ChatModaVerse(BaseChatModel):
         return list(self.bound_tools) if self.bound_tools is not None else self._zoo().task_specs()
 
     # -- messages -> request -----------------------------------------------------------------------
-    def _routes_with_zoo(self) -> bool:
-        return self.route_with_zoo if self.route_with_zoo is not None else self.model == "default"
+    def _whole_list(self) -> list[TaskSpec]:
+        """The list to ask the model with when fewer tasks are offered: the zoo's tasks and any other it was
+        trained on ([] when ``route_with_zoo`` is off)."""
+        trained = trained_specs(self._backend())
+        if not (self.route_with_zoo if self.route_with_zoo is not None else bool(trained)):
+            return []
+        whole = self._zoo().task_specs()
+        return whole + [t for t in trained if t.task not in {s.task for s in whole}]
 
     def _request(self, messages: Sequence[BaseMessage], stop: list[str] | None, **kwargs: Any) -> _Asked:
         system, history, media = [], [], []
@@ -230,10 +237,9 @@ class ChatModaVerse(BaseChatModel):
         if choice == "none":
             specs = []
         offered = None
-        if not answered and not minimum and self._routes_with_zoo():
-            whole = self._zoo().task_specs()
-            if {s.task for s in specs} < {s.task for s in whole}:
-                offered, specs = [s.task for s in specs], whole
+        whole = self._whole_list() if not answered and not minimum else []
+        if {s.task for s in specs} < {s.task for s in whole}:
+            offered, specs = [s.task for s in specs], whole
         schema = build_schema(specs, media_ids=[i for i, _ in named], min_invocations=minimum)
         params = GenerationParams(
             max_new_tokens=kwargs.get("max_tokens", self.max_tokens),
@@ -254,17 +260,13 @@ class ChatModaVerse(BaseChatModel):
     def _message(self, asked: _Asked, completion: Completion, stop: Sequence[str] = ()) -> AIMessage:
         request = asked.request
         meta, errors = parse_output(completion.text, request.schema, output_format(self._backend()))
-        invocations, answer, unoffered = list(meta.invocations), meta.text, []
-        if asked.offered is not None:  # asked with the zoo's whole list: answer in text for what was not offered
-            unoffered = sorted({i.task for i in invocations} - set(asked.offered))
-            answer, kept = narrow(
-                answer, [{"task": i.task, "prompt": i.prompt, "n": n} for n, i in enumerate(invocations)], asked.offered
-            )
-            invocations = [invocations[k["n"]] for k in kept]
-        text, cut = cut_at_stop(answer, stop)
+        unoffered: list[str] = []
+        if asked.offered is not None:  # asked with the whole list: answer in text for what was not offered
+            meta, unoffered = narrow_meta(meta, asked.offered)
+        text, cut = cut_at_stop(meta.text, stop)
         specs = {s.task: s for s in request.tasks}
         calls, seen = [], set()
-        for inv in invocations:
+        for inv in meta.invocations:
             args = _invocation_args(specs.get(inv.task), inv)
             key = json.dumps([inv.task, args], sort_keys=True)
             if key in seen:  # the same call twice does the same work twice: keep one

@@ -9,7 +9,10 @@ for the tasks not offered with :func:`narrow`; the training data engine writes n
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
+
+from .meta_response import EMPTY_ARGS, MetaResponse, TaskSpec
 
 #: What the answer says for each task that is asked for but not offered.
 UNAVAILABLE = {
@@ -43,3 +46,28 @@ def narrow(
     if kept:
         lines.append(THE_REST)
     return " ".join(lines), kept
+
+
+def trained_specs(llm: Any) -> list[TaskSpec]:
+    """The tasks ``llm`` was trained to choose among (its config's ``trained_tasks``; [] when it records none)."""
+    recorded = getattr(getattr(llm, "config", None), "trained_tasks", None) or []
+    return [
+        TaskSpec(
+            d["task"],
+            d["description"],
+            d.get("modality", "text"),
+            d.get("args_schema") or dict(EMPTY_ARGS),
+            tuple(d.get("input_modalities", ())),
+        )
+        for d in recorded
+    ]
+
+
+def narrow_meta(meta: MetaResponse, offered: Sequence[str]) -> tuple[MetaResponse, list[str]]:
+    """``meta`` with the invocations of tasks not ``offered`` answered in text (:func:`narrow`), and those tasks."""
+    unoffered = sorted({i.task for i in meta.invocations} - set(offered))
+    if not unoffered:
+        return meta, []
+    plain = [{"task": i.task, "prompt": i.prompt, "n": n} for n, i in enumerate(meta.invocations)]
+    text, kept = narrow(meta.text, plain, offered)
+    return replace(meta, text=text, invocations=tuple(meta.invocations[k["n"]] for k in kept)), unoffered

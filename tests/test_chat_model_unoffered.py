@@ -4,18 +4,31 @@ a request for a task not offered is answered in text that says so, never "Here's
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from modaverse_agent.chat_model import ChatModaVerse
 from modaverse_agent.llm_io import LLMRequest
+from modaverse_agent.meta_response import TaskSpec
+from modaverse_agent.model.prompting import spec_dict
 from modaverse_agent.testing import ScriptedLLM
 from modaverse_agent.tools import zoo_tools
+from modaverse_agent.training.tasks import STANDARD_TASKS
 from modaverse_agent.unoffered import UNAVAILABLE
-from modaverse_agent.zoo import Zoo
+from modaverse_agent.zoo import Zoo, ZooConfig
 
 DRAW = {"text": "Here's the image.", "invocations": [{"task": "text-to-image", "prompt": "a cat"}]}
+
+
+class _Trained(ScriptedLLM):
+    """A scripted model whose config records the tasks it was trained on (as ``modaverse train`` writes)."""
+
+    def __init__(self, *replies: Any, tasks: tuple[TaskSpec, ...] = STANDARD_TASKS) -> None:
+        super().__init__(*replies)
+        self.config = SimpleNamespace(trained_tasks=[spec_dict(t) for t in tasks])
 
 
 def _chat(zoo: Zoo, llm: Any, **kw: Any) -> ChatModaVerse:
@@ -59,7 +72,9 @@ def test_off_by_default_for_other_models_and_never_when_a_call_is_forced(echo_zo
     llm = ScriptedLLM({"text": "Here's the image.", "invocations": []})
     ChatModaVerse(backend=llm, zoo=echo_zoo).bind_tools([]).invoke("Draw a cat.")
     assert llm.history[-1].tasks == []  # the list the user bound
-    assert ChatModaVerse(backend=llm, zoo=echo_zoo, model="default")._routes_with_zoo()
+    trained = _Trained(DRAW)  # a model that records the tasks it was trained on: on by default
+    msg = ChatModaVerse(backend=trained, zoo=echo_zoo).bind_tools([]).invoke("Draw a cat.")
+    assert msg.content == UNAVAILABLE["text-to-image"] and not msg.tool_calls
     llm.enqueue({"text": "Here.", "invocations": [{"task": "text-to-speech", "prompt": "a cat"}]})
     forced = _chat(echo_zoo, llm).bind_tools(zoo_tools(echo_zoo), tool_choice="text-to-speech").invoke("Draw a cat.")
     assert [t.task for t in llm.history[-1].tasks] == ["text-to-speech"]
@@ -84,3 +99,31 @@ def test_streaming_holds_the_text_until_it_is_known(echo_zoo: Zoo) -> None:
     for c in chunks[1:]:
         total += c
     assert total.content == UNAVAILABLE["text-to-image"] and not total.tool_calls
+
+
+def _zoo_without_video() -> Zoo:
+    import modaverse_echo
+
+    from modaverse_agent import plugins
+
+    plugins.pm.register(modaverse_echo, name="echo")
+    found: list[Any] = []
+    plugins.pm.hook.register_generators(register=found.append)
+    zoo = Zoo([g for g in found if g.task != "text-to-video"], config=ZooConfig())
+    assert "text-to-video" not in zoo.tasks() and "text-to-image" in zoo.tasks()
+    return zoo
+
+
+def test_the_agent_answers_in_text_for_a_trained_task_no_generator_serves(tmp_path: Path) -> None:
+    from modaverse_agent.agent import ModaVerseAgent
+
+    zoo = _zoo_without_video()
+    plan = {"text": "Here's the clip.", "invocations": [{"task": "text-to-video", "prompt": "waves on a beach"}]}
+    llm = _Trained(plan)
+    response = ModaVerseAgent(llm, zoo, output_dir=tmp_path).run("Make a video of waves on a beach.")
+    assert response.text == UNAVAILABLE["text-to-video"] and not response.artifacts and not response.errors
+    assert any("text-to-video" in n and "no installed generator" in n for n in response.notes)
+    assert "text-to-video" in [t.task for t in llm.history[-1].tasks]  # asked with the list it learned
+    events = list(ModaVerseAgent(_Trained(plan), zoo, output_dir=tmp_path).stream("Make a video of waves."))
+    texts = [e.text for e in events if type(e).__name__ == "TextDelta"]
+    assert texts == [UNAVAILABLE["text-to-video"]]  # "Here's the clip." is never streamed
