@@ -45,10 +45,11 @@ from .llm_io import (
     as_text_stream,
     complete,
     output_format,
+    trained_tasks,
 )
 from .media import MediaItem
 from .meta_response import EMPTY_ARGS, MetaResponse, TaskSpec, build_schema
-from .unoffered import narrow_meta, trained_specs
+from .unoffered import narrow_meta
 from .zoo import Zoo
 
 
@@ -194,7 +195,7 @@ class ChatModaVerse(BaseChatModel):
     def _whole_list(self) -> list[TaskSpec]:
         """The list to ask the model with when fewer tasks are offered: the zoo's tasks and any other it was
         trained on ([] when ``route_with_zoo`` is off)."""
-        trained = trained_specs(self._backend())
+        trained = trained_tasks(self._backend())
         if not (self.route_with_zoo if self.route_with_zoo is not None else bool(trained)):
             return []
         whole = self._zoo().task_specs()

@@ -133,6 +133,16 @@ class MediaAware(Protocol):
 
 
 @runtime_checkable
+class TaskTrained(Protocol):
+    """An LLM that says which tasks it was trained to choose among, in the words it was trained with."""
+
+    @property
+    def trained_tasks(self) -> list[TaskSpec]:
+        """The tasks ([] when it records none)."""
+        ...
+
+
+@runtime_checkable
 class FormatAware(Protocol):
     """An LLM that says which output format it writes."""
 
@@ -154,6 +164,11 @@ class TokenCounter(Protocol):
 def sees_media(llm: object) -> bool:
     """Whether media content reaches ``llm`` (True unless it is :class:`MediaAware` and says not)."""
     return llm.sees_media if isinstance(llm, MediaAware) else True
+
+
+def trained_tasks(llm: object) -> list[TaskSpec]:
+    """The tasks ``llm`` was trained to choose among ([] unless it is :class:`TaskTrained`)."""
+    return llm.trained_tasks if isinstance(llm, TaskTrained) else []
 
 
 def output_format(llm: object) -> OutputFormat:

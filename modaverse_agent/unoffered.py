@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from .meta_response import EMPTY_ARGS, MetaResponse, TaskSpec
+from .meta_response import MetaResponse
 
 #: What the answer says for each task that is asked for but not offered.
 UNAVAILABLE = {
@@ -46,21 +46,6 @@ def narrow(
     if kept:
         lines.append(THE_REST)
     return " ".join(lines), kept
-
-
-def trained_specs(llm: Any) -> list[TaskSpec]:
-    """The tasks ``llm`` was trained to choose among (its config's ``trained_tasks``; [] when it records none)."""
-    recorded = getattr(getattr(llm, "config", None), "trained_tasks", None) or []
-    return [
-        TaskSpec(
-            d["task"],
-            d["description"],
-            d.get("modality", "text"),
-            d.get("args_schema") or dict(EMPTY_ARGS),
-            tuple(d.get("input_modalities", ())),
-        )
-        for d in recorded
-    ]
 
 
 def narrow_meta(meta: MetaResponse, offered: Sequence[str]) -> tuple[MetaResponse, list[str]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -13,7 +12,6 @@ import pytest
 from modaverse_agent.chat_model import ChatModaVerse
 from modaverse_agent.llm_io import LLMRequest
 from modaverse_agent.meta_response import TaskSpec
-from modaverse_agent.model.prompting import spec_dict
 from modaverse_agent.testing import ScriptedLLM
 from modaverse_agent.tools import zoo_tools
 from modaverse_agent.training.tasks import STANDARD_TASKS
@@ -24,11 +22,11 @@ DRAW = {"text": "Here's the image.", "invocations": [{"task": "text-to-image", "
 
 
 class _Trained(ScriptedLLM):
-    """A scripted model whose config records the tasks it was trained on (as ``modaverse train`` writes)."""
+    """A scripted model that says which tasks it was trained on (as a ``modaverse train`` output does)."""
 
-    def __init__(self, *replies: Any, tasks: tuple[TaskSpec, ...] = STANDARD_TASKS) -> None:
-        super().__init__(*replies)
-        self.config = SimpleNamespace(trained_tasks=[spec_dict(t) for t in tasks])
+    @property
+    def trained_tasks(self) -> list[TaskSpec]:
+        return list(STANDARD_TASKS)
 
 
 def _chat(zoo: Zoo, llm: Any, **kw: Any) -> ChatModaVerse:

@@ -13,7 +13,7 @@ from modaverse_agent import plugins
 from modaverse_agent.errors import ModelError
 from modaverse_agent.meta_response import TaskSpec
 from modaverse_agent.model.config import ModaVerseConfig
-from modaverse_agent.model.prompting import Prompter, render_system_prompt, spec_dict
+from modaverse_agent.model.prompting import Prompter, render_system_prompt, spec_dict, spec_from_dict
 from modaverse_agent.training.tasks import STANDARD_TASKS
 from modaverse_agent.zoo import Zoo, ZooConfig
 
@@ -46,6 +46,7 @@ def test_trained_tasks_are_checked_and_round_trip(tmp_path: Path) -> None:
     config = ModaVerseConfig(llm="tiny", trained_tasks=[spec_dict(t) for t in STANDARD_TASKS])
     config.save(tmp_path)
     assert ModaVerseConfig.load(tmp_path).trained_tasks == json.loads(json.dumps(config.trained_tasks))
+    assert [spec_from_dict(d) for d in config.trained_tasks] == list(STANDARD_TASKS)
 
 
 def test_the_default_model_sees_its_training_prompt_through_the_installed_zoo() -> None:

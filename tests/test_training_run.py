@@ -102,7 +102,7 @@ def test_train_then_eval_through_the_cli(
     model = ModaVerseModel.from_pretrained(out).eval()
     from modaverse_agent.training.tasks import STANDARD_TASKS
 
-    assert [t["task"] for t in model.config.trained_tasks] == [t.task for t in STANDARD_TASKS]  # saved with it
+    assert model.trained_tasks == list(STANDARD_TASKS)  # saved with it, and the engine says so (llm_io.TaskTrained)
     model.options.max_new_tokens = 120
     report = evaluate_model(model, data[1], limit=24, batch_size=8)
     assert report.validity == 1.0  # constrained decoding

@@ -72,6 +72,12 @@ def spec_dict(spec: TaskSpec) -> dict[str, Any]:
     }
 
 
+def spec_from_dict(d: Mapping[str, Any]) -> TaskSpec:
+    """The TaskSpec of a :func:`spec_dict` dict (a ``ModaVerseConfig.trained_tasks`` item)."""
+    args = d.get("args_schema") or dict(EMPTY_ARGS)
+    return TaskSpec(d["task"], d["description"], d.get("modality", "text"), args, tuple(d.get("input_modalities", ())))
+
+
 def render_system_prompt(tasks: Sequence[TaskSpec], *, output_format: str = "json") -> str:
     """The system prompt listing ``tasks`` (task, description, output, input media, argument schema)."""
     specs = [spec_dict(t) for t in sorted(tasks, key=lambda s: s.task)]
@@ -121,17 +127,8 @@ class Prompter:
     def described(self, tasks: Sequence[TaskSpec]) -> list[TaskSpec]:
         """``tasks`` as the system prompt describes them: a task the model was trained on (``trained_tasks``)
         in the words it was trained with; other tasks and plain function tools as given."""
-        trained = {t["task"]: t for t in self.config.trained_tasks or ()}
-        out = []
-        for t in tasks:
-            d = trained.get(t.task)
-            if d is None or t.kind != "generator":
-                out.append(t)
-                continue
-            args = d.get("args_schema") or dict(EMPTY_ARGS)
-            inputs = tuple(d.get("input_modalities", ()))
-            out.append(TaskSpec(t.task, d["description"], d.get("modality", t.modality), args, inputs))
-        return out
+        trained = {d["task"]: d for d in self.config.trained_tasks or ()}
+        return [spec_from_dict(trained[t.task]) if t.task in trained and t.kind == "generator" else t for t in tasks]
 
     def system_prompt(self, tasks: Sequence[TaskSpec]) -> str:
         """The system prompt for ``tasks`` (described as :meth:`described` says)."""

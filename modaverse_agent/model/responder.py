@@ -26,8 +26,9 @@ import torch
 from ..answer_stream import cut_at_stop
 from ..errors import ModelError
 from ..llm_io import Completion, GenerationParams, LLMRequest, OutputFormat, fold_conversation
+from ..meta_response import TaskSpec
 from .constrained import GrammarCache, MetaResponseLogitsProcessor
-from .prompting import Prompter, special_token_ids
+from .prompting import Prompter, spec_from_dict, special_token_ids
 from .splice import EncodedMedia
 from .streaming import CompletionStream
 
@@ -410,6 +411,11 @@ class MetaResponseEngine:
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text`` in this model's tokenizer (no special tokens added)."""
         return len(self.tokenizer.encode(text, add_special_tokens=False))
+
+    @property
+    def trained_tasks(self) -> list[TaskSpec]:
+        """The tasks this model was trained to choose among (``config.trained_tasks``; [] when not recorded)."""
+        return [spec_from_dict(d) for d in self.config.trained_tasks or ()]
 
     @property
     def output_format(self) -> OutputFormat:
