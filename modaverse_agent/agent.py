@@ -54,7 +54,7 @@ from .response import (
     TextDelta,
     last_response,
 )
-from .unoffered import narrow_meta
+from .unoffered import narrow_meta, unserved
 from .zoo import Zoo
 
 DEFAULT_TIMEOUT_S = 600.0
@@ -199,7 +199,7 @@ class ModaVerseAgent:
         served = self.zoo.task_specs()
         # a task the model was trained on that no installed generator serves: the model is still asked with
         # it (the list it learned) and a call of it is answered in text (unoffered.py)
-        missing = [t for t in trained_tasks(self.llm) if t.task not in {s.task for s in served}]
+        missing = unserved(trained_tasks(self.llm), served)
         specs = served + missing
         schema = build_schema(specs, media_ids=ids) if missing else self.zoo.schema(media_ids=ids)
         request = LLMRequest(instruction, named, schema, specs, list(history), None, params or GenerationParams())

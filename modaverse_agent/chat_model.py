@@ -49,7 +49,7 @@ from .llm_io import (
 )
 from .media import MediaItem
 from .meta_response import EMPTY_ARGS, MetaResponse, TaskSpec, build_schema
-from .unoffered import narrow_meta
+from .unoffered import narrow_meta, unserved
 from .zoo import Zoo
 
 
@@ -199,7 +199,7 @@ class ChatModaVerse(BaseChatModel):
         if not (self.route_with_zoo if self.route_with_zoo is not None else bool(trained)):
             return []
         whole = self._zoo().task_specs()
-        return whole + [t for t in trained if t.task not in {s.task for s in whole}]
+        return whole + unserved(trained, whole)
 
     def _request(self, messages: Sequence[BaseMessage], stop: list[str] | None, **kwargs: Any) -> _Asked:
         system, history, media = [], [], []

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from .meta_response import MetaResponse
+from .meta_response import MetaResponse, TaskSpec
 
 #: What the answer says for each task that is asked for but not offered.
 UNAVAILABLE = {
@@ -56,3 +56,9 @@ def narrow_meta(meta: MetaResponse, offered: Sequence[str]) -> tuple[MetaRespons
     plain = [{"task": i.task, "prompt": i.prompt, "n": n} for n, i in enumerate(meta.invocations)]
     text, kept = narrow(meta.text, plain, offered)
     return replace(meta, text=text, invocations=tuple(meta.invocations[k["n"]] for k in kept)), unoffered
+
+
+def unserved(trained: Sequence[TaskSpec], served: Sequence[TaskSpec]) -> list[TaskSpec]:
+    """The ``trained`` tasks that ``served`` lacks, by name, in ``trained`` order."""
+    names = {s.task for s in served}
+    return [t for t in trained if t.task not in names]

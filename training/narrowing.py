@@ -17,8 +17,7 @@ from typing import Any
 
 from modaverse_agent.unoffered import narrow
 
-from .dataset import DatasetError, Sample
-from .tasks import TASKS_BY_NAME
+from .dataset import DatasetError, Sample, offered_specs
 
 #: The kinds of narrower list and their weights: no task at all, every task but one, a single task.
 LIST_KINDS = {"none": 0.4, "all-but-one": 0.3, "one": 0.3}
@@ -50,12 +49,11 @@ def narrowed_kind(kind: str, invocations: Sequence[dict[str, Any]], has_media: b
 def offer_only(sample: Sample, offered: Sequence[str]) -> Sample:
     """``sample`` as asked when only ``offered`` tasks are offered: other tasks leave its reference answer and
     each of its accepted task sets (what can still be made stays; nothing left means a text answer)."""
-    unknown = sorted(set(offered) - set(TASKS_BY_NAME))
-    if unknown:
-        raise DatasetError(f"cannot offer unknown task(s) {unknown}; known: {sorted(TASKS_BY_NAME)}")
     text, kept = narrow(sample.response.get("text", ""), sample.response.get("invocations", ()), offered)
     source = dict(sample.source)
     if "accept" in source:
         sets = [sorted(t for t in a if t in offered) for a in source["accept"]]
         source["accept"] = [a for i, a in enumerate(sets) if a not in sets[:i]]
-    return replace(sample, response={"text": text, "invocations": kept}, source=source, offered=tuple(offered))
+    asked = replace(sample, response={"text": text, "invocations": kept}, source=source, offered=tuple(offered))
+    offered_specs(asked)  # an unknown task is refused here, before any model loads
+    return asked

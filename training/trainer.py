@@ -241,15 +241,14 @@ class Trainer:
     def _micro_batches(self, start_micro: int) -> Any:
         groups = [getattr(s, "offered", None) for s in self.samples]
         c = self.config
-
-        def order(epoch: int) -> list[list[int]]:
-            return batch_order(len(self.samples), c.batch_size, c.seed, epoch, groups)
-
-        per_epoch = len(order(0))  # the same every epoch: each key's count is
+        epoch, order = 0, batch_order(len(self.samples), c.batch_size, c.seed, 0, groups)
+        per_epoch = len(order)  # the same every epoch: each key's count is
         micro = start_micro
         while True:
-            epoch, index = divmod(micro, per_epoch)
-            yield [self.samples[i] for i in order(epoch)[index]]
+            wanted, index = divmod(micro, per_epoch)
+            if wanted != epoch:  # one order per epoch, not per batch
+                epoch, order = wanted, batch_order(len(self.samples), c.batch_size, c.seed, wanted, groups)
+            yield [self.samples[i] for i in order[index]]
             micro += 1
 
     def shard(self, whole: list[Any]) -> tuple[list[Any], bool]:
