@@ -13,7 +13,7 @@ import json
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
@@ -80,6 +80,8 @@ class _Asked:
 
     request: LLMRequest
     offered: list[str] | None = None
+    forced: bool = False
+    """A call was forced (``tool_choice`` any/required/a name): the answer is the calls alone, no text."""
 
 
 def _assistant_text(message: AIMessage) -> str:
@@ -241,7 +243,7 @@ class ChatModaVerse(BaseChatModel):
         whole = self._whole_list() if not answered and not minimum else []
         if {s.task for s in specs} < {s.task for s in whole}:
             offered, specs = [s.task for s in specs], whole
-        schema = build_schema(specs, media_ids=[i for i, _ in named], min_invocations=minimum)
+        schema = build_schema(specs, media_ids=[i for i, _ in named], min_invocations=minimum, text=not minimum)
         params = GenerationParams(
             max_new_tokens=kwargs.get("max_tokens", self.max_tokens),
             temperature=kwargs.get("temperature", self.temperature),
@@ -249,7 +251,7 @@ class ChatModaVerse(BaseChatModel):
             seed=kwargs.get("seed", self.seed),
         )  # stop strings apply to the answer text, not the raw JSON: see _message
         request = LLMRequest(instruction, named, schema, specs, history, "\n".join(system) or None, params)
-        return _Asked(request, offered)
+        return _Asked(request, offered, forced=bool(minimum))
 
     def _stops(self, stop: list[str] | None) -> list[str]:
         return [s for s in (stop or self.stop or ()) if s]
@@ -260,7 +262,12 @@ class ChatModaVerse(BaseChatModel):
     # -- raw text -> AIMessage -----------------------------------------------------------------------
     def _message(self, asked: _Asked, completion: Completion, stop: Sequence[str] = ()) -> AIMessage:
         request = asked.request
-        meta, errors = parse_output(completion.text, request.schema, output_format(self._backend()))
+        schema = request.schema
+        if asked.forced:  # asked for the calls alone; text a backend wrote anyway is dropped, not an error
+            schema = {**schema, "properties": {**schema["properties"], "text": {"type": "string"}}}
+        meta, errors = parse_output(completion.text, schema, output_format(self._backend()))
+        if asked.forced:
+            meta = replace(meta, text="")
         unoffered: list[str] = []
         if asked.offered is not None:  # asked with the whole list: answer in text for what was not offered
             meta, unoffered = narrow_meta(meta, asked.offered)
@@ -336,7 +343,8 @@ class ChatModaVerse(BaseChatModel):
             for piece in stream:
                 pieces.append(piece)
                 # asked with the zoo's whole list, the text may still be rewritten: it comes in the last chunk
-                delta = "" if asked.offered is not None else shown.feed(reader.feed(piece))
+                held = asked.offered is not None or asked.forced
+                delta = "" if held else shown.feed(reader.feed(piece))
                 chunk = ChatGenerationChunk(
                     message=AIMessageChunk(content=delta, additional_kwargs={"raw_delta": piece})
                 )

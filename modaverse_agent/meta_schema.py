@@ -131,7 +131,11 @@ def _unavailable(spec: TaskSpec, media_ids: Sequence[str] | None) -> str | None:
 
 
 def build_schema(
-    tasks: Iterable[TaskSpec], *, media_ids: Sequence[str] | None = None, min_invocations: int = 0
+    tasks: Iterable[TaskSpec],
+    *,
+    media_ids: Sequence[str] | None = None,
+    min_invocations: int = 0,
+    text: bool = True,
 ) -> dict[str, Any]:
     """The JSON Schema of a meta-response for these tasks.
 
@@ -140,7 +144,9 @@ def build_schema(
     media (``input_modalities``) must reference one of its modality, and a task whose modality is
     absent is left out (named with the reason under ``x-unavailable-tasks``, so the validator can
     say why), so constrained decoding can't choose an edit with nothing to edit.
-    ``min_invocations`` forces tool use (LangChain's ``tool_choice``).
+    ``min_invocations`` forces tool use (LangChain's ``tool_choice``); ``text=False`` asks for the calls
+    alone (an empty ``text``), as a forced call is answered: text written before a call the model was made
+    to make speaks of what it wanted to do instead ("Here's the image." beside a forced speech call).
     """
     specs, unavailable = [], {}
     for spec in sorted(tasks, key=lambda s: s.task):
@@ -163,7 +169,7 @@ def build_schema(
         "title": "ModaVerse meta-response",
         "type": "object",
         "properties": {
-            "text": {"type": "string", "maxLength": TEXT_MAX_CHARS},
+            "text": {"type": "string", "maxLength": TEXT_MAX_CHARS if text else 0},
             "invocations": invocations,
         },
         "required": ["text", "invocations"],

@@ -125,3 +125,53 @@ def test_the_agent_answers_in_text_for_a_trained_task_no_generator_serves(tmp_pa
     events = list(ModaVerseAgent(_Trained(plan), zoo, output_dir=tmp_path).stream("Make a video of waves."))
     texts = [e.text for e in events if type(e).__name__ == "TextDelta"]
     assert texts == [UNAVAILABLE["text-to-video"]]  # "Here's the clip." is never streamed
+
+
+def test_a_forced_call_comes_alone_never_beside_text_about_another_output(echo_zoo: Zoo) -> None:
+    """``tool_choice`` naming speech for "Draw a cat.": the text written before a call the model was made to
+    make spoke of the picture it wanted ("Here's the image."); a forced call is answered by the call alone,
+    as OpenAI's models answer a forced function."""
+    llm = ScriptedLLM({"text": "Here's the image.", "invocations": [{"task": "text-to-speech", "prompt": "A cat."}]})
+    chat = ChatModaVerse(backend=llm, zoo=echo_zoo)
+    for choice in ("text-to-speech", "any", "required", {"type": "function", "function": {"name": "text-to-speech"}}):
+        msg = chat.bind_tools(zoo_tools(echo_zoo), tool_choice=choice).invoke("Draw a cat.")
+        assert msg.content == "" and [c["name"] for c in msg.tool_calls] == ["text-to-speech"], choice
+        assert msg.invalid_tool_calls == []  # the backend wrote text anyway: dropped, not an error
+        assert llm.history[-1].schema["properties"]["text"]["maxLength"] == 0  # the grammar asks for none
+        llm.enqueue({"text": "Here's the image.", "invocations": [{"task": "text-to-speech", "prompt": "A cat."}]})
+    auto = chat.bind_tools(zoo_tools(echo_zoo)).invoke("Draw a cat.")  # not forced: the text is the model's
+    assert auto.content == "Here's the image." and llm.history[-1].schema["properties"]["text"]["maxLength"] > 0
+
+
+def test_structured_output_raw_message_has_no_filler(echo_zoo: Zoo) -> None:
+    from pydantic import BaseModel
+
+    class Person(BaseModel):
+        name: str
+        age: int
+
+    llm = ScriptedLLM(
+        {"text": "Here's the recording.", "invocations": [{"task": "Person", "args": {"name": "Ada", "age": 36}}]}
+    )
+    out = ChatModaVerse(backend=llm, zoo=echo_zoo).with_structured_output(Person, include_raw=True).invoke("Who?")
+    assert out["parsed"] == Person(name="Ada", age=36) and out["parsing_error"] is None
+    assert out["raw"].content == ""
+
+
+def test_a_forced_call_streams_no_text(echo_zoo: Zoo) -> None:
+    plan = {"text": "Here's the image.", "invocations": [{"task": "text-to-speech", "prompt": "A cat."}]}
+
+    class Streamer:
+        def respond(self, request: LLMRequest) -> str:
+            return json.dumps(plan)
+
+        def stream(self, request: LLMRequest) -> Any:
+            text = json.dumps(plan)
+            yield from (text[i : i + 5] for i in range(0, len(text), 5))
+
+    chat = ChatModaVerse(backend=Streamer(), zoo=echo_zoo).bind_tools(zoo_tools(echo_zoo), tool_choice="any")
+    chunks = list(chat.stream("Draw a cat."))
+    total = chunks[0]
+    for c in chunks[1:]:
+        total += c
+    assert all(c.content == "" for c in chunks) and [c["name"] for c in total.tool_calls] == ["text-to-speech"]

@@ -3,6 +3,7 @@ and media content blocks through ChatModaVerse reaching the encoder."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from modaverse_agent.meta_response import build_schema  # noqa: E402
 from modaverse_agent.model.modeling import ModaVerseModel  # noqa: E402
 from modaverse_agent.model.responder import cut_at_stop, fold_conversation  # noqa: E402
 from modaverse_agent.model.tiny import HashEncoder, save_tiny_base, tiny_config  # noqa: E402
+from modaverse_agent.tools import zoo_tools  # noqa: E402
 from modaverse_agent.zoo import Zoo  # noqa: E402
 
 torch.set_num_threads(1)
@@ -162,3 +164,12 @@ def test_image_audio_video_blocks_reach_the_encoder(model: ModaVerseModel, echo_
         [("image", image.read_bytes()), ("audio", audio.read_bytes()), ("video", video.read_bytes())]
     )
     assert [m["id"] for m in msg.response_metadata["media"]] == ["image_1", "audio_1", "video_1"]
+
+
+def test_a_forced_call_on_the_tiny_model_is_decoded_with_no_text(model: ModaVerseModel, echo_zoo: Zoo) -> None:
+    """The grammar itself asks for the calls alone when a call is forced (random weights would write text)."""
+    chat = ChatModaVerse(backend=model, zoo=echo_zoo, max_tokens=60)
+    msg = chat.bind_tools(zoo_tools(echo_zoo), tool_choice="text-to-speech").invoke("a cat")
+    assert msg.response_metadata["meta_response"]["text"] == "" and msg.content == ""
+    assert [c["name"] for c in msg.tool_calls] == ["text-to-speech"] and msg.invalid_tool_calls == []
+    assert json.loads(msg.response_metadata["raw"])["text"] == ""
