@@ -92,3 +92,14 @@ def test_with_only_speech_offered_a_picture_request_is_not_answered_with_a_recor
 
     msg = _default_chat().bind_tools(zoo_tools(_STATE["zoo"], tasks=["text-to-speech"])).invoke("Draw a cat.")
     assert msg.tool_calls == [] and "can't make pictures" in msg.content, (msg.content, msg.tool_calls)
+
+
+def test_a_forced_speech_call_for_a_picture_request_is_not_captioned_as_a_picture() -> None:
+    """Forced to speech, "Draw a cat." was answered "Here is your picture." beside a speech call; a forced
+    call now comes alone (empty content), as OpenAI's models answer one."""
+    from modaverse_agent.tools import zoo_tools
+
+    chat = _default_chat().bind_tools(zoo_tools(_STATE["zoo"]), tool_choice="text-to-speech")
+    msg = chat.invoke("Draw a cat.")
+    assert msg.content == "" and [c["name"] for c in msg.tool_calls] == ["text-to-speech"], msg
+    assert msg.tool_calls[0]["args"]["prompt"].strip(), msg.tool_calls
