@@ -18,7 +18,7 @@ from typing import Any
 
 from .answer_stream import AnswerTextReader
 from .artifacts import Artifact, OutputDir, clean_text, manifest_record
-from .errors import ModaVerseError
+from .errors import ModaVerseError, RequestError
 from .generators import GenerationRequest
 from .invocation import (
     EXIT_ABANDONED,
@@ -217,6 +217,10 @@ class ModaVerseAgent:
                 raw = stream.completion.text if stream.completion is not None else "".join(pieces)
             else:
                 raw = self.llm.respond(request)
+        except RequestError as e:  # the caller must change the request: not the model failing
+            errors.append(ResponseError("request", f"the request can't be answered as sent: {e}", code=e.code))
+            yield ResponseDone(FinalResponse(text="", errors=errors, media=named))
+            return
         except Exception as e:  # the model failing must still give a response with the error
             errors.append(ResponseError("llm", f"the language model failed: {type(e).__name__}: {e}"))
             yield ResponseDone(FinalResponse(text=clean_text(reader.text), errors=errors, media=named))

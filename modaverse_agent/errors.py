@@ -42,3 +42,13 @@ class ArtifactError(ModaVerseError):
 
 class ModelError(ModaVerseError):
     """A model or checkpoint is missing, malformed or incompatible."""
+
+
+class RequestError(ModelError):
+    """The request can't be answered as sent (longer than the model's context, forbidden characters): the
+    caller must change it, and retrying it unchanged fails the same way. ``code`` is OpenAI's error code
+    ("context_length_exceeded" or "invalid_value"), which the server answers with status 400."""
+
+    def __init__(self, message: str, *, code: str = "invalid_value") -> None:
+        super().__init__(message)
+        self.code = code

@@ -23,10 +23,12 @@ from .meta_response import MetaResponse
 class ResponseError:
     """One thing that went wrong, where, and what to do about it."""
 
-    stage: str  # "media" | "llm" | "meta-response" | "output" | "invocation" | "stopped"
+    stage: str  # "media" | "request" | "llm" | "meta-response" | "output" | "invocation" | "stopped"
     message: str
     task: str | None = None
     index: int | None = None
+    code: str | None = None
+    """A "request" error's OpenAI error code ("context_length_exceeded", "invalid_value")."""
 
     def __post_init__(self) -> None:
         self.message = clean_text(str(self.message))

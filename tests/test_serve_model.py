@@ -100,3 +100,29 @@ def test_a_batch_of_concurrent_answers_equals_the_answers_alone(served: tuple[st
         t.join(120)
     assert [together[p] for p in prompts] == alone
     assert max(app.state.service.served.batcher.sizes) > 1  # they were decoded together
+
+
+def test_a_request_the_model_cannot_take_is_a_400_the_client_does_not_retry(served: tuple[str, Any]) -> None:
+    """Too long for the model's context, or a NUL in the text: OpenAI's 400 with its error code (a 500 made the
+    openai client retry the same request twice more), for the agent and the tools path, streaming or not."""
+    import openai
+
+    url = served[0]
+    calls: list[int] = []
+    client = OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=2, timeout=120)
+    client._client.event_hooks["request"].append(lambda r: calls.append(1))
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    long = [{"role": "user", "content": "summarize " + "blah " * 6000}]
+    for extra in ({}, {"tools": tools}, {"stream": True}, {"tools": tools, "stream": True}):
+        calls.clear()
+        # a stream has sent its 200 before the prompt is built: the error comes as its event (APIError)
+        with pytest.raises(openai.APIError if extra.get("stream") else openai.BadRequestError) as e:
+            out = client.chat.completions.create(model="modaverse", messages=long, **extra)  # type: ignore[call-overload]
+            list(out) if extra.get("stream") else out
+        assert e.value.code == "context_length_exceeded" and "shorten the instruction" in str(e.value), extra
+        assert e.value.type == "invalid_request_error" and calls == [1], extra  # not retried
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="modaverse", messages=[{"role": "user", "content": "a\x00b"}])
+    assert e.value.code == "invalid_value" and "NUL" in str(e.value)
+    ok = client.chat.completions.create(model="modaverse", messages=[{"role": "user", "content": "a cat"}])
+    assert ok.choices[0].message is not None  # the server goes on serving

@@ -31,7 +31,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from ..errors import ModelError
+from ..errors import ModelError, RequestError
 from ..meta_response import EMPTY_ARGS, TaskSpec
 from .config import ModaVerseConfig
 from .splice import IGNORE_INDEX
@@ -116,13 +116,13 @@ class Prompter:
     def check_instruction(self, instruction: str, media_ids: Sequence[str]) -> None:
         """Refuse empty requests and instructions that smuggle media tokens in."""
         if not instruction.strip() and not media_ids:
-            raise ModelError("the instruction is empty and no media were given: nothing to respond to")
+            raise RequestError("the instruction is empty and no media were given: nothing to respond to")
         c = self.config
         for token in (c.media_start_token, c.media_end_token, c.media_placeholder_token):
             if token in instruction:
-                raise ModelError(f"the instruction contains the reserved media token {token!r}; remove it")
+                raise RequestError(f"the instruction contains the reserved media token {token!r}; remove it")
         if "\x00" in instruction:
-            raise ModelError("the instruction contains NUL characters; remove them")
+            raise RequestError("the instruction contains NUL characters; remove them")
 
     def described(self, tasks: Sequence[TaskSpec]) -> list[TaskSpec]:
         """``tasks`` as the system prompt describes them: a task the model was trained on (``trained_tasks``)
@@ -203,7 +203,9 @@ class Prompter:
                     f"{head} even without the instruction: the system prompt listing the zoo's tasks is too long "
                     "for this model; serve fewer tasks, lower max_new_tokens or use a longer-context LLM"
                 )
-            raise ModelError(f"{head}; shorten the instruction by at least {excess} tokens")
+            raise RequestError(
+                f"{head}; shorten the instruction by at least {excess} tokens", code="context_length_exceeded"
+            )
         placeholder = self.tokenizer.convert_tokens_to_ids(self.config.media_placeholder_token)
         found = sum(1 for i in ids if i == placeholder)
         if found != n_media * self.config.num_media_tokens:

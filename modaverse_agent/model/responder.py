@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..answer_stream import cut_at_stop
-from ..errors import ModelError
+from ..errors import ModelError, RequestError
 from ..llm_io import Completion, GenerationParams, LLMRequest, OutputFormat, fold_conversation
 from ..meta_response import TaskSpec
 from .constrained import GrammarCache, MetaResponseLogitsProcessor
@@ -125,8 +125,9 @@ class MetaResponseEngine:
         """A Prompter whose prompt limit leaves room for ``max_new_tokens`` (None: the options' budget)."""
         budget = max_new_tokens or self.options.max_new_tokens or self.config.max_new_tokens
         limit = min(self.config.max_prompt_tokens or self.context_length, self.context_length - budget)
-        if limit < 1:
-            raise ModelError(
+        if limit < 1:  # a request's own budget is the caller's to lower; the options' is the server's
+            error = ModelError if max_new_tokens is None else RequestError
+            raise error(
                 f"`max_new_tokens` ({budget}) leaves no room for a prompt in the LLM's "
                 f"context of {self.context_length} tokens"
             )

@@ -19,6 +19,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from ..errors import RequestError
 from ..response import FinalResponse, InvocationDone, PlanReady, ResponseError, TextDelta
 from .chunks import Answer, error_body, error_dict, sse, tool_call_entries, usage
 from .openai_wire import ChatRequest
@@ -53,16 +54,23 @@ def _finish(completion_reason: str | None) -> str:
     return "length" if completion_reason == "length" else "stop"
 
 
-def _llm_failure(response: FinalResponse) -> ResponseError | None:
-    return next((e for e in response.errors if e.stage == "llm"), None)
+def _answer_failure(response: FinalResponse) -> tuple[int, dict[str, Any]] | None:
+    """(status, error body) of an answer the model could not give: 400 for a request the caller must change
+    (too long for the model's context, ...), 500 for the model failing; None when it answered."""
+    failed = next((e for e in response.errors if e.stage in ("request", "llm")), None)
+    if failed is None:
+        return None
+    if failed.stage == "request":
+        return 400, error_body(failed.message, "invalid_request_error", code=failed.code)
+    return 500, error_body(failed.message, "server_error", code="model_failed")
 
 
 def agent_reply(result: AgentResult, served: Served, request_id: str, base_url: str) -> tuple[int, dict[str, Any]]:
     """(status, body) of an agent answer: the text, then a link per file, and the ``modaverse`` field."""
     response = result.response
-    failed = _llm_failure(response)
+    failed = _answer_failure(response)
     if failed is not None:
-        return 500, error_body(failed.message, "server_error", code="model_failed")
+        return failed
     answer = Answer(request_id, served.model_name, served.store, base_url)
     answer.said = bool(response.text)
     content = response.text
@@ -128,6 +136,8 @@ def _failure(job: Job) -> dict[str, Any] | None:
     if job.future.cancelled() or not job.future.done():
         return error_body("the request was stopped before it finished; retry", "server_error")
     e = job.future.exception()
+    if isinstance(e, RequestError):
+        return error_body(str(e), "invalid_request_error", code=e.code)
     if e is not None:
         return error_body(f"the server failed: {type(e).__name__}: {e}"[:500], "server_error")
     return None
@@ -166,8 +176,8 @@ async def sse_agent(
                 yield sse(answer.chunk({"content": links, "modaverse": {"invocation": done}}))
         failure = _failure(job)
         result: AgentResult | None = job.future.result() if failure is None else None
-        if result is not None and (failed := _llm_failure(result.response)) is not None:
-            failure = error_body(failed.message, "server_error", code="model_failed")
+        if result is not None and (failed := _answer_failure(result.response)) is not None:
+            failure = failed[1]
         if failure is not None or result is None:
             yield sse(failure or error_body("no answer", "server_error"))
         else:

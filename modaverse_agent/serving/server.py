@@ -35,6 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..agent import ModaVerseAgent
+from ..errors import RequestError
 from ..llm_io import BatchResponder
 from .batching import MicroBatcher
 from .chunks import error_body
@@ -226,6 +227,10 @@ def create_app(agent: AgentSource, options: ServeOptions | None = None, **overri
     @app.exception_handler(WireError)
     async def wire_error(request: Request, e: WireError) -> JSONResponse:
         return JSONResponse(error_body(e.message, e.kind, e.param, e.code), e.status, headers=e.headers)
+
+    @app.exception_handler(RequestError)
+    async def request_error(request: Request, e: RequestError) -> JSONResponse:
+        return JSONResponse(error_body(str(e), "invalid_request_error", code=e.code), 400)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
