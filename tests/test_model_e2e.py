@@ -78,12 +78,17 @@ def test_model_is_a_meta_responder_without_media(model: ModaVerseModel, echo_zoo
     assert response.meta_response is not None and not [e for e in response.errors if e.stage != "invocation"]
 
 
-def test_bad_requests_become_llm_errors_in_the_response(model: ModaVerseModel, echo_zoo: Zoo, tmp_path: Path) -> None:
+def test_bad_requests_become_request_errors_in_the_response(
+    model: ModaVerseModel, echo_zoo: Zoo, tmp_path: Path
+) -> None:
+    """What the caller must change is a "request" error with OpenAI's code, not the model failing ("llm")."""
     agent = ModaVerseAgent(model, echo_zoo, output_dir=tmp_path)
     empty = agent.run("   ")
-    assert [e.stage for e in empty.errors] == ["llm"] and "instruction is empty" in empty.errors[0].message
+    assert [(e.stage, e.code) for e in empty.errors] == [("request", "invalid_value")]
+    assert "instruction is empty" in empty.errors[0].message
     huge = agent.run("cat " * 50_000)  # ~50k tokens: refused with the numbers, never silently cut
-    assert [e.stage for e in huge.errors] == ["llm"] and "shorten the instruction by at least" in huge.errors[0].message
+    assert [(e.stage, e.code) for e in huge.errors] == [("request", "context_length_exceeded")]
+    assert "shorten the instruction by at least" in huge.errors[0].message
 
 
 @pytest.fixture
