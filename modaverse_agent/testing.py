@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import signal
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .llm_io import LLMRequest, OutputFormat
@@ -38,6 +38,19 @@ class ScriptedLLM:
         if not self._queue:
             raise RuntimeError("ScriptedLLM has no reply queued; call enqueue() first")
         return self._queue.popleft()
+
+
+class StreamingScriptedLLM(ScriptedLLM):
+    """A :class:`ScriptedLLM` that also streams: each reply comes in pieces of ``piece`` characters."""
+
+    def __init__(self, *replies: str | Mapping[str, Any] | MetaResponse, piece: int = 5) -> None:
+        super().__init__(*replies)
+        self.piece = piece
+
+    def stream(self, request: LLMRequest) -> Iterator[str]:
+        """Record the request and yield the next queued reply piece by piece."""
+        text = self.respond(request)
+        yield from (text[i : i + self.piece] for i in range(0, len(text), self.piece))
 
 
 class FixedPlanLLM:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
@@ -13,7 +12,7 @@ from pydantic import BaseModel
 
 from modaverse_agent.agent import Completion, LLMRequest
 from modaverse_agent.chat_model import ChatModaVerse
-from modaverse_agent.testing import ScriptedLLM
+from modaverse_agent.testing import ScriptedLLM, StreamingScriptedLLM
 from modaverse_agent.zoo import Zoo
 
 IMAGE_PLAN = {"text": "Here it is.", "invocations": [{"task": "text-to-image", "prompt": "a green apple"}]}
@@ -153,15 +152,7 @@ def test_with_structured_output(chat: ChatModaVerse, llm: ScriptedLLM) -> None:
 
 
 def test_stream_aggregates_to_the_invoke_message(chat: ChatModaVerse, echo_zoo: Zoo) -> None:
-    class Streamer:
-        def respond(self, request: LLMRequest) -> str:
-            return json.dumps(IMAGE_PLAN)
-
-        def stream(self, request: LLMRequest) -> Any:
-            text = json.dumps(IMAGE_PLAN)
-            yield from (text[i : i + 7] for i in range(0, len(text), 7))
-
-    streaming = ChatModaVerse(backend=Streamer(), zoo=echo_zoo)
+    streaming = ChatModaVerse(backend=StreamingScriptedLLM(IMAGE_PLAN, piece=7), zoo=echo_zoo)
     chunks = list(streaming.stream("draw"))
     assert len(chunks) > 3 and "".join(c.additional_kwargs.get("raw_delta", "") for c in chunks) == json.dumps(
         IMAGE_PLAN

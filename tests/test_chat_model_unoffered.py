@@ -3,16 +3,14 @@ a request for a task not offered is answered in text that says so, never "Here's
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from modaverse_agent.chat_model import ChatModaVerse
-from modaverse_agent.llm_io import LLMRequest
 from modaverse_agent.meta_response import TaskSpec
-from modaverse_agent.testing import ScriptedLLM
+from modaverse_agent.testing import ScriptedLLM, StreamingScriptedLLM
 from modaverse_agent.tools import zoo_tools
 from modaverse_agent.training.tasks import STANDARD_TASKS
 from modaverse_agent.unoffered import UNAVAILABLE
@@ -83,15 +81,7 @@ def test_off_by_default_for_other_models_and_never_when_a_call_is_forced(echo_zo
 
 
 def test_streaming_holds_the_text_until_it_is_known(echo_zoo: Zoo) -> None:
-    class Streamer:
-        def respond(self, request: LLMRequest) -> str:
-            return json.dumps(DRAW)
-
-        def stream(self, request: LLMRequest) -> Any:
-            text = json.dumps(DRAW)
-            yield from (text[i : i + 5] for i in range(0, len(text), 5))
-
-    chunks = list(_chat(echo_zoo, Streamer()).bind_tools([]).stream("Draw a cat."))
+    chunks = list(_chat(echo_zoo, StreamingScriptedLLM(DRAW)).bind_tools([]).stream("Draw a cat."))
     assert all(c.content == "" for c in chunks[:-1])  # "Here's the image." is never shown
     total = chunks[0]
     for c in chunks[1:]:
@@ -160,17 +150,8 @@ def test_structured_output_raw_message_has_no_filler(echo_zoo: Zoo) -> None:
 
 def test_a_forced_call_streams_no_text(echo_zoo: Zoo) -> None:
     plan = {"text": "Here's the image.", "invocations": [{"task": "text-to-speech", "prompt": "A cat."}]}
-
-    class Streamer:
-        def respond(self, request: LLMRequest) -> str:
-            return json.dumps(plan)
-
-        def stream(self, request: LLMRequest) -> Any:
-            text = json.dumps(plan)
-            yield from (text[i : i + 5] for i in range(0, len(text), 5))
-
-    chat = ChatModaVerse(backend=Streamer(), zoo=echo_zoo).bind_tools(zoo_tools(echo_zoo), tool_choice="any")
-    chunks = list(chat.stream("Draw a cat."))
+    chat = ChatModaVerse(backend=StreamingScriptedLLM(plan), zoo=echo_zoo)
+    chunks = list(chat.bind_tools(zoo_tools(echo_zoo), tool_choice="any").stream("Draw a cat."))
     total = chunks[0]
     for c in chunks[1:]:
         total += c
