@@ -37,6 +37,7 @@ from .llm_io import (
     OutputFormat,
     StreamingResponder,
     as_text_stream,
+    fit_history,
     output_format,
     sees_media,
     trained_tasks,
@@ -203,6 +204,7 @@ class ModaVerseAgent:
         specs = served + missing
         schema = build_schema(specs, media_ids=ids) if missing else self.zoo.schema(media_ids=ids)
         request = LLMRequest(instruction, named, schema, specs, list(history), None, params or GenerationParams())
+        request, left_out = fit_history(self.llm, request)
         reader = AnswerTextReader()
         live = stream_text and not missing  # with missing tasks the text may be rewritten: sent once known
         try:
@@ -237,6 +239,11 @@ class ModaVerseAgent:
             meta, parse_errors = MetaResponse(text=""), [ResponseError("meta-response", reason)]
         errors += parse_errors
         notes = []
+        if left_out:
+            notes.append(
+                f"the conversation is longer than the model's context: its {left_out} oldest of {len(history)} earlier "
+                "turns were left out of this answer (they are still in the conversation)"
+            )
         if missing:
             meta, unoffered = narrow_meta(meta, [s.task for s in served])
             notes += [f"the model asked for {t}, which no installed generator serves" for t in unoffered]

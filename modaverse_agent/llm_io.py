@@ -12,14 +12,18 @@ types and neither imports the other. An LLM is anything with ``respond(LLMReques
 * :class:`MediaAware` - ``sees_media``: False when media are only marked present (no encoder);
 * :class:`FormatAware` - ``output_format``: "json" (a meta-response), "legacy" (the official release's
   ``Modality:`` lines) or "auto" (test doubles that replay either);
-* :class:`TokenCounter` - ``count_tokens(text)`` in the model's own tokenizer.
+* :class:`TokenCounter` - ``count_tokens(text)`` in the model's own tokenizer;
+* :class:`PromptChecker` - ``check_prompt(request)``: builds the prompt without answering (what
+  :func:`fit_history` needs to leave the oldest turns of a long conversation out).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+from .errors import RequestError
 
 if TYPE_CHECKING:
     from .media import MediaItem
@@ -159,6 +163,47 @@ class TokenCounter(Protocol):
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text``."""
         ...
+
+
+@runtime_checkable
+class PromptChecker(Protocol):
+    """An LLM that builds a request's prompt without answering it."""
+
+    def check_prompt(self, request: LLMRequest) -> None:
+        """Raise :class:`~.errors.RequestError` when ``request`` can't be answered as sent."""
+        ...
+
+
+def _fits(llm: PromptChecker, request: LLMRequest) -> bool:
+    """Whether ``request``'s prompt fits the context (other refusals are not about length: the engine raises
+    them when it answers)."""
+    try:
+        llm.check_prompt(request)
+    except RequestError as e:
+        return e.code != "context_length_exceeded"
+    return True
+
+
+def fit_history(llm: object, request: LLMRequest) -> tuple[LLMRequest, int]:
+    """``request`` with the fewest of its oldest history turns left out that makes its prompt fit the model's
+    context (cut so the kept history starts at a user turn), and how many were left out. 0 and ``request``
+    unchanged when it fits, when ``llm`` is no :class:`PromptChecker`, or when it would not fit even without
+    history (the engine then refuses it, saying by how much)."""
+    history = request.history
+    if not history or not isinstance(llm, PromptChecker) or _fits(llm, request):
+        return request, 0
+    if not _fits(llm, replace(request, history=[])):
+        return request, 0
+    lo, hi = 1, len(history)  # leaving out hi turns fits, lo - 1 does not
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _fits(llm, replace(request, history=history[mid:])):
+            hi = mid
+        else:
+            lo = mid + 1
+    while lo < len(history) and history[lo].role != "user":
+        lo += 1
+    return replace(request, history=history[lo:]), lo
 
 
 def sees_media(llm: object) -> bool:

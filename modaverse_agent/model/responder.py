@@ -340,6 +340,11 @@ class MetaResponseEngine:
         media = self.encode_media([item for _, item in request.media])
         return prompt, None if media is None else media.features, [] if media is None else list(media.modalities)
 
+    def check_prompt(self, request: LLMRequest) -> None:
+        """Build ``request``'s prompt without answering it (RequestError when it can't be answered as sent)."""
+        budget = self.decoding(request)["max_new_tokens"]
+        self.prompter_for(budget).ids(fold_conversation(request), [mid for mid, _ in request.media], request.tasks)
+
     def decoding(self, request: LLMRequest) -> dict[str, Any]:
         """``generate`` keyword arguments for ``request``: its ``params`` over :attr:`options`, field by field
         (a temperature above 0 samples; None or 0 decodes greedily)."""
