@@ -174,6 +174,12 @@ class PromptChecker(Protocol):
         ...
 
 
+def check_prompt(llm: object, request: LLMRequest) -> None:
+    """``llm.check_prompt(request)`` when ``llm`` is a :class:`PromptChecker` (what wrappers forward); else nothing."""
+    if isinstance(llm, PromptChecker):
+        llm.check_prompt(request)
+
+
 def _fits(llm: PromptChecker, request: LLMRequest) -> bool:
     """Whether ``request``'s prompt fits the context (other refusals are not about length: the engine raises
     them when it answers)."""

@@ -126,3 +126,17 @@ def test_a_request_the_model_cannot_take_is_a_400_the_client_does_not_retry(serv
     assert e.value.code == "invalid_value" and "NUL" in str(e.value)
     ok = client.chat.completions.create(model="modaverse", messages=[{"role": "user", "content": "a cat"}])
     assert ok.choices[0].message is not None  # the server goes on serving
+
+
+def test_a_long_history_on_the_agent_path_is_fitted_with_a_note(served: tuple[str, Any]) -> None:
+    """The server's per-request view of the model forwards ``check_prompt``, so the agent fits the history."""
+    client = OpenAI(base_url=f"{served[0]}/v1", api_key="none", max_retries=0, timeout=120)
+    turns: list[Any] = []
+    for _ in range(30):
+        turns += [
+            {"role": "user", "content": "tell me about cats " * 60},
+            {"role": "assistant", "content": "Cats are small."},
+        ]
+    done = client.chat.completions.create(model="modaverse", messages=[*turns, {"role": "user", "content": "a cat"}])
+    notes = done.choices[0].message.model_extra["modaverse"]["notes"]
+    assert any("oldest of 60 earlier turns were left out" in n for n in notes), notes

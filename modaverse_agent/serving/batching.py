@@ -26,6 +26,7 @@ from ..llm_io import (
     StreamingResponder,
     TextStream,
     as_text_stream,
+    check_prompt,
     complete,
     output_format,
     sees_media,
@@ -134,6 +135,10 @@ class RequestLLM:
     def respond(self, request: LLMRequest) -> str:
         """The raw output of ``request``."""
         return self.complete(request).text
+
+    def check_prompt(self, request: LLMRequest) -> None:
+        """As the served LLM (so the agent can fit a long conversation's history)."""
+        check_prompt(self.llm, request)
 
     @property
     def sees_media(self) -> bool:

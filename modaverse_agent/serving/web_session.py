@@ -26,7 +26,7 @@ from typing import Any, Protocol, runtime_checkable
 from ..agent import ModaVerseAgent
 from ..conversation import Conversation
 from ..errors import ModaVerseError
-from ..llm_io import Completion, LLMRequest, OutputFormat, TextStream, output_format, sees_media
+from ..llm_io import Completion, LLMRequest, OutputFormat, TextStream, check_prompt, output_format, sees_media
 from ..media import MediaItem, load_media
 from ..zoo import Zoo, ZooConfig
 from .web_render import Message, TurnSettings, TurnView
@@ -115,6 +115,10 @@ class SchemaFreeEngine:
     def stream(self, request: LLMRequest) -> TextStream:
         """The answer as pieces, decoded without the mask."""
         return self.engine.stream(self._free(request))
+
+    def check_prompt(self, request: LLMRequest) -> None:
+        """As the engine (the prompt does not depend on the mask)."""
+        check_prompt(self.engine, request)
 
     @property
     def sees_media(self) -> bool:
