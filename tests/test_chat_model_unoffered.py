@@ -156,3 +156,24 @@ def test_a_forced_call_streams_no_text(echo_zoo: Zoo) -> None:
     for c in chunks[1:]:
         total += c
     assert all(c.content == "" for c in chunks) and [c["name"] for c in total.tool_calls] == ["text-to-speech"]
+
+
+@pytest.mark.allow_hosts(["127.0.0.1"])
+def test_the_server_agent_path_also_answers_in_text_for_a_trained_task_no_generator_serves(tmp_path: Path) -> None:
+    """The server's per-request view of the model says which tasks it was trained on, as the model does."""
+    from openai import OpenAI
+
+    from modaverse_agent.agent import ModaVerseAgent
+    from modaverse_agent.serving.live import serve_in_thread
+    from modaverse_agent.serving.server import create_app
+
+    plan = {"text": "Here's the clip.", "invocations": [{"task": "text-to-video", "prompt": "waves on a beach"}]}
+    llm = _Trained(plan)
+    agent = ModaVerseAgent(llm, _zoo_without_video(), output_dir=tmp_path, timeout=30)
+    with serve_in_thread(create_app(agent)) as url:
+        client = OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0, timeout=60)
+        done = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Make a video."}])
+    message = done.choices[0].message
+    assert message.content == UNAVAILABLE["text-to-video"]
+    assert any("no installed generator" in n for n in message.model_extra["modaverse"]["notes"])
+    assert "text-to-video" in [t.task for t in llm.history[-1].tasks]

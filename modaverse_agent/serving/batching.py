@@ -30,7 +30,9 @@ from ..llm_io import (
     complete,
     output_format,
     sees_media,
+    trained_tasks,
 )
+from ..meta_response import TaskSpec
 
 
 @dataclass
@@ -149,6 +151,11 @@ class RequestLLM:
     def output_format(self) -> OutputFormat:
         """What the served LLM writes."""
         return output_format(self.llm)
+
+    @property
+    def trained_tasks(self) -> list[TaskSpec]:
+        """The tasks the served LLM was trained on (so the agent still offers one no generator serves)."""
+        return trained_tasks(self.llm)
 
 
 class StreamingRequestLLM(RequestLLM):

@@ -26,8 +26,18 @@ from typing import Any, Protocol, runtime_checkable
 from ..agent import ModaVerseAgent
 from ..conversation import Conversation
 from ..errors import ModaVerseError
-from ..llm_io import Completion, LLMRequest, OutputFormat, TextStream, check_prompt, output_format, sees_media
+from ..llm_io import (
+    Completion,
+    LLMRequest,
+    OutputFormat,
+    TextStream,
+    check_prompt,
+    output_format,
+    sees_media,
+    trained_tasks,
+)
 from ..media import MediaItem, load_media
+from ..meta_response import TaskSpec
 from ..zoo import Zoo, ZooConfig
 from .web_render import Message, TurnSettings, TurnView
 
@@ -129,6 +139,11 @@ class SchemaFreeEngine:
     def output_format(self) -> OutputFormat:
         """As the engine."""
         return output_format(self.engine)
+
+    @property
+    def trained_tasks(self) -> list[TaskSpec]:
+        """As the engine."""
+        return trained_tasks(self.engine)
 
 
 def fork_zoo(zoo: Zoo) -> Zoo:
