@@ -15,6 +15,8 @@ types and neither imports the other. An LLM is anything with ``respond(LLMReques
 * :class:`TokenCounter` - ``count_tokens(text)`` in the model's own tokenizer;
 * :class:`PromptChecker` - ``check_prompt(request)``: builds the prompt without answering (what
   :func:`fit_history` needs to leave the oldest turns of a long conversation out).
+
+A wrapper between the agent and an LLM subclasses :class:`WrappedLLM`, which forwards these.
 """
 
 from __future__ import annotations
@@ -225,6 +227,34 @@ def trained_tasks(llm: object) -> list[TaskSpec]:
 def output_format(llm: object) -> OutputFormat:
     """The output format ``llm`` writes ("json" unless it is :class:`FormatAware`)."""
     return llm.output_format if isinstance(llm, FormatAware) else "json"
+
+
+class WrappedLLM:
+    """Base of a wrapper between the agent and an LLM (``inner``): it forwards each optional capability the
+    agent reads (media, output format, trained tasks, prompt check), so no wrapper can make the model look
+    as if it lacked one. Subclasses add ``respond``/``complete``/``stream``."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+
+    def check_prompt(self, request: LLMRequest) -> None:
+        """As the wrapped LLM (nothing when it can't check)."""
+        check_prompt(self.inner, request)
+
+    @property
+    def sees_media(self) -> bool:
+        """As the wrapped LLM."""
+        return sees_media(self.inner)
+
+    @property
+    def output_format(self) -> OutputFormat:
+        """As the wrapped LLM."""
+        return output_format(self.inner)
+
+    @property
+    def trained_tasks(self) -> list[TaskSpec]:
+        """As the wrapped LLM."""
+        return trained_tasks(self.inner)
 
 
 def complete(llm: MetaResponder, request: LLMRequest, model_name: str = "") -> Completion:

@@ -335,15 +335,18 @@ class MetaResponseEngine:
 
         ``system`` and ``history`` are folded into the instruction (:func:`fold_conversation`).
         """
-        ids = [mid for mid, _ in request.media]
-        prompt = self.prompter_for(max_new_tokens).ids(fold_conversation(request), ids, request.tasks)
+        prompt = self._prompt_ids(request, max_new_tokens)
         media = self.encode_media([item for _, item in request.media])
         return prompt, None if media is None else media.features, [] if media is None else list(media.modalities)
 
+    def _prompt_ids(self, request: LLMRequest, max_new_tokens: int | None) -> list[int]:
+        """``request``'s prompt ids, its system text and history folded in (RequestError when it can't be answered)."""
+        ids = [mid for mid, _ in request.media]
+        return self.prompter_for(max_new_tokens).ids(fold_conversation(request), ids, request.tasks)
+
     def check_prompt(self, request: LLMRequest) -> None:
         """Build ``request``'s prompt without answering it (RequestError when it can't be answered as sent)."""
-        budget = self.decoding(request)["max_new_tokens"]
-        self.prompter_for(budget).ids(fold_conversation(request), [mid for mid, _ in request.media], request.tasks)
+        self._prompt_ids(request, self.decoding(request)["max_new_tokens"])
 
     def decoding(self, request: LLMRequest) -> dict[str, Any]:
         """``generate`` keyword arguments for ``request``: its ``params`` over :attr:`options`, field by field

@@ -22,17 +22,12 @@ from ..llm_io import (
     Completion,
     LLMRequest,
     MetaResponder,
-    OutputFormat,
     StreamingResponder,
     TextStream,
+    WrappedLLM,
     as_text_stream,
-    check_prompt,
     complete,
-    output_format,
-    sees_media,
-    trained_tasks,
 )
-from ..meta_response import TaskSpec
 
 
 @dataclass
@@ -120,42 +115,24 @@ class MicroBatcher:
             p.done.set()
 
 
-class RequestLLM:
-    """One request's view of the served LLM: completions recorded, through the batcher when there is one."""
+class RequestLLM(WrappedLLM):
+    """One request's view of the served LLM (``inner``): completions recorded, through the batcher when there
+    is one; the LLM's capabilities forwarded (:class:`~..llm_io.WrappedLLM`)."""
 
     def __init__(self, llm: MetaResponder, batcher: MicroBatcher | None) -> None:
-        self.llm = llm
+        super().__init__(llm)
         self.batcher = batcher
         #: The completion of the last call (token counts for ``usage``); None until one ended.
         self.completion: Completion | None = None
 
     def complete(self, request: LLMRequest) -> Completion:
         """The completion of ``request`` (recorded)."""
-        self.completion = self.batcher.complete(request) if self.batcher else complete(self.llm, request)
+        self.completion = self.batcher.complete(request) if self.batcher else complete(self.inner, request)
         return self.completion
 
     def respond(self, request: LLMRequest) -> str:
         """The raw output of ``request``."""
         return self.complete(request).text
-
-    def check_prompt(self, request: LLMRequest) -> None:
-        """As the served LLM (so the agent can fit a long conversation's history)."""
-        check_prompt(self.llm, request)
-
-    @property
-    def sees_media(self) -> bool:
-        """Whether media reach the served LLM."""
-        return sees_media(self.llm)
-
-    @property
-    def output_format(self) -> OutputFormat:
-        """What the served LLM writes."""
-        return output_format(self.llm)
-
-    @property
-    def trained_tasks(self) -> list[TaskSpec]:
-        """The tasks the served LLM was trained on (so the agent still offers one no generator serves)."""
-        return trained_tasks(self.llm)
 
 
 class StreamingRequestLLM(RequestLLM):
@@ -163,8 +140,8 @@ class StreamingRequestLLM(RequestLLM):
 
     def stream(self, request: LLMRequest) -> TextStream:
         """The served LLM's stream of ``request``; its completion is recorded when it ends."""
-        assert isinstance(self.llm, StreamingResponder)
-        return _Recorded(as_text_stream(self.llm.stream(request)), self)
+        assert isinstance(self.inner, StreamingResponder)
+        return _Recorded(as_text_stream(self.inner.stream(request)), self)
 
 
 class _Recorded:

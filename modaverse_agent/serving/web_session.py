@@ -26,18 +26,8 @@ from typing import Any, Protocol, runtime_checkable
 from ..agent import ModaVerseAgent
 from ..conversation import Conversation
 from ..errors import ModaVerseError
-from ..llm_io import (
-    Completion,
-    LLMRequest,
-    OutputFormat,
-    TextStream,
-    check_prompt,
-    output_format,
-    sees_media,
-    trained_tasks,
-)
+from ..llm_io import Completion, LLMRequest, TextStream, WrappedLLM, output_format
 from ..media import MediaItem, load_media
-from ..meta_response import TaskSpec
 from ..zoo import Zoo, ZooConfig
 from .web_render import Message, TurnSettings, TurnView
 
@@ -98,16 +88,18 @@ def constrained_applies(llm: object) -> bool:
     )
 
 
-class SchemaFreeEngine:
+class SchemaFreeEngine(WrappedLLM):
     """``engine`` answering one request without the schema mask: requests go on with ``schema=None``.
 
     The engines constrain a row only when its request carries a schema (``options.constrained`` is read
     for every call and shared by every session), so a turn with constrained decoding off is served by this
     wrapper instead of flipping the engine's global option under the other tabs. The agent still
-    validates the answer against the zoo's schema: an invalid answer shows as an error in the chat.
+    validates the answer against the zoo's schema: an invalid answer shows as an error in the chat. The
+    engine's capabilities are forwarded (:class:`~..llm_io.WrappedLLM`; the prompt does not depend on the mask).
     """
 
     def __init__(self, engine: ConstrainableEngine) -> None:
+        super().__init__(engine)
         self.engine = engine
 
     @staticmethod
@@ -125,25 +117,6 @@ class SchemaFreeEngine:
     def stream(self, request: LLMRequest) -> TextStream:
         """The answer as pieces, decoded without the mask."""
         return self.engine.stream(self._free(request))
-
-    def check_prompt(self, request: LLMRequest) -> None:
-        """As the engine (the prompt does not depend on the mask)."""
-        check_prompt(self.engine, request)
-
-    @property
-    def sees_media(self) -> bool:
-        """As the engine."""
-        return sees_media(self.engine)
-
-    @property
-    def output_format(self) -> OutputFormat:
-        """As the engine."""
-        return output_format(self.engine)
-
-    @property
-    def trained_tasks(self) -> list[TaskSpec]:
-        """As the engine."""
-        return trained_tasks(self.engine)
 
 
 def fork_zoo(zoo: Zoo) -> Zoo:
