@@ -22,6 +22,7 @@ from modaverse_agent.meta_response import TaskSpec
 from modaverse_agent.model.splice import IGNORE_INDEX
 
 from .dataset import Sample, offered_specs
+from .decision_tokens import decision_weights
 from .feature_cache import FeatureCache
 from .tasks import STANDARD_TASKS
 from .trainer import LossSum
@@ -37,12 +38,17 @@ class Collator:
         tasks: Sequence[TaskSpec] = STANDARD_TASKS,
         cache: FeatureCache | None = None,
         base_dir: str | Path = ".",
+        decision_weight: float = 1.0,
     ) -> None:
+        if decision_weight <= 0:
+            raise ValueError(f"decision_weight must be positive, not {decision_weight}")
         self.model = model
         self.tasks = list(tasks)
         self.cache = cache
         self.base_dir = Path(base_dir)
+        self.decision_weight = decision_weight
         self._examples: dict[str, tuple[list[int], list[int], list[str], list[str | None]]] = {}
+        self._weights: dict[str, list[float]] = {}
         self._sha: dict[Path, str] = {}
 
     def example(self, sample: Sample) -> tuple[list[int], list[int], list[str], list[str | None]]:
@@ -62,6 +68,25 @@ class Collator:
                 shas.append(self._sha[path])
             self._examples[sample.id] = (ids, labels, [m.modality for m in sample.media], shas)
         return self._examples[sample.id]
+
+    def label_weights(self, sample: Sample) -> list[float]:
+        """The loss weight of each labelled token of ``sample`` (see :mod:`.decision_tokens`), cached."""
+        if sample.id not in self._weights:
+            _, labels, _, _ = self.example(sample)
+            answer = [t for t in labels if t != IGNORE_INDEX]
+            try:
+                w = decision_weights(self.model.tokenizer, answer, sample.target_json(), self.decision_weight)
+            except ValueError as e:
+                raise ModelError(f"sample {sample.id}: {e}") from e
+            self._weights[sample.id] = w
+        return self._weights[sample.id]
+
+    def _padded_weights(self, samples: list[Sample], labels: torch.Tensor) -> torch.Tensor:
+        """Per-position loss weights aligned with ``labels`` (0 where a label is ignored)."""
+        out = torch.zeros(labels.shape, dtype=torch.float32)
+        for row, s in enumerate(samples):
+            out[row, labels[row] != IGNORE_INDEX] = torch.as_tensor(self.label_weights(s))
+        return out
 
     def _features(self, shas: list[str | None]) -> torch.Tensor:
         rows = []
@@ -107,13 +132,16 @@ class Collator:
         n = self.model.config.num_media_tokens
         feats = self._features(shas).repeat_interleave(n, dim=0) if shas else None
         mods_per_token = [m for m in modalities for _ in range(n)]
-        return {
+        batch = {
             "input_ids": ids,
             "attention_mask": mask,
             "labels": labels,
             "media_features": feats,
             "media_modalities": mods_per_token or None,
         }
+        if self.decision_weight != 1.0:
+            batch["label_weights"] = self._padded_weights(samples, labels)
+        return batch
 
 
 def output_layer_and_decoder(llm: Any) -> tuple[nn.Module, nn.Module, float | None]:
@@ -169,6 +197,7 @@ class TargetLoss(nn.Module):
         media_features: torch.Tensor | None = None,
         media_modalities: Sequence[str] | None = None,
         shared_prefix: int | None = None,
+        label_weights: torch.Tensor | None = None,
     ) -> Any:
         embeds, labels = self.model.embed_inputs(input_ids, media_features, media_modalities, labels)
         decoder, head, cap = output_layer_and_decoder(self.model.llm)
@@ -196,6 +225,10 @@ class TargetLoss(nn.Module):
         logits = head(hidden[:, :-1][keep])
         if cap:
             logits = torch.tanh(logits / cap) * cap
-        if self.reduction == "sum":
-            return LossSum(F.cross_entropy(logits.float(), targets[keep], reduction="sum"), keep.sum())
-        return F.cross_entropy(logits.float(), targets[keep])
+        if label_weights is None:
+            if self.reduction == "sum":
+                return LossSum(F.cross_entropy(logits.float(), targets[keep], reduction="sum"), keep.sum())
+            return F.cross_entropy(logits.float(), targets[keep])
+        w = label_weights[:, p + 1 :][keep].to(logits.device)
+        total = (F.cross_entropy(logits.float(), targets[keep], reduction="none") * w).sum()
+        return LossSum(total, w.sum()) if self.reduction == "sum" else total / w.sum()

@@ -59,6 +59,14 @@ def _device_and_dtype(device: str, dtype: str) -> tuple[str, str]:
 )
 @click.option("--save-every", default=25, show_default=True, help="Checkpoint every N steps (0: only at the end).")
 @click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--decision-weight",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Loss weight of the tokens that route a request (the first word of the text, whether and which "
+    "tasks are called) against 1 for every other target token.",
+)
 @click.option("--lora-r", default=16, show_default=True)
 @click.option("--lora-alpha", default=32, show_default=True)
 @click.option(
@@ -122,6 +130,7 @@ def train(
     warmup: float,
     save_every: int,
     seed: int,
+    decision_weight: float,
     lora_r: int,
     lora_alpha: int,
     lora_dropout: float,
@@ -193,6 +202,7 @@ def train(
             encoder_config=encoder_config,
             resume=resume,
             max_samples=max_samples,
+            decision_weight=decision_weight,
             save_tokenizer=save_tokenizer,
             overwrite=overwrite,
             device=where,

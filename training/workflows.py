@@ -8,7 +8,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ def train_model(
     init_from: str | Path | None = None,
     max_samples: int | None = None,
     share_prefix: bool = True,
+    decision_weight: float = 1.0,
     save_tokenizer: bool | None = None,
     overwrite: bool = False,
     device: str = "auto",
@@ -65,6 +66,8 @@ def train_model(
     ``output``, or an earlier run in the run folder, is replaced only with ``overwrite`` (or ``resume``,
     which continues the run folder's own checkpoint); see :mod:`.outputs`. ``save_tokenizer`` None saves
     the tokenizer unless the base is a built-in one (``modaverse:...``), whose tokenizer is rebuilt on load.
+    ``decision_weight`` multiplies the loss of the tokens that route a request (:mod:`.decision_tokens`);
+    it is recorded in ``train.extra``.
 
     Under ``accelerate launch`` / ``torchrun`` every process runs this; only the main one logs and writes
     (see :mod:`.trainer` for how the batch is split). ``device`` is a resolved ``--device`` (``auto``:
@@ -127,7 +130,10 @@ def train_model(
     if main:
         plan.prepare_run_dir(log)
     state.wait_for_everyone()
-    collate = Collator(model, cache=cache, base_dir=data.parent)
+    collate = Collator(model, cache=cache, base_dir=data.parent, decision_weight=decision_weight)
+    if decision_weight != 1.0:
+        train = replace(train, extra={**train.extra, "decision_weight": decision_weight})
+        log(f"decision tokens weigh {decision_weight:g}x in the loss (see training/decision_tokens.py)")
     model.config.trained_tasks = [spec_dict(t) for t in collate.tasks]  # the prompt it learns, saved with it
     loss = TargetLoss(model, share_prefix=share_prefix, reduction="sum")
     trainer = Trainer(loss, samples, collate, train, on_log=lambda r: None, cpu=state.device.type == "cpu")
