@@ -21,7 +21,7 @@ import httpx
 import pytest
 from langchain_core.messages import HumanMessage
 from langchain_openai import ChatOpenAI
-from openai import APIError, AuthenticationError, BadRequestError, OpenAI, RateLimitError
+from openai import APIError, AuthenticationError, BadRequestError, NotFoundError, OpenAI, RateLimitError
 from PIL import Image
 
 from modaverse_agent import GeneratorError
@@ -163,6 +163,26 @@ def test_openai_client_gets_the_text_and_the_files_as_urls(echo_zoo: Zoo, tmp_pa
             assert got.content == on_disk.read_bytes()
         assert [i for i, _ in llm.requests[0].media] == ["image_1"] and done.choices[0].finish_reason == "stop"
         assert client(url).models.list().data[0].id == "modaverse"
+
+
+def test_openai_client_deletes_a_made_file_from_disk_and_the_rest_stays(echo_zoo: Zoo, tmp_path: Path) -> None:
+    with serving(PlanLLM(DRAW), echo_zoo, tmp_path / "out") as url:
+        api = client(url)
+        done = api.chat.completions.create(model="modaverse", messages=[user("draw a square", png_url())])
+        first, second = done.choices[0].message.model_extra["modaverse"]["artifacts"]
+        path = next((tmp_path / "out").rglob(first["filename"]))
+        assert api.files.retrieve(first["id"]).id == first["id"]
+        gone = api.files.delete(first["id"])
+        assert gone.deleted is True and gone.id == first["id"]
+        assert not path.exists() and httpx.get(first["url"]).status_code == 404
+        with pytest.raises(NotFoundError):
+            api.files.delete(first["id"])  # once only
+        with pytest.raises(NotFoundError):
+            api.files.retrieve(first["id"])
+        assert httpx.get(second["url"]).status_code == 200  # the answer's other file stays
+        assert httpx.delete(f"{url}/v1/files/{second['id']}").status_code == 200
+        left = [p.suffix for p in (tmp_path / "out").rglob("*") if p.is_file()]
+        assert left == [".json"]  # the answer's manifest: what was made, and how
 
 
 def _shape(content: str) -> str:

@@ -4,7 +4,8 @@ Every artifact of an answer gets an id (``file-`` + 32 hex digits, unguessable) 
 inside the server's output directory; nothing outside that directory is ever served. A later request
 can refer to a file by its id or its URL (``"now make it a watercolor"`` with the picture the server
 drew), so the store also keeps the meta-response of the answer that made it. Ids live as long as the
-server process (the oldest are forgotten past ``max_files``; the files stay on disk).
+server process (the oldest are forgotten past ``max_files``; the files stay on disk) or until a client
+deletes one (``DELETE /v1/files/{id}``, the openai client's ``files.delete``), which removes it from disk.
 """
 
 from __future__ import annotations
@@ -104,6 +105,15 @@ class FileStore:
         if record is None or not record.path.is_file():
             return None
         return record
+
+    def delete(self, file_id: str) -> bool:
+        """Forget ``file_id`` and remove its file (the answer's manifest stays); False if unknown."""
+        with self._lock:
+            record = self._files.pop(file_id, None)
+        if record is None:
+            return False
+        record.path.unlink(missing_ok=True)
+        return True
 
     def __len__(self) -> int:
         with self._lock:

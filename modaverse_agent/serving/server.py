@@ -207,7 +207,7 @@ def create_app(agent: AgentSource, options: ServeOptions | None = None, **overri
         app.add_middleware(
             CORSMiddleware,
             allow_origins=list(opts.cors_origins),
-            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
             allow_headers=["authorization", "content-type", "x-request-id"],
             expose_headers=["x-request-id", "retry-after"],
         )
@@ -274,6 +274,12 @@ def create_app(agent: AgentSource, options: ServeOptions | None = None, **overri
     @app.get("/v1/files/{file_id}", dependencies=[Depends(check_key)])
     async def file_info(file_id: str, request: Request) -> dict[str, Any]:
         return stored(file_id).describe(file_url(opts.public_url or str(request.base_url), file_id))
+
+    @app.delete("/v1/files/{file_id}", dependencies=[Depends(check_key)])
+    async def file_delete(file_id: str) -> dict[str, Any]:
+        if not service.ready().store.delete(stored(file_id).id):
+            raise WireError(f"no file {file_id!r} on this server", status=404, code="file_not_found")
+        return {"id": file_id, "object": "file", "deleted": True}
 
     @app.get("/v1/files/{file_id}/content")
     async def file_content(file_id: str) -> Response:
