@@ -377,3 +377,76 @@ def test_greedy_pick_equals_argmax_of_the_masked_scores(model: ModaVerseModel, b
     assert fast_steps >= 5 and masked_steps >= 5
     with pytest.raises(ValueError, match="one row"):
         processor().pick_greedy(torch.tensor([[0], [0]]), torch.zeros(2, vocab))
+
+
+def test_a_loop_watch_flags_exactly_the_token_that_completes_the_looping_span() -> None:
+    from modaverse_agent.model.constrained import LoopWatch
+
+    watch = LoopWatch(tokens=12, max_period=4)
+    flags = [watch.push(t) for t in [9, 8, *([1, 2, 3] * 6)]]
+    assert flags.index(True) == 2 + 12 - 1  # the 12th token of the cycle: the last 12 repeat (1, 2, 3)
+    assert all(flags[flags.index(True) :])
+
+    def flagged(seq: list[int], **kw: int) -> list[bool]:
+        watch = LoopWatch(**kw)
+        return [watch.push(t) for t in seq]
+
+    assert not any(flagged([1, 2, 3, 4, 5] * 5, tokens=12, max_period=4))  # period 5 > 4
+    assert not any(flagged([1, 2] * 5 + [7] + [1, 2] * 5, tokens=12, max_period=4))  # broken, never 12 long
+    assert flagged([1, 2] * 5 + [7] + [1, 2] * 6, tokens=12, max_period=4)[-1]  # 12 long after the break
+    assert flagged([0, 0, 0], tokens=3, max_period=1) == [False, False, True]
+    with pytest.raises(ValueError):
+        LoopWatch(tokens=4, max_period=4)
+
+
+@pytest.mark.parametrize("path", ["call", "pick_greedy"])
+def test_a_looping_answer_is_closed_at_the_loop_not_the_budget(model: ModaVerseModel, path: str) -> None:
+    """A model stuck on "fold the tip, fold the middle, " (the default model on a paper-folding question) is
+    closed as soon as LOOP_TOKENS tokens repeat one cycle, long before its budget; the answer stays valid."""
+    from modaverse_agent.model.constrained import LOOP_TOKENS, MetaResponseLogitsProcessor
+
+    schema = SCHEMAS["args+media ids"]
+    grammar = model.grammars.compile(decoding_schema(schema))
+    vocab, budget = model.grammars.vocab_size, 2000
+    script = model.tokenizer(
+        '{"text": "Fold it: ' + "fold the tip, fold the middle, " * 200, add_special_tokens=False
+    ).input_ids
+    proc = MetaResponseLogitsProcessor(
+        [grammar], banned_ids=model.banned_ids, stop_ids=model.stop_ids, budget=budget, cache=model.grammars
+    )
+    out: list[int] = []
+    last = torch.tensor([[0]])
+    for step in range(budget):
+        scores = torch.zeros(1, vocab)
+        if step < len(script):
+            scores[0, script[step]] = 50.0  # the "model" wants the script
+        token = proc.pick_greedy(last, scores) if path == "pick_greedy" else int(proc(last, scores)[0].argmax())
+        if token in model.stop_ids:
+            break
+        out.append(token)
+        last = torch.tensor([[token]])
+    assert proc.looped_rows == {0} and proc.closed_rows == {0}
+    followed = next(i for i, t in enumerate(out) if t != script[i])  # where the closing route took over
+    prefix = len(model.tokenizer('{"text": "Fold it: ', add_special_tokens=False).input_ids)
+    assert abs(followed - (prefix + LOOP_TOKENS)) <= 12  # at the loop (give or take a cycle), not the budget
+    text = model.tokenizer.decode(out)
+    assert parse_meta_response(text, schema).text.startswith("Fold it: fold the tip, fold the middle,")
+
+
+def test_a_looping_row_in_a_batch_closes_alone(model: ModaVerseModel) -> None:
+    from modaverse_agent.model.constrained import MetaResponseLogitsProcessor
+
+    grammar = model.grammars.compile(decoding_schema(SCHEMAS["args+media ids"]))
+    proc = MetaResponseLogitsProcessor(
+        [grammar, grammar], banned_ids=model.banned_ids, stop_ids=model.stop_ids, budget=10**4, cache=model.grammars
+    )
+    loop = model.tokenizer('{"text": "' + "ha " * 300, add_special_tokens=False).input_ids
+    varied = model.tokenizer('{"text": "' + " ".join(f"w{i}" for i in range(300)), add_special_tokens=False).input_ids
+    last = torch.tensor([[0], [0]])
+    for step in range(120):
+        scores = torch.zeros(2, model.grammars.vocab_size)
+        scores[0, loop[step]] = scores[1, varied[step]] = 50.0
+        picked = proc(last, scores).argmax(dim=1)
+        last = picked[:, None]
+    assert proc.looped_rows == {0} and proc.closed_rows == {0}
+    assert int(last[1, 0]) == varied[119]  # the other row still follows its model

@@ -19,6 +19,10 @@ Three guarantees, each tested on random weights:
    walks it on a fork of the matcher): the reserve grows by the length of the schema's shortest
    document (a forced tool call must still write a whole invocation), a budget below that length is
    raised to it, and a row that still ends unfinished is decoded again with a doubled reserve.
+   A row caught in a loop (its last :data:`LOOP_TOKENS` tokens repeat one cycle of at most
+   :data:`LOOP_PERIOD` tokens, as a small model's "fold the tip, fold the middle, fold the tip, ..." does)
+   is closed the same way at once instead of repeating itself to the budget; it is reported in
+   ``looped_rows`` as well as ``closed_rows``.
 
 Special tokens (media placeholders, BOS, chat markers) are masked in every row, constrained or not,
 except the stop tokens; the grammar could not account for them and they would decode to nothing.
@@ -29,7 +33,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +52,36 @@ _CACHE_SIZE = 64
 _CLOSERS = frozenset(b'"]}')
 _PROBES = frozenset({b"x", b"q", b"z", b"Q", b"X", b"Z"})
 _LITERAL_KEYS = frozenset({"enum", "const", "default", "examples"})  # values, not schemas
+
+
+#: A constrained row whose last LOOP_TOKENS tokens repeat one cycle of at most LOOP_PERIOD tokens (three
+#: or more times over) is looping and gets closed. Loose enough for real text: 72 tokens of exact
+#: periodicity is a list of 36 equal numbers, a line sung twelve times.
+LOOP_TOKENS = 72
+LOOP_PERIOD = 24
+
+
+class LoopWatch:
+    """Whether one row's newest tokens repeat a short cycle; O(``max_period``) per token.
+
+    For each period p it counts how many tokens in a row equal the token p before; the last ``tokens``
+    tokens repeat a cycle of length p exactly when that count reaches ``tokens - p``."""
+
+    def __init__(self, tokens: int = LOOP_TOKENS, max_period: int = LOOP_PERIOD) -> None:
+        if not 0 < max_period < tokens:
+            raise ValueError(f"need 0 < max_period < tokens, got {max_period} and {tokens}")
+        self.tokens, self.max_period = tokens, max_period
+        self._recent: deque[int] = deque(maxlen=max_period)
+        self._runs = [0] * (max_period + 1)
+
+    def push(self, token: int) -> bool:
+        """Take the row's next token; True once the row is looping."""
+        recent, runs, looping = self._recent, self._runs, False
+        for p in range(1, len(recent) + 1):
+            runs[p] = runs[p] + 1 if recent[-p] == token else 0
+            looping = looping or runs[p] >= self.tokens - p
+        recent.append(token)
+        return looping
 
 
 #: JSON separators the grammar allows: json.dumps' defaults, which is also how training targets are written
@@ -272,6 +306,8 @@ class MetaResponseLogitsProcessor(LogitsProcessor):
         self.bitmask = xgr.allocate_token_bitmask(len(grammars), cache.vocab_size) if cache is not None else None
         self.step = 0
         self.closed_rows: set[int] = set()
+        self.looped_rows: set[int] = set()
+        self._watches = [LoopWatch() if m is not None else None for m in self.matchers]
         self._ahead = False  # the newest tokens are accepted and the next mask is filled (see advance)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
@@ -291,7 +327,8 @@ class MetaResponseLogitsProcessor(LogitsProcessor):
         ahead = self._begin(input_ids)
         hold = self._held()
         matcher = self.matchers[0]
-        if matcher is not None and not matcher.is_terminated() and self.budget - self.step >= self.reserve:
+        following = self.budget - self.step >= self.reserve and not self.looped_rows
+        if matcher is not None and not matcher.is_terminated() and following:
             if not ahead:
                 self._fill([(0, matcher)])
                 ahead = True
@@ -331,8 +368,8 @@ class MetaResponseLogitsProcessor(LogitsProcessor):
             if done is not None and done.is_terminated():  # finished: HF pads this row; keep it finite
                 scores[i] = float("-inf")
                 scores[i, self.stop_ids.to(scores.device)] = 0.0
-        if self.budget - self.step < self.reserve:
-            self._close(rows, scores)
+        closing = rows if self.budget - self.step < self.reserve else [i for i in rows if i in self.looped_rows]
+        self._close(closing, scores)
         return scores
 
     def advance(self, last: Sequence[int]) -> None:
@@ -359,6 +396,9 @@ class MetaResponseLogitsProcessor(LogitsProcessor):
                 continue
             if not m.accept_token(last[i]):
                 raise ModelError(f"constrained decoding lost track of row {i}: token {last[i]} was not allowed")
+            watch = self._watches[i]
+            if watch is not None and watch.push(last[i]):
+                self.looped_rows.add(i)
 
     def _close(self, rows: list[int], scores: torch.Tensor) -> None:
         if self.cache is None or not rows:
@@ -372,7 +412,7 @@ class MetaResponseLogitsProcessor(LogitsProcessor):
 
     def for_row(self, i: int) -> MetaResponseLogitsProcessor:
         """A processor over row ``i`` alone, sharing its grammar matcher (for engines that decode rows one
-        at a time); the caller reports a closed row back into :attr:`closed_rows`."""
+        at a time); the caller reports a closed row back into :attr:`closed_rows` (and :attr:`looped_rows`)."""
         sub = copy.copy(self)
         sub.matchers = [self.matchers[i]]
         sub.constrained = self.matchers[i] is not None
@@ -380,6 +420,8 @@ class MetaResponseLogitsProcessor(LogitsProcessor):
             sub.bitmask = self._xgr.allocate_token_bitmask(1, self.cache.vocab_size)
         sub.step = 0
         sub.closed_rows = set()
+        sub.looped_rows = set()
+        sub._watches = [self._watches[i]]
         sub._ahead = False
         return sub
 

@@ -232,6 +232,8 @@ class LlamaCppModel(MetaResponseEngine):
             out.append(self._decode_one(prompt, segments, sub, sampling, streamer, generator))
             if sub.closed_rows:
                 processor.closed_rows.add(i)
+            if sub.looped_rows:
+                processor.looped_rows.add(i)
         return out
 
     def _decode_one(

@@ -290,7 +290,12 @@ class MetaResponseEngine:
             logger.info("meta-response unfinished within %d tokens; decoding again with reserve %d", budget, reserve)
         texts = [self._decode(row) for row in rows_out]
         stats = [self._row_stats(row, budget, i in processor.closed_rows) for i, row in enumerate(rows_out)]
-        closed, unfinished = len(processor.closed_rows), len(processor.unfinished_rows())
+        looped = len(processor.looped_rows)
+        closed, unfinished = len(processor.closed_rows - processor.looped_rows), len(processor.unfinished_rows())
+        if looped:
+            logger.warning(
+                BUDGET_WARNING + "%d of %d answers began repeating themselves and were closed there", looped, rows
+            )
         if closed:  # one line per call, however many rows (BUDGET_WARNING marks it for filters)
             logger.warning(
                 BUDGET_WARNING + "%d of %d answers reached the token budget (%d) and were closed early",
