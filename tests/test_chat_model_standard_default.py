@@ -107,9 +107,10 @@ def test_a_forced_speech_call_for_a_picture_request_is_not_captioned_as_a_pictur
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 20 item 6, the model's speech/text decision (issue 14: text->speech 66.7%): in create_agent "
-    "with the zoo's tools, 'say hello out loud' is answered in text, \"Hi, I'm ModaVerse.\", with no speech "
-    "call (stage 12 adapter d6e511fa2a63); a model that speaks it turns this into a strict XPASS: drop the mark",
+    reason="issue 20 item 6, the model's speech/text decision (issue 14: text->speech 72.2%): in create_agent "
+    "with the zoo's tools, 'say hello out loud' is answered in text, \"Hi, I'm ModaVerse. I'm here to help you "
+    'create a new media project.", with no speech call (stage 19 adapter e82f0fccfa0c; stage 12 answered "Hi, '
+    "I'm ModaVerse.\"); a model that speaks it turns this into a strict XPASS: drop the mark",
 )
 def test_say_hello_out_loud_in_an_agent_loop_speaks_hello(tmp_path: Any) -> None:
     from langchain.agents import create_agent
