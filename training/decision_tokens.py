@@ -56,8 +56,10 @@ def decision_weights(tokenizer: Any, answer_ids: Sequence[int], target: str, wei
     ``answer_ids`` are the labelled tokens of one example (the target, then the format's end marker);
     their decoded text must start with ``target``."""
     spans = decision_spans(target)
-    ends = [len(tokenizer.decode(list(answer_ids[: i + 1]))) for i in range(len(answer_ids))]
-    if not tokenizer.decode(list(answer_ids)).startswith(target):
+    ends = [len(tokenizer.decode(list(answer_ids[: i + 1]))) for i in range(len(answer_ids) - 1)]
+    whole = tokenizer.decode(list(answer_ids))
+    ends.append(len(whole))
+    if not whole.startswith(target):
         raise ValueError("decision weighting needs a tokenizer that decodes the target back unchanged")
     out, start = [], 0
     for end in ends:

@@ -263,12 +263,15 @@ def create_app(agent: AgentSource, options: ServeOptions | None = None, **overri
             )
         return _model_card(opts.model_name)
 
+    def no_file(file_id: str) -> WireError:
+        return WireError(
+            f"no file {file_id!r} on this server", status=404, code="file_not_found", kind="not_found_error"
+        )
+
     def stored(file_id: str) -> Any:
         record = service.ready().store.get(file_id)
         if record is None:
-            raise WireError(
-                f"no file {file_id!r} on this server", status=404, code="file_not_found", kind="not_found_error"
-            )
+            raise no_file(file_id)
         return record
 
     @app.get("/v1/files/{file_id}", dependencies=[Depends(check_key)])
@@ -277,8 +280,8 @@ def create_app(agent: AgentSource, options: ServeOptions | None = None, **overri
 
     @app.delete("/v1/files/{file_id}", dependencies=[Depends(check_key)])
     async def file_delete(file_id: str) -> dict[str, Any]:
-        if not service.ready().store.delete(stored(file_id).id):
-            raise WireError(f"no file {file_id!r} on this server", status=404, code="file_not_found")
+        if not service.ready().store.delete(stored(file_id).id):  # deleted by another request meanwhile
+            raise no_file(file_id)
         return {"id": file_id, "object": "file", "deleted": True}
 
     @app.get("/v1/files/{file_id}/content")

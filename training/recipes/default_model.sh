@@ -83,8 +83,8 @@ import json, sys  # the three files in order, a sample met again (same id) kept 
 seen = set()
 for name in sys.argv[1:]:
     for line in open(name, encoding="utf-8"):
-        if json.loads(line)["id"] not in seen:
-            seen.add(json.loads(line)["id"])
+        if (sample_id := json.loads(line)["id"]) not in seen:
+            seen.add(sample_id)
             sys.stdout.write(line)
 EOF
 modaverse train --data data/train19.jsonl --init-from runs/default-model-stage12 \
