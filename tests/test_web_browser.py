@@ -459,6 +459,14 @@ def test_the_microphone_and_the_webcam_attach_to_the_next_message(
     browser.execute_script("arguments[0].scrollIntoView()", camera)
     camera.click()
     button("#cam-image", "Access Webcam").click()
+    # a capture before the camera's first frame takes nothing: wait for a playing video first
+    p.wait.until(
+        lambda d: d.execute_script(
+            "const v = document.querySelector('#cam-image video');"
+            "return !!v && v.readyState >= 2 && v.videoWidth > 0;"
+        )
+    )
+    p.shot("webcam-live")
     button("#cam-image", "capture photo").click()
     p.wait.until(lambda d: [i for i in p.css("#cam-image img") if "/file=" in (i.get_attribute("src") or "")])
     p.shot("webcam-photo-taken")
