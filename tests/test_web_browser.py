@@ -462,8 +462,7 @@ def test_the_microphone_and_the_webcam_attach_to_the_next_message(
     # a capture before the camera's first frame takes nothing: wait for a playing video first
     p.wait.until(
         lambda d: d.execute_script(
-            "const v = document.querySelector('#cam-image video');"
-            "return !!v && v.readyState >= 2 && v.videoWidth > 0;"
+            "const v = document.querySelector('#cam-image video');return !!v && v.readyState >= 2 && v.videoWidth > 0;"
         )
     )
     p.shot("webcam-live")

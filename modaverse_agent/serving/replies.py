@@ -3,8 +3,10 @@
 A streamed agent answer sends: a first chunk with the role, the answer text as it decodes, a chunk
 with the plan (``delta.modaverse.plan``), one chunk per finished invocation (its file links as content,
 ``delta.modaverse.invocation``), a last chunk with ``finish_reason`` and every file, error and note
-(``delta.modaverse``), the usage when asked for, and ``data: [DONE]``. A failure of the model or of the
-server mid-stream is an ``{"error": ...}`` event (OpenAI clients raise it) before ``[DONE]``.
+(``delta.modaverse``), the usage when asked for, and ``data: [DONE]``. The 200 waits for the first event
+(at most ``ping_s``), so a request refused before it is answered (too long, ...) gets the status and error
+body a non-streamed one gets; a failure after the stream began is an ``{"error": ...}`` event (OpenAI clients
+raise it) before ``[DONE]``.
 """
 
 from __future__ import annotations
@@ -115,9 +117,36 @@ def tools_reply(result: ToolResult, served: Served, request_id: str, base_url: s
     return 200, answer.completion(message, finish, _tool_usage(msg))
 
 
-async def _items(job: Job, ping_s: float) -> AsyncIterator[Any]:
-    """The job's events until it ends (a ping marker whenever ``ping_s`` pass without one)."""
+async def first_event(job: Job, wait_s: float) -> Any:
+    """The job's first event, held back before a stream's 200 so a request refused before it is answered gets
+    its status code: the event, ``END`` when the job ended without one, a ping marker when ``wait_s`` passed."""
     assert job.events is not None
+    try:
+        return await asyncio.wait_for(job.events.get(), wait_s)
+    except TimeoutError:
+        return _PING
+
+
+def refusal(job: Job) -> tuple[int, dict[str, Any]] | None:
+    """(status, error body) of a finished job whose request was refused (400) or failed (500) before any event;
+    None when it answered or has not finished."""
+    if not job.future.done() or job.future.cancelled():
+        return None
+    failed = _failure(job)
+    if failed is not None:
+        return failed
+    result = job.future.result()
+    return _answer_failure(result.response) if isinstance(result, AgentResult) else None
+
+
+async def _items(job: Job, ping_s: float, first: Any = None) -> AsyncIterator[Any]:
+    """The job's events until it ends, ``first`` (what :func:`first_event` took) first; a ping marker whenever
+    ``ping_s`` pass without one."""
+    assert job.events is not None
+    if first is END:
+        return
+    if first is not None:
+        yield first
     while True:
         try:
             item = await asyncio.wait_for(job.events.get(), ping_s)
@@ -131,27 +160,27 @@ async def _items(job: Job, ping_s: float) -> AsyncIterator[Any]:
         yield item
 
 
-def _failure(job: Job) -> dict[str, Any] | None:
-    """The error event of a job that did not finish (None when it did)."""
+def _failure(job: Job) -> tuple[int, dict[str, Any]] | None:
+    """(status, error body) of a job that did not finish (None when it did)."""
     if job.future.cancelled() or not job.future.done():
-        return error_body("the request was stopped before it finished; retry", "server_error")
+        return 503, error_body("the request was stopped before it finished; retry", "server_error")
     e = job.future.exception()
     if isinstance(e, RequestError):
-        return error_body(str(e), "invalid_request_error", code=e.code)
+        return 400, error_body(str(e), "invalid_request_error", code=e.code)
     if e is not None:
-        return error_body(f"the server failed: {type(e).__name__}: {e}"[:500], "server_error")
+        return 500, error_body(f"the server failed: {type(e).__name__}: {e}"[:500], "server_error")
     return None
 
 
 async def sse_agent(
-    job: Job, chat: ChatRequest, served: Served, request_id: str, base_url: str, ping_s: float
+    job: Job, chat: ChatRequest, served: Served, request_id: str, base_url: str, ping_s: float, first: Any = None
 ) -> AsyncIterator[str]:
-    """The event stream of an agent answer."""
+    """The event stream of an agent answer (``first``: its first event, already taken)."""
     answer = Answer(request_id, served.model_name, served.store, base_url)
     meta = None
     try:
         yield sse(answer.chunk({"role": "assistant", "content": ""}))
-        async for item in _items(job, ping_s):
+        async for item in _items(job, ping_s, first):
             if item is _PING:
                 yield ": keep-alive\n\n"
             elif isinstance(item, TextDelta) and item.text:
@@ -177,9 +206,9 @@ async def sse_agent(
         failure = _failure(job)
         result: AgentResult | None = job.future.result() if failure is None else None
         if result is not None and (failed := _answer_failure(result.response)) is not None:
-            failure = failed[1]
+            failure = failed
         if failure is not None or result is None:
-            yield sse(failure or error_body("no answer", "server_error"))
+            yield sse(failure[1] if failure else error_body("no answer", "server_error"))
         else:
             reason = result.completion.finish_reason if result.completion else None
             yield sse(answer.chunk({"modaverse": answer.extension(result.response)}, _finish(reason)))
@@ -191,20 +220,20 @@ async def sse_agent(
 
 
 async def sse_tools(
-    job: Job, chat: ChatRequest, served: Served, request_id: str, base_url: str, ping_s: float
+    job: Job, chat: ChatRequest, served: Served, request_id: str, base_url: str, ping_s: float, first: Any = None
 ) -> AsyncIterator[str]:
-    """The event stream of a plain LLM answer (text deltas, then the tool calls)."""
+    """The event stream of a plain LLM answer (text deltas, then the tool calls; ``first``: its first event)."""
     answer = Answer(request_id, served.model_name, served.store, base_url)
     try:
         yield sse(answer.chunk({"role": "assistant", "content": ""}))
-        async for item in _items(job, ping_s):
+        async for item in _items(job, ping_s, first):
             if item is _PING:
                 yield ": keep-alive\n\n"
             elif isinstance(item, AIMessageChunk) and isinstance(item.content, str) and item.content:
                 yield sse(answer.chunk({"content": item.content}))
         failure = _failure(job)
         if failure is not None:
-            yield sse(failure)
+            yield sse(failure[1])
         else:
             result: ToolResult = job.future.result()
             calls = tool_call_entries(result.message.tool_calls, stream=True)
@@ -219,4 +248,4 @@ async def sse_tools(
         job.cancel()
 
 
-__all__ = ["EventStream", "agent_reply", "sse_agent", "sse_tools", "tools_reply"]
+__all__ = ["EventStream", "agent_reply", "first_event", "refusal", "sse_agent", "sse_tools", "tools_reply"]

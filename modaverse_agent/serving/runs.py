@@ -97,7 +97,8 @@ def run_agent(served: Served, request: ChatRequest, request_id: str, job: Job) -
         if isinstance(event, ResponseDone):
             response = event.response
             response.errors[:0] = call.errors
-        elif isinstance(event, InvocationDone):
+            continue  # the result carries it; a refused request thus ends its stream with no event
+        if isinstance(event, InvocationDone):
             done.append(event)
         if request.stream:
             job.emit(event)

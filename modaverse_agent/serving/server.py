@@ -1,9 +1,9 @@
 """``create_app``: an OpenAI-compatible HTTP server (FastAPI) over one :class:`ModaVerseAgent`.
 
 Routes: ``GET /health``, ``GET /v1/models``, ``POST /v1/chat/completions`` (``stream`` as server-sent
-events in OpenAI's chunk format, ending with ``data: [DONE]``), ``GET /v1/files/{id}`` and
-``GET /v1/files/{id}/content`` (the files answers made; their ids are unguessable, so the content URL
-works without the API key and a markdown link opens in a browser).
+events in OpenAI's chunk format, ending with ``data: [DONE]``), ``GET /v1/files/{id}``,
+``GET /v1/files/{id}/content`` and ``DELETE /v1/files/{id}`` (the files answers made; their ids are
+unguessable, so the content URL works without the API key and a markdown link opens in a browser).
 
 One model is served: a request's ``model`` is not checked (its answer names the served model). By
 default a request is answered by the agent: its invocations run and the files come back as URLs
@@ -41,9 +41,9 @@ from .batching import MicroBatcher
 from .chunks import error_body
 from .files import FileStore, file_url
 from .openai_wire import WireError, parse_chat_request
-from .replies import EventStream, agent_reply, sse_agent, sse_tools, tools_reply
+from .replies import EventStream, agent_reply, first_event, refusal, sse_agent, sse_tools, tools_reply
 from .runs import Served, run_agent, run_tools
-from .scheduler import QueueFull, Scheduler
+from .scheduler import END, QueueFull, Scheduler
 
 logger = logging.getLogger(__name__)
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -312,7 +312,11 @@ def create_app(agent: AgentSource, options: ServeOptions | None = None, **overri
                 headers={"Retry-After": str(e.retry_after)},
             ) from e
         if chat.stream:
-            events = (sse_tools if tools else sse_agent)(job, chat, served, rid, base, opts.ping_s)
+            # held until the first event (or ping_s): a request refused before it is answered gets its status
+            first = await first_event(job, opts.ping_s)
+            if first is END and (refused := refusal(job)) is not None:
+                return JSONResponse(refused[1], refused[0])
+            events = (sse_tools if tools else sse_agent)(job, chat, served, rid, base, opts.ping_s, first)
             return EventStream(
                 events, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
             )
