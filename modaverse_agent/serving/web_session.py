@@ -100,7 +100,11 @@ class SchemaFreeEngine(WrappedLLM):
 
     def __init__(self, engine: ConstrainableEngine) -> None:
         super().__init__(engine)
-        self.engine = engine
+
+    @property
+    def engine(self) -> ConstrainableEngine:
+        """The wrapped engine (``inner``, typed)."""
+        return self.inner  # type: ignore[return-value]
 
     @staticmethod
     def _free(request: LLMRequest) -> LLMRequest:
