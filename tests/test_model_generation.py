@@ -450,3 +450,54 @@ def test_a_looping_row_in_a_batch_closes_alone(model: ModaVerseModel) -> None:
         last = picked[:, None]
     assert proc.looped_rows == {0} and proc.closed_rows == {0}
     assert int(last[1, 0]) == varied[119]  # the other row still follows its model
+
+
+@pytest.mark.parametrize("path", ["call", "pick_greedy"])
+def test_a_long_answer_keeps_the_budget_but_the_measured_closing_route(model: ModaVerseModel, path: str) -> None:
+    """A model that would write on past its budget follows its own text until only the closing route (measured
+    from where it stands, with ROUTE_MARGIN) is left, not a fixed reserve before: max_tokens=64 on the default
+    model used to leave no text at all."""
+    from modaverse_agent.model.constrained import ROUTE_MARGIN, MetaResponseLogitsProcessor
+
+    schema = SCHEMAS["args+media ids"]
+    grammar = model.grammars.compile(decoding_schema(schema))
+    budget, reserve = 60, 32 + model.grammars.shortest(schema)
+    script = model.tokenizer('{"text": "' + " ".join(f"w{i}" for i in range(200)), add_special_tokens=False).input_ids
+    proc = MetaResponseLogitsProcessor(
+        [grammar],
+        banned_ids=model.banned_ids,
+        stop_ids=model.stop_ids,
+        budget=budget,
+        reserve=reserve,
+        cache=model.grammars,
+    )
+    out: list[int] = []
+    last = torch.tensor([[0]])
+    for _ in range(budget):
+        scores = torch.zeros(1, model.grammars.vocab_size)
+        scores[0, script[len(out)]] = 50.0  # the "model" wants the script
+        token = proc.pick_greedy(last, scores) if path == "pick_greedy" else int(proc(last, scores)[0].argmax())
+        if token in model.stop_ids:
+            break
+        out.append(token)
+        last = torch.tensor([[token]])
+    assert proc.closed_rows == {0} and len(out) < budget
+    followed = next(i for i, t in enumerate(out) if t != script[i])
+    route = len(out) + 1 - followed  # the closing route, the stop token included
+    assert followed >= budget - route - ROUTE_MARGIN - 1 > budget - reserve
+    assert parse_meta_response(model.tokenizer.decode(out), schema).text.startswith("w0 w1 w2")
+
+
+def test_closing_prefers_the_shortest_string_to_a_long_token_after_a_separator_space() -> None:
+    """After `"text": ` the default model's vocabulary offers ` "` and ` "*************"`; the closing route
+    took the long one (a string of asterisks as the answer, or as a forced tool call's argument)."""
+    from modaverse_agent.model.constrained import ClosingTables
+
+    vocab = [b"a", b' "', b' "*************"', b'"', b"x", b"}", b"{"]
+    tables = ClosingTables.build(vocab, stop_ids=[])
+    opening = torch.tensor([False, True, True, False, False, False, False])
+    assert vocab[tables.choose(opening)] == b' "'
+    in_string = torch.tensor([True, False, False, True, True, False, False])
+    assert vocab[tables.choose(in_string)] == b'"'
+    structure = torch.tensor([False, False, False, False, False, True, True])
+    assert vocab[tables.opener(structure)] == b"{" and tables.opener(in_string) is None

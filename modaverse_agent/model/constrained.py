@@ -10,15 +10,19 @@ Three guarantees, each tested on random weights:
    numbers without bounds get the safe-integer range (no endless digits, no ``1e999``), strings without
    ``maxLength``/``enum``/``const``/``pattern`` get :data:`DEFAULT_STRING_MAX`, arrays without ``maxItems``
    get :data:`DEFAULT_MAX_ITEMS`. Whatever it emits still validates against the original schema.
-3. **Complete within the budget.** When only ``reserve`` new tokens are left, the processor stops
-   following the model and closes the JSON by the shortest route it can see: the stop token once the
-   object is complete; inside a string, the token that ends it (``"``, possibly with ``]``/``}``);
-   elsewhere ``]``/``}``, else the longest allowed token (finishing forced keys quickly), avoiding tokens
-   that open ``{``/``[``. Rows closed this way are reported (``closed_rows``) so the caller can warn that
-   the answer was cut short. The route's length is measured, not guessed (:func:`closing_length`
-   walks it on a fork of the matcher): the reserve grows by the length of the schema's shortest
-   document (a forced tool call must still write a whole invocation), a budget below that length is
-   raised to it, and a row that still ends unfinished is decoded again with a doubled reserve.
+3. **Complete within the budget.** In the last ``reserve`` new tokens the processor measures, each
+   step, the route that would close the JSON from where the row stands (:func:`route_length`: walked on
+   a fork of the matcher, after any one token the model may still write in structure, where a ``,`` or
+   ``{`` opens a whole invocation) and stops following the model only when what is left would not hold
+   it (with :data:`ROUTE_MARGIN`), so the answer text keeps nearly the whole budget. The route is the
+   shortest it can see: the stop token once the object is complete; inside a string, the token that ends
+   it (``"``, possibly with ``]``/``}``); elsewhere ``]``/``}`` (a separator's space allowed), else the
+   longest allowed token (finishing forced keys quickly), avoiding tokens that open ``{``/``[``. Rows
+   closed this way, where the route's token was not the model's own choice, are reported
+   (``closed_rows``) so the caller can warn that the answer was cut short. The reserve grows by the
+   length of the schema's shortest document (a forced tool call must still write a whole invocation), a
+   budget below that length is raised to it, and a row that still ends unfinished is decoded again with
+   a doubled reserve.
    A row caught in a loop (its last :data:`LOOP_TOKENS` tokens repeat one cycle of at most
    :data:`LOOP_PERIOD` tokens, as a small model's "fold the tip, fold the middle, fold the tip, ..." does)
    is closed the same way at once instead of repeating itself to the budget; it is reported in
@@ -51,6 +55,10 @@ DEFAULT_MAX_ITEMS = 16
 _CACHE_SIZE = 64
 _CLOSERS = frozenset(b'"]}')
 _PROBES = frozenset({b"x", b"q", b"z", b"Q", b"X", b"Z"})
+#: Tokens to spare beyond the measured closing route (an escape or a short array the model opens).
+ROUTE_MARGIN = 2
+#: Structural positions with at most this many allowed tokens measure the route after each of them.
+_ROUTE_PROBES = 64
 _LITERAL_KEYS = frozenset({"enum", "const", "default", "examples"})  # values, not schemas
 
 
@@ -193,18 +201,22 @@ class ClosingTables:
     quote_rank: torch.Tensor
     quote_id: int | None
     probe_ids: list[int]
+    #: Tokens that open an object (an invocation) outside a string.
+    opens: torch.Tensor
 
     @classmethod
     def build(cls, vocab: Sequence[bytes], stop_ids: Sequence[int]) -> ClosingTables:
         rank = torch.empty(len(vocab), dtype=torch.float32)
         quote_rank = torch.full((len(vocab),), float("-inf"))
+        opens = torch.zeros(len(vocab), dtype=torch.bool)
         quote_id: int | None = None
         probes: list[int] = []
         for i, tok in enumerate(vocab):
-            closers = bool(tok) and set(tok) <= _CLOSERS
+            core = tok.strip()  # a separator's space (`: "`) does not make a closer an ordinary token
+            closers = bool(core) and set(core) <= _CLOSERS
             if not tok:
                 rank[i] = -1e9
-            elif closers and b'"' not in tok:
+            elif closers and b'"' not in core:
                 rank[i] = 2000.0 + len(tok)
             elif closers:
                 rank[i] = 1000.0 + len(tok)
@@ -212,6 +224,7 @@ class ClosingTables:
                 rank[i] = -100.0 + len(tok)
             else:
                 rank[i] = float(len(tok))
+            opens[i] = b"{" in tok
             if closers and tok.startswith(b'"'):
                 quote_rank[i] = 1000.0 + len(tok)
             if tok == b'"' and quote_id is None:
@@ -219,16 +232,27 @@ class ClosingTables:
             if tok in _PROBES:
                 probes.append(i)
         rank[list(stop_ids)] = 1e6
-        return cls(rank, quote_rank, quote_id, probes)
+        return cls(rank, quote_rank, quote_id, probes, opens)
+
+    def in_string(self, allowed: torch.Tensor) -> bool:
+        """Whether ``allowed`` (a bool mask) is a string's: both its closing quote and ordinary letters pass."""
+        return self.quote_id is not None and bool(allowed[self.quote_id]) and bool(allowed[self.probe_ids].any())
 
     def choose(self, allowed: torch.Tensor) -> int:
         """The closing token among the ``allowed`` ones (a bool mask)."""
-        rank = self.rank
-        in_string = self.quote_id is not None and bool(allowed[self.quote_id]) and bool(allowed[self.probe_ids].any())
-        if in_string:
-            rank = self.quote_rank
+        rank = self.quote_rank if self.in_string(allowed) else self.rank
         n = allowed.shape[0]
         return int(torch.where(allowed, rank[:n].to(allowed.device), float("-inf")).argmax())
+
+    def opener(self, allowed: torch.Tensor) -> int | None:
+        """The best-ranked ``allowed`` token that opens an object outside a string (None: none may)."""
+        if self.in_string(allowed):
+            return None
+        n = allowed.shape[0]
+        opening = allowed & self.opens[:n].to(allowed.device)
+        if not bool(opening.any()):
+            return None
+        return int(torch.where(opening, self.rank[:n].to(allowed.device), float("-inf")).argmax())
 
 
 _SHIFTS = torch.arange(32, dtype=torch.int32)
@@ -255,6 +279,27 @@ def closing_length(matcher: Any, tables: ClosingTables, vocab_size: int, *, limi
             raise ModelError(f"closing route chose token {token}, which the grammar refuses")
         steps += 1
     return steps
+
+
+def route_length(matcher: Any, allowed: torch.Tensor, tables: ClosingTables, vocab_size: int) -> int:
+    """Tokens the closing route needs from ``matcher``'s state (mask ``allowed``) if the model may still write
+    one token of its own first. In a string that token changes little (see :data:`ROUTE_MARGIN`); in structure
+    it may open a whole invocation (``,`` or ``{``), so the longest route after any allowed token counts (after
+    the best opener alone where many tokens are allowed: the start of a string value)."""
+    here = closing_length(matcher, tables, vocab_size)
+    if tables.in_string(allowed):
+        return here
+    ids = allowed.nonzero().flatten().tolist()
+    if len(ids) > _ROUTE_PROBES:
+        opener = tables.opener(allowed)
+        ids = [] if opener is None else [opener]
+    longest = here
+    for token in ids:
+        after = matcher.fork()
+        if not after.accept_token(token):
+            raise ModelError(f"token {token} was refused by the grammar that allowed it")
+        longest = max(longest, 1 + (0 if after.is_terminated() else closing_length(after, tables, vocab_size)))
+    return longest
 
 
 def hold_back(scores: torch.Tensor, tokens: Collection[int]) -> torch.Tensor:
@@ -327,15 +372,28 @@ class MetaResponseLogitsProcessor(LogitsProcessor):
         ahead = self._begin(input_ids)
         hold = self._held()
         matcher = self.matchers[0]
-        following = self.budget - self.step >= self.reserve and not self.looped_rows
-        if matcher is not None and not matcher.is_terminated() and following:
+        if matcher is not None and not matcher.is_terminated() and not self.looped_rows:
             if not ahead:
                 self._fill([(0, matcher)])
                 ahead = True
+            assert self.bitmask is not None and self.cache is not None
+            allowed = allowed_tokens(self.bitmask[0], self.cache.vocab_size)
             token = int(scores[0].argmax())  # the first best, as argmax over the masked row would take it
-            if token not in self._banned_ids and token not in hold and self._allows(token):
+            following = not self._must_close(0, allowed)
+            if following and token not in self._banned_ids and token not in hold and self._allows(token):
                 return token
         return int(hold_back(self._mask(scores, ahead), hold)[0].argmax())
+
+    def _must_close(self, i: int, allowed: torch.Tensor) -> bool:
+        """Whether row ``i`` must take the closing route now: it is in the last ``reserve`` tokens and what is
+        left would not hold the route (measured from here, see :func:`route_length`) after one more token of
+        the model's own, with :data:`ROUTE_MARGIN` to spare."""
+        if self.budget - self.step >= self.reserve:
+            return False
+        left = self.budget - self.step + 1  # tokens this step may still write, this one included
+        assert self.cache is not None
+        route = route_length(self.matchers[i], allowed, self.cache.closing, self.cache.vocab_size)
+        return left < route + 1 + ROUTE_MARGIN
 
     def _allows(self, token: int) -> bool:
         """Whether row 0's filled mask lets ``token`` through (one bit of xgrammar's int32 bitmask)."""
@@ -368,7 +426,7 @@ class MetaResponseLogitsProcessor(LogitsProcessor):
             if done is not None and done.is_terminated():  # finished: HF pads this row; keep it finite
                 scores[i] = float("-inf")
                 scores[i, self.stop_ids.to(scores.device)] = 0.0
-        closing = rows if self.budget - self.step < self.reserve else [i for i in rows if i in self.looped_rows]
+        closing = [i for i in rows if i in self.looped_rows or self._must_close(i, scores[i] > float("-inf"))]
         self._close(closing, scores)
         return scores
 
@@ -406,9 +464,10 @@ class MetaResponseLogitsProcessor(LogitsProcessor):
         tables = self.cache.closing
         for i in rows:
             choice = tables.choose(scores[i] > float("-inf"))
+            if choice != int(scores[i].argmax()) or i in self.looped_rows:  # the model's own choice is no cut
+                self.closed_rows.add(i)
             scores[i] = float("-inf")
             scores[i, choice] = 0.0
-            self.closed_rows.add(i)
 
     def for_row(self, i: int) -> MetaResponseLogitsProcessor:
         """A processor over row ``i`` alone, sharing its grammar matcher (for engines that decode rows one
