@@ -9,22 +9,25 @@ invocation's files as its generator finishes (see :mod:`.response`). Timeouts st
 
 from __future__ import annotations
 
-import math
 import random
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .answer_stream import AnswerTextReader
+from .answer_stream import AnswerTextReader, StopHoldBack, cut_at_stop
 from .artifacts import Artifact, OutputDir, clean_text, manifest_record
 from .errors import ModaVerseError, RequestError
-from .generators import GenerationRequest
+from .generators import GenerationRequest, ProgressCallback, no_progress
 from .invocation import (
+    CANCEL_GRACE_S,
+    DEFAULT_TIMEOUT_S,
     EXIT_ABANDONED,
     EXIT_GRACE_S,
     InvocationFailed,
     abandoned_workers,
+    check_timeout,
     resolve_inputs,
     run_with_timeout,
 )
@@ -58,12 +61,11 @@ from .response import (
 from .unoffered import narrow_meta, unserved
 from .zoo import Zoo
 
-DEFAULT_TIMEOUT_S = 600.0
-#: Seconds the agent waits for a cancelled invocation's thread to stop before it moves on.
-CANCEL_GRACE_S = 2.0
 MediaSource = str | Path | bytes | MediaItem
 #: Re-exported from the modules where they live, for code that imports them from here.
 __all__ = [
+    "CANCEL_GRACE_S",
+    "DEFAULT_TIMEOUT_S",
     "EXIT_ABANDONED",
     "EXIT_GRACE_S",
     "AgentEvent",
@@ -123,9 +125,7 @@ class ModaVerseAgent:
         self.llm = llm
         self.zoo = zoo if zoo is not None else Zoo.from_plugins()
         self.output_dir = Path(output_dir)
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not (0 < timeout < math.inf):
-            raise ModaVerseError(f"timeout must be a finite number of seconds above 0, got {timeout!r}")
-        self.timeout = float(timeout)
+        self.timeout = check_timeout(timeout)
         self.cancel_grace = CANCEL_GRACE_S
         self.seed = seed
         self.on_progress = on_progress
@@ -203,9 +203,12 @@ class ModaVerseAgent:
         missing = unserved(trained_tasks(self.llm), served)
         specs = served + missing
         schema = build_schema(specs, media_ids=ids) if missing else self.zoo.schema(media_ids=ids)
-        request = LLMRequest(instruction, named, schema, specs, list(history), None, params or GenerationParams())
+        params = params or GenerationParams()
+        # stop strings end the answer text, not the raw JSON (cut there, that is never a meta-response)
+        stops, params = params.stop, replace(params, stop=())
+        request = LLMRequest(instruction, named, schema, specs, list(history), None, params)
         request, left_out = fit_history(self.llm, request)
-        reader = AnswerTextReader()
+        reader, shown = AnswerTextReader(), StopHoldBack(stops)
         live = stream_text and not missing  # with missing tasks the text may be rewritten: sent once known
         try:
             if stream_text and isinstance(self.llm, StreamingResponder):
@@ -213,7 +216,7 @@ class ModaVerseAgent:
                 pieces = []
                 for piece in stream:
                     pieces.append(piece)
-                    delta = reader.feed(piece)
+                    delta = shown.feed(reader.feed(piece))
                     if delta and live:
                         yield TextDelta(clean_text(delta))
                 raw = stream.completion.text if stream.completion is not None else "".join(pieces)
@@ -225,11 +228,12 @@ class ModaVerseAgent:
             return
         except Exception as e:  # the model failing must still give a response with the error
             errors.append(ResponseError("llm", f"the language model failed: {type(e).__name__}: {e}"))
-            yield ResponseDone(FinalResponse(text=clean_text(reader.text), errors=errors, media=named))
+            response = FinalResponse(text=clean_text(shown.text), errors=errors, media=named)
+            yield ResponseDone(self._with_manifest(response, output_dir))
             return
         if not isinstance(raw, str):
             errors.append(ResponseError("llm", f"the language model returned {type(raw).__name__}, not text"))
-            yield ResponseDone(FinalResponse(text="", errors=errors, media=named))
+            yield ResponseDone(self._with_manifest(FinalResponse(text="", errors=errors, media=named), output_dir))
             return
         raw = clean_text(raw)
         try:
@@ -247,7 +251,8 @@ class ModaVerseAgent:
         if missing:
             meta, unoffered = narrow_meta(meta, [s.task for s in served])
             notes += [f"the model asked for {t}, which no installed generator serves" for t in unoffered]
-        streamed = clean_text(reader.text) if live else ""
+        meta = replace(meta, text=cut_at_stop(meta.text, stops)[0])
+        streamed = clean_text(shown.text) if live else ""
         text = clean_text(meta.text)
         if stream_text and text.startswith(streamed) and len(text) > len(streamed):
             yield TextDelta(text[len(streamed) :])  # the rest (all of it when nothing could be streamed)
@@ -287,7 +292,7 @@ class ModaVerseAgent:
         response = FinalResponse(text=clean_text(meta.text), errors=list(errors or []), meta_response=meta, raw=raw)
         response.media = list(media)
         if not meta.invocations:
-            yield ResponseDone(response)
+            yield ResponseDone(self._with_manifest(response, output_dir))
             return
         try:
             out = OutputDir(output_dir if output_dir is not None else self.output_dir)
@@ -324,14 +329,25 @@ class ModaVerseAgent:
             if error is not None:
                 response.errors.append(error)
             yield InvocationDone(index, inv.task if isinstance(inv.task, str) else None, tuple(made), error)
-        if response.artifacts:
-            try:
-                record = manifest_record(response.artifacts, text=response.text, meta_response=meta.to_dict())
-                record["errors"] = [e.__dict__ for e in response.errors]
-                response.manifest = out.write_manifest(record)
-            except Exception as e:
-                response.errors.append(ResponseError("output", f"manifest not written: {type(e).__name__}: {e}"))
-        yield ResponseDone(response)
+        yield ResponseDone(self._with_manifest(response, out))
+
+    def _with_manifest(self, response: FinalResponse, out: OutputDir | str | Path | None) -> FinalResponse:
+        """``response`` with its manifest written when it ran invocations or met errors (a text-only answer
+        without errors gets none); a manifest that cannot be written becomes an "output" error."""
+        meta = response.meta_response
+        if not (response.errors or (meta is not None and meta.invocations)):
+            return response
+        try:
+            if not isinstance(out, OutputDir):
+                out = OutputDir(out if out is not None else self.output_dir)
+            record = manifest_record(
+                response.artifacts, text=response.text, meta_response=meta.to_dict() if meta is not None else None
+            )
+            record["errors"] = [e.__dict__ for e in response.errors]
+            response.manifest = out.write_manifest(record)
+        except Exception as e:
+            response.errors.append(ResponseError("output", f"manifest not written: {type(e).__name__}: {e}"))
+        return response
 
     def _invoke(
         self, index: int, inv: Invocation, by_id: dict[str, MediaItem], out: OutputDir
@@ -345,7 +361,7 @@ class ModaVerseAgent:
         seed = inv.args.get("seed") if isinstance(inv.args.get("seed"), int) else None
         if seed is None:
             seed = self.seed + index if self.seed is not None else random.randrange(2**31)
-        progress = None
+        progress: ProgressCallback = no_progress
         if self.on_progress is not None:
             cb = self.on_progress
             progress = lambda done, total: cb(inv.task, done, total)  # noqa: E731

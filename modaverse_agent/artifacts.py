@@ -146,6 +146,16 @@ class OutputDir:
             path.unlink(missing_ok=True)
         return removed
 
+    def discard(self, paths: Iterable[Path]) -> list[Path]:
+        """Delete those of ``paths`` that were written through this object (never another file); returns them."""
+        wanted = {Path(p).resolve() for p in paths}
+        with self._guard:
+            removed = [p for p in self._written if p in wanted]
+            self._written = [p for p in self._written if p not in wanted]
+        for path in removed:
+            path.unlink(missing_ok=True)
+        return removed
+
     def contains(self, path: Any) -> bool:
         """True when ``path`` is an existing regular file directly or below this directory (symlinks resolved)."""
         try:

@@ -8,7 +8,7 @@ from typing import Any, NoReturn
 
 import click
 
-from .cli_output import echo, emit_json, fail, has_surrogate
+from .cli_output import clip, echo, emit_json, fail, has_surrogate
 from .errors import ModaVerseError
 
 #: ``--zoo-config``: the zoo config TOML (also read from MODAVERSE_ZOO_CONFIG).
@@ -22,7 +22,9 @@ zoo_config_option = click.option(
 def plugins(as_json: bool) -> None:
     """List installed plugins, their versions, hooks and load errors."""
     from .plugins import plugin_info
+    from .registration import registered_generators
 
+    registered_generators()  # a plugin whose registration fails is listed as failed
     info = plugin_info()
     if as_json:
         emit_json(info)
@@ -56,10 +58,13 @@ def load_zoo(zoo_config: str | None, use: tuple[str, ...] = ()) -> Any:
 
 
 def _registered() -> list[Any]:
-    from .plugins import load_plugins
+    """The generators of the plugins that registered cleanly; one warning line on stderr per plugin skipped."""
+    from .plugins import failure_warnings
+    from .registration import registered_generators
 
-    found: list[Any] = []
-    load_plugins().hook.register_generators(register=found.append)
+    found = registered_generators()
+    for line in failure_warnings():
+        echo(clip(line), err=True)
     return found
 
 
@@ -92,12 +97,13 @@ def zoo(ctx: click.Context, zoo_config: str | None, as_json: bool) -> None:
         return
     if not rows:
         echo("No generators installed. Install a plugin, e.g. `pip install -e plugins/modaverse-echo`.")
+    width = max([16, *(len(r["task"]) for r in rows)])
     for r in rows:
         alt = f"  (also: {', '.join(r['alternatives'])})" if r["alternatives"] else ""
         opts = f"  {r['options']}" if r["options"] else ""
-        echo(f"{r['task']:<16} -> {r['generator']}{opts}{alt}")
+        echo(f"{r['task']:<{width}} -> {r['generator']}{opts}{alt}")
         if r["untrained"]:
-            echo(f"{'':<20}untrained tiny weights (placeholder output); real weights: {r['hint']}")
+            echo(f"{'':<{width + 4}}untrained tiny weights (placeholder output); real weights: {r['hint']}")
     echo(f"config: {z.config.path}")
 
 

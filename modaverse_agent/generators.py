@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -13,14 +12,16 @@ from typing import Any, ClassVar
 
 from .artifacts import Artifact, OutputDir, clean_strings, clean_text, mime_for
 from .errors import GeneratorError
+from .generator_checks import definition_problems
 from .media import MediaItem
 
-#: Tasks the paper and the first-party plugins define. Plugins may add any other task string.
-OUTPUT_MODALITIES = ("image", "audio", "video", "text")
-_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _EMPTY_ARGS: dict[str, Any] = {"type": "object", "properties": {}, "additionalProperties": False}
 
 ProgressCallback = Callable[[int, int], None]
+
+
+def no_progress(done: int, total: int) -> None:
+    """The step callback of a request nobody watches: does nothing."""
 
 
 class GenerationCancelled(GeneratorError):
@@ -47,6 +48,8 @@ class GenerationRequest:
     work: each denoising step (:class:`~modaverse_agent.diffusion.StepProgress` does it for diffusers
     pipelines), each sentence, each frame. A generator that never checks keeps its thread busy after
     its invocation has been given up, though nothing it writes afterwards lands.
+
+    ``progress(done, total)`` is always callable: :func:`no_progress` when nobody listens (None becomes it).
     """
 
     prompt: str
@@ -54,8 +57,12 @@ class GenerationRequest:
     args: Mapping[str, Any] = field(default_factory=dict)
     inputs: Sequence[MediaItem] = ()
     seed: int | None = None
-    progress: ProgressCallback | None = None
+    progress: ProgressCallback = no_progress
     cancel: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        if self.progress is None:  # callers that pass "no listener" as None
+            self.progress = no_progress
 
     @property
     def cancelled(self) -> bool:
@@ -127,7 +134,8 @@ class Generator:
     task: ClassVar[str]
     modality: ClassVar[str]
     description: ClassVar[str]
-    #: JSON Schema (an object schema) of the extra arguments an invocation may pass.
+    #: JSON Schema (an object schema) of the extra arguments an invocation may pass; checked against the
+    #: JSON Schema meta-schema (bad ``pattern`` regexes included) when the class is defined and when registered.
     args_schema: ClassVar[dict[str, Any]] = _EMPTY_ARGS
     #: Input modalities this generator consumes from the user's media (e.g. ``("image",)`` for editing).
     input_modalities: ClassVar[tuple[str, ...]] = ()
@@ -140,22 +148,10 @@ class Generator:
         super().__init_subclass__(**kwargs)
         if cls.__dict__.get("__abstract__", False) or "name" not in cls.__dict__:
             return
-        problems = []
-        if not _NAME.match(cls.name):
-            problems.append(f"name {cls.name!r} must be lower-case letters, digits, '.', '_' or '-'")
-        for attr in ("task", "modality", "description"):
-            if not isinstance(getattr(cls, attr, None), str) or not getattr(cls, attr):
-                problems.append(f"`{attr}` must be a non-empty string")
-        if isinstance(getattr(cls, "task", None), str) and not _NAME.match(cls.task):
-            problems.append(f"task {cls.task!r} must be lower-case letters, digits, '.', '_' or '-'")
-        if getattr(cls, "modality", None) not in OUTPUT_MODALITIES:
-            problems.append(f"modality must be one of {OUTPUT_MODALITIES}")
-        if "\n" in getattr(cls, "description", ""):
-            problems.append("description must be one line")
-        if cls.args_schema.get("type") != "object":
-            problems.append("args_schema must be a JSON Schema with type 'object'")
+        problems = definition_problems(cls)
         if problems:
-            raise GeneratorError(f"generator class {cls.__qualname__}: " + "; ".join(problems))
+            where = f"generator class {cls.__qualname__} ({getattr(cls, 'name', None)!r} in module {cls.__module__})"
+            raise GeneratorError(f"{where}: " + "; ".join(problems))
 
     def __init__(self, **options: Any) -> None:
         self.options: dict[str, Any] = {}

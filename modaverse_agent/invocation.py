@@ -6,23 +6,34 @@ directory refuses later writes; the caller then waits ``grace`` seconds for the 
 generator that never checks ``request.cancelled`` cannot be stopped from outside: its thread runs on,
 and at interpreter exit the process waits up to :data:`EXIT_GRACE_S` seconds for it, then ends with
 :data:`EXIT_ABANDONED` (a clean ``os._exit``, never an abort from C++ code still running).
+
+An invocation that fails (raises, or keeps no file) has the files it wrote deleted the same way; a file
+whose content is not of the modality its artifact declares is dropped (and deleted) with an error.
+The agent and the LangChain tools (:mod:`.tools`) both run invocations through :func:`run_with_timeout`.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import math
 import os
 import sys
 import threading
 import time
 from typing import Any
 
+from .artifact_check import modality_problem
 from .artifacts import Artifact
+from .errors import ArtifactError, ModaVerseError
 from .generators import ArtifactsRefused, GenerationRequest, Generator
 from .media import MediaItem
 from .meta_response import Invocation
 
+#: Seconds an invocation may run before it is cancelled, unless the caller sets another timeout.
+DEFAULT_TIMEOUT_S = 600.0
+#: Seconds the caller waits for a cancelled invocation's thread to stop before it moves on.
+CANCEL_GRACE_S = 2.0
 #: Seconds the process waits at exit for cancelled invocations' threads that still run.
 EXIT_GRACE_S = 30.0
 #: Exit status when such a thread still runs after EXIT_GRACE_S (the response already reported the timeout).
@@ -31,6 +42,13 @@ EXIT_ABANDONED = 1
 
 class InvocationFailed(Exception):
     """One invocation failed; the message is user-facing."""
+
+
+def check_timeout(timeout: Any) -> float:
+    """``timeout`` as float seconds; ModaVerseError unless it is a finite number above 0."""
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not (0 < timeout < math.inf):
+        raise ModaVerseError(f"timeout must be a finite number of seconds above 0, got {timeout!r}")
+    return float(timeout)
 
 
 def resolve_inputs(inv: Invocation, gen: Generator, by_id: dict[str, MediaItem]) -> list[MediaItem]:
@@ -48,9 +66,14 @@ def resolve_inputs(inv: Invocation, gen: Generator, by_id: dict[str, MediaItem])
 
 
 def run_with_timeout(
-    gen: Generator, req: GenerationRequest, timeout: float, grace: float
+    gen: Generator, req: GenerationRequest, timeout: float, grace: float, *, raise_with: str = "--timeout"
 ) -> tuple[list[Artifact], str | None]:
-    """Run ``gen`` on ``req`` in a worker thread; past ``timeout`` cancel it and discard what it wrote."""
+    """Run ``gen`` on ``req`` in a worker thread; past ``timeout`` cancel it and discard what it wrote.
+
+    Returns the artifacts kept and a problem that dropped others (or None). InvocationFailed when it timed
+    out (the message says to raise ``raise_with``), raised, or kept no file; its files are then deleted.
+    ``req.output`` should come from :meth:`~modaverse_agent.artifacts.OutputDir.for_invocation`.
+    """
     result: dict[str, Any] = {}
 
     def target() -> None:
@@ -75,7 +98,7 @@ def run_with_timeout(
         loading = "; its model was still loading, so later calls fail at once until that ends" if was_loading else ""
         raise InvocationFailed(
             f"generator {gen.name!r} did not finish within {timeout:g} s and was cancelled{loading}{still}; "
-            "raise the timeout (--timeout) or ask for less work (fewer steps, a smaller size)"
+            f"raise the timeout ({raise_with}) or ask for less work (fewer steps, a smaller size)"
         )
     problem = None
     if isinstance(result.get("error"), ArtifactsRefused):
@@ -83,11 +106,40 @@ def run_with_timeout(
         result["artifacts"], problem = refused.kept, str(refused)
     if "error" in result:
         e = result["error"]
+        _discard_written(req)
         raise InvocationFailed(f"generator {gen.name!r} failed: {type(e).__name__}: {e}") from e
-    artifacts: list[Artifact] = result["artifacts"]
+    artifacts, problem = _settle(gen, req, result["artifacts"], problem)
     for a in artifacts:
         a.timings.setdefault("wall_s", round(time.perf_counter() - t0, 6))
     return artifacts, problem
+
+
+def _settle(
+    gen: Generator, req: GenerationRequest, artifacts: list[Artifact], problem: str | None
+) -> tuple[list[Artifact], str | None]:
+    """Drop (and delete) files not of their declared modality; fail the invocation when none is kept."""
+    why = [modality_problem(a, gen.name) for a in artifacts]
+    refused = [a.path for a, w in zip(artifacts, why, strict=True) if w]
+    if refused:
+        req.output.discard(refused)
+        problem = "; ".join(p for p in (problem, *why) if p)
+        artifacts = [a for a, w in zip(artifacts, why, strict=True) if not w]
+    if not artifacts:
+        _discard_written(req)
+        raise InvocationFailed(
+            problem
+            or f"generator {gen.name!r} made no file (its run() returned no artifact); check that it writes its output "
+            "through request.output and returns self.artifact(request, path) for each file"
+        )
+    return artifacts, problem
+
+
+def _discard_written(req: GenerationRequest) -> None:
+    """Delete every file the failed invocation wrote (and refuse later writes when its output can be revoked)."""
+    try:
+        req.output.revoke()
+    except ArtifactError:  # an OutputDir not made for one invocation: delete what it wrote
+        req.output.discard(req.output.written)
 
 
 _abandoned: list[threading.Thread] = []

@@ -124,6 +124,11 @@ def describe_content(data: bytes) -> str:
     return "plain text"
 
 
+def looks_like_text(data: bytes) -> bool:
+    """True when ``data`` (a file's first bytes) is non-empty, mostly printable UTF-8/UTF-16 text."""
+    return bool(data) and _as_text(data[:4096]) is not None
+
+
 def _as_text(head: bytes) -> str | None:
     """``head`` decoded as UTF-8/UTF-16 text when it is mostly printable, else None."""
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):

@@ -34,6 +34,7 @@ class PluginFailure:
 pm = pluggy.PluginManager("modaverse_agent")
 pm.add_hookspecs(hookspecs)
 failures: list[PluginFailure] = []
+_distributions: dict[str, str | None] = {}  # entry-point name -> distribution, for failures found after import
 _loaded = False
 
 
@@ -52,8 +53,8 @@ def _allowed(name: str, dist: str | None, allow: set[str] | None) -> bool:
 def load_plugins(*, entry_points: bool | None = None) -> pluggy.PluginManager:
     """Register built-ins and (unless running under the test suite) installed entry points, once.
 
-    A plugin whose import fails is recorded in :data:`failures`; the others still load. A plugin not
-    on the allow-list is never imported.
+    A plugin whose import fails is recorded in :data:`failures`; the others still load (so is one whose
+    registration fails: see :mod:`modaverse_agent.registration`). A plugin not on the allow-list is never imported.
     """
     global _loaded
     if _loaded:
@@ -76,6 +77,7 @@ def load_entry_points(allow: set[str] | None = None) -> None:
         dist = ep.dist.name if ep.dist is not None else None
         if not _allowed(ep.name, dist, allow) or pm.get_plugin(ep.name) is not None:
             continue
+        _distributions[ep.name] = dist
         _register_safely(ep.name, dist, ep.load)
 
 
@@ -87,12 +89,33 @@ def _register_safely(name: str, dist: str | None, load: Any) -> None:
         failures.append(PluginFailure(name, dist, f"{type(e).__name__}: {e}"))
 
 
+def skip(name: str, error: str) -> None:
+    """Unregister plugin ``name`` and record ``error`` as its failure, as for a plugin whose import failed.
+
+    Used when a plugin's ``register_generators`` hook fails (see :mod:`modaverse_agent.registration`).
+    """
+    plugin = pm.get_plugin(name)
+    if plugin is not None:
+        pm.unregister(plugin)
+    failures.append(PluginFailure(name, _distributions.get(name), error))
+
+
+def failure_warnings() -> list[str]:
+    """One line per plugin that failed to load or register: its name, why, and what to do."""
+    return [
+        f"Warning: plugin {f.name!r}{f' ({f.distribution})' if f.distribution else ''} was skipped: {f.error}. "
+        f"Fix, upgrade or uninstall it (or list only the plugins you want in {ALLOW_ENV}); see `modaverse plugins`"
+        for f in failures
+    ]
+
+
 def reset() -> None:
     """Unregister everything and forget failures (tests use this)."""
     global _loaded
     for plugin in list(pm.get_plugins()):
         pm.unregister(plugin)
     failures.clear()
+    _distributions.clear()
     _loaded = False
 
 

@@ -4,11 +4,16 @@ One tool per served task, named after the task (``text-to-image``), with the inv
 (``prompt``, ``inputs``, ``args``). Tools use ``response_format="content_and_artifact"``: the content
 says what was made and where, the artifact is the list of :class:`~modaverse_agent.artifacts.Artifact`.
 A failure comes back as the tool's content (``ToolException``), so an agent loop goes on.
+
+A tool runs its generator as the agent runs an invocation (:func:`~modaverse_agent.invocation.run_with_timeout`):
+in a worker thread, cancelled past ``timeout`` seconds (its files deleted); a failed invocation's files are
+deleted, one that made no file is an error, and a file not of the generator's modality is dropped.
 """
 
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +22,8 @@ from langchain_core.tools import BaseTool, StructuredTool, ToolException
 
 from .artifacts import Artifact, OutputDir
 from .errors import ModaVerseError
-from .generators import ArtifactsRefused, GenerationRequest, Generator
+from .generators import GenerationRequest, Generator
+from .invocation import CANCEL_GRACE_S, DEFAULT_TIMEOUT_S, InvocationFailed, check_timeout, run_with_timeout
 from .media import MediaItem, load_media
 from .meta_response import MAX_INPUTS, PROMPT_MAX_CHARS
 from .schema_utils import describe_error, first_error, json_path
@@ -53,12 +59,21 @@ def tool_args_schema(generator: Generator) -> dict[str, Any]:
 
 
 class GeneratorTool:
-    """Callable behind one tool: validates arguments, resolves inputs, runs the generator."""
+    """Callable behind one tool: validates arguments, resolves inputs, runs the generator within ``timeout`` s."""
 
-    def __init__(self, generator: Generator, output_dir: str | Path, media: Mapping[str, MediaItem]) -> None:
+    def __init__(
+        self,
+        generator: Generator,
+        output_dir: str | Path,
+        media: Mapping[str, MediaItem],
+        timeout: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
         self.generator = generator
         self.output_dir = Path(output_dir)
         self.media = media
+        self.timeout = check_timeout(timeout)
+        #: Seconds a call waits for a cancelled generator's thread to stop before it answers.
+        self.cancel_grace = CANCEL_GRACE_S
         self.schema = tool_args_schema(generator)
 
     def _inputs(self, refs: Sequence[str]) -> list[MediaItem]:
@@ -85,17 +100,20 @@ class GeneratorTool:
         args = dict(kwargs.get("args") or {})
         seed = args.get("seed") if isinstance(args.get("seed"), int) else random.randrange(2**31)
         try:
-            request = GenerationRequest(
-                kwargs["prompt"], OutputDir(self.output_dir), args, self._inputs(kwargs.get("inputs") or ()), seed
+            inputs, cancel = self._inputs(kwargs.get("inputs") or ()), threading.Event()
+            output = OutputDir(self.output_dir).for_invocation(cancel)
+            request = GenerationRequest(kwargs["prompt"], output, args, inputs, seed, cancel=cancel)
+            artifacts, problem = run_with_timeout(
+                self.generator, request, self.timeout, self.cancel_grace, raise_with="zoo_tools(..., timeout=...)"
             )
-            artifacts, refused = self.generator.generate(request), ""
         except ToolException:
             raise
-        except ArtifactsRefused as e:  # files outside the output dir are dropped; the good ones still count
-            artifacts, refused = e.kept, f"; {e}"
-        except Exception as e:  # a failing generator reports back to the calling model
+        except InvocationFailed as e:  # raised, timed out or made nothing: the calling model reads why
+            raise ToolException(str(e)) from e
+        except Exception as e:  # an unreadable input or unusable output directory reports back to the calling model
             raise ToolException(f"{self.generator.name} failed: {type(e).__name__}: {e}") from e
-        made = ", ".join(f"{a.modality} {a.path}" for a in artifacts) or "nothing"
+        refused = f"; {problem}" if problem else ""  # files dropped (outside the output dir, wrong modality)
+        made = ", ".join(f"{a.modality} {a.path}" for a in artifacts)
         note = ""
         if artifacts and self.generator.untrained:
             note = (
@@ -106,10 +124,17 @@ class GeneratorTool:
 
 
 def generator_tool(
-    generator: Generator, *, output_dir: str | Path = "outputs", media: Mapping[str, MediaItem] | None = None
+    generator: Generator,
+    *,
+    output_dir: str | Path = "outputs",
+    media: Mapping[str, MediaItem] | None = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
 ) -> BaseTool:
-    """A LangChain tool running ``generator``; ``media`` maps ids (``image_1``) to the user's media."""
-    call = GeneratorTool(generator, output_dir, media or {})
+    """A LangChain tool running ``generator``; ``media`` maps ids (``image_1``) to the user's media.
+
+    A call that runs past ``timeout`` seconds is cancelled and answers with an error saying so.
+    """
+    call = GeneratorTool(generator, output_dir, media or {}, timeout)
     return StructuredTool.from_function(
         func=call.__call__,  # a bound method: langgraph's ToolNode reads its type hints (an instance has none)
         name=generator.task,
@@ -127,9 +152,10 @@ def zoo_tools(
     output_dir: str | Path = "outputs",
     media: Mapping[str, MediaItem] | None = None,
     tasks: Sequence[str] | None = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
 ) -> list[BaseTool]:
-    """One tool per served task (or per ``tasks``), each running the generator the zoo chose."""
+    """One tool per served task (or per ``tasks``), each running the generator the zoo chose within ``timeout`` s."""
     return [
-        generator_tool(zoo.generator_for(t), output_dir=output_dir, media=media)
+        generator_tool(zoo.generator_for(t), output_dir=output_dir, media=media, timeout=timeout)
         for t in (tasks if tasks is not None else zoo.tasks())
     ]

@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import GeneratorError, ZooError
+from .generator_checks import clash_problems, definition_problems
 from .generators import Generator
 from .meta_response import TaskSpec, build_schema
+from .schema_utils import short
 
 CONFIG_ENV = "MODAVERSE_ZOO_CONFIG"
 DEFAULT_ZOO_RESOURCE = "default_zoo.toml"
@@ -153,22 +155,27 @@ class Zoo:
 
     @classmethod
     def from_plugins(cls, config: ZooConfig | str | Path | None = None, **kwargs: Any) -> Zoo:
-        """A zoo of every generator the loaded plugins register, configured by ``config``."""
-        from .plugins import load_plugins
+        """A zoo of every generator the loaded plugins register, configured by ``config``.
 
-        pm = load_plugins()
-        found: list[Generator] = []
-        pm.hook.register_generators(register=found.append)
+        A plugin whose registration fails is skipped and recorded in ``plugins.failures``; the others load.
+        """
+        from .registration import registered_generators
+
+        found = registered_generators()
         cfg = config if isinstance(config, ZooConfig) else ZooConfig.load(config)
         return cls(found, config=cfg, **kwargs)
 
     def add(self, generator: Generator) -> None:
-        """Register a generator instance; names are unique."""
+        """Register a generator instance: well defined (see :func:`definition_problems`), a unique name, and
+        the output modality of its task (for the built-in tasks, :data:`KNOWN_TASK_MODALITIES`)."""
         if not isinstance(generator, Generator):
-            raise GeneratorError(f"register() expects a Generator instance, got {generator!r}")
-        if generator.name in self._by_name:
-            other = self._by_name[generator.name]
-            raise ZooError(f"two generators are named {generator.name!r} ({other!r} and {generator!r}); rename one")
+            raise GeneratorError(f"register() expects a Generator instance, got {short(generator)}")
+        problems = definition_problems(generator)
+        if problems:
+            raise GeneratorError(f"generator {short(getattr(generator, 'name', None))}: " + "; ".join(problems))
+        problems = clash_problems(generator, self._by_name)
+        if problems:
+            raise ZooError("; ".join(problems))
         self._by_name[generator.name] = generator
 
     def choose(self, task: str, name: str) -> None:

@@ -45,6 +45,25 @@ def test_zoo_set_and_unset_persist(runner: CliRunner, tmp_path: Path) -> None:
     assert runner.invoke(cli, ["zoo", "--zoo-config", str(cfg), "unset", "text-to-image"]).exit_code == 2
 
 
+def test_zoo_columns_line_up_with_long_task_names(runner: CliRunner) -> None:
+    from modaverse_agent import Generator, hookimpl
+
+    class Banner(Generator):
+        name = "banner"
+        task = "text-to-ascii-art-banner"  # longer than the 16 columns the table used to assume
+        modality = "text"
+        description = "Writes a banner."
+
+    class Plugin:
+        @hookimpl
+        def register_generators(self, register: object) -> None:
+            register(Banner())  # type: ignore[operator]
+
+    plugins.pm.register(Plugin(), name="banner")
+    lines = [line for line in runner.invoke(cli, ["zoo"]).output.splitlines() if " -> " in line]
+    assert len(lines) == 6 and len({line.index(" -> ") for line in lines}) == 1, lines
+
+
 def test_zoo_set_errors(runner: CliRunner) -> None:
     res = runner.invoke(cli, ["zoo", "set", "text-to-image", "echo-audio"])
     assert res.exit_code == 2 and "serves 'text-to-audio'" in res.output
