@@ -492,3 +492,91 @@ def test_a_reply_does_not_wait_for_a_delayed_ack(echo_zoo: Zoo, tmp_path: Path) 
             assert http.get("/health").status_code == 200
             times.append(time.perf_counter() - t)
     assert sorted(times)[10] < 0.02
+
+
+class SlowLLM(PlanLLM):
+    """Decodes a "slow" request for ``seconds`` unless told to stop (``should_stop``, as the engines take it);
+    anything else is answered at once."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__({"text": "Hi.", "invocations": []})
+        self.seconds = seconds
+        self.stopped: list[float] = []
+
+    def respond(self, request: LLMRequest) -> str:
+        return self.complete_batch([request])[0].text
+
+    def complete_batch(self, requests: list[LLMRequest], *, should_stop: Any = None) -> list[Completion]:
+        start = time.monotonic()
+        while any("slow" in r.instruction for r in requests) and time.monotonic() < start + self.seconds:
+            if should_stop is not None and should_stop():
+                self.stopped.append(time.monotonic() - start)
+                raise RuntimeError("stopped")  # the engines raise DecodeCancelled
+            time.sleep(0.01)
+        return [Completion(self._raw(r), input_tokens=10, output_tokens=5) for r in requests]
+
+
+WEATHER = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+
+
+@pytest.mark.parametrize("max_batch", [8, 1])
+@pytest.mark.parametrize("tools", [False, True], ids=["agent", "tools"])
+def test_a_client_that_leaves_before_a_non_streamed_answer_stops_its_decode(
+    echo_zoo: Zoo, tmp_path: Path, max_batch: int, tools: bool
+) -> None:
+    """The client times out during a long decode: the decode ends at once and the slot is free (it ran to its end,
+    holding the only worker, while the next request waited or was refused)."""
+    llm = SlowLLM(seconds=10)
+    extra = {"tools": WEATHER} if tools else {}
+    with serving(llm, echo_zoo, tmp_path / "out", workers=1, max_queue=0, max_batch=max_batch) as url:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{url}/v1/chat/completions", json={"messages": [user("slow")], **extra}, timeout=0.5)
+        deadline = time.monotonic() + 3
+        while (not llm.stopped or httpx.get(f"{url}/health").json()["running"]) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert llm.stopped and llm.stopped[0] < 2 and httpx.get(f"{url}/health").json()["running"] == 0
+        start = time.monotonic()
+        r = httpx.post(f"{url}/v1/chat/completions", json={"messages": [user("quick")], **extra}, timeout=30)
+        assert r.status_code == 200 and time.monotonic() - start < 3
+        assert llm.stopped == llm.stopped[:1]  # the quick one was not stopped
+
+
+def test_an_unexpected_failure_is_a_500_and_the_connection_stays_open(echo_zoo: Zoo, tmp_path: Path) -> None:
+    """Starlette's catch-all handler re-raised after its 500, so uvicorn dropped the connection and the client's
+    next request on it failed ("Connection reset by peer")."""
+    with serving(PlanLLM(DRAW), echo_zoo, tmp_path / "out") as url, httpx.Client(base_url=url, timeout=30) as http:
+        body = {"messages": [user("fail now")], "tools": WEATHER}
+        failed = http.post("/v1/chat/completions", json=body, headers={"x-request-id": "req-boom"})
+        assert failed.status_code == 500 and failed.headers["x-request-id"] == "req-boom"
+        error = failed.json()["error"]
+        assert error["type"] == "server_error" and "the model broke" in error["message"]
+        after = http.post("/v1/chat/completions", json={"messages": [user("draw")]})
+        assert after.status_code == 200
+        ends = {r.extensions["network_stream"].get_extra_info("client_addr") for r in (failed, after)}
+        assert len(ends) == 1  # the same kept-alive connection
+
+
+def test_the_openai_client_lists_the_files_and_the_model_says_when_it_started(echo_zoo: Zoo, tmp_path: Path) -> None:
+    start = int(time.time())
+    with serving(PlanLLM(DRAW), echo_zoo, tmp_path / "out", api_key="k") as url:
+        api = client(url, "k")
+        assert api.files.list().data == []
+        made = api.chat.completions.create(model="m", messages=[user("draw", png_url())])
+        first, second = (a["id"] for a in made.choices[0].message.model_extra["modaverse"]["artifacts"])
+        page = api.files.list()
+        assert [f.id for f in page.data] == [second, first] and page.has_more is False  # newest first
+        assert page.data[0].purpose == "assistants_output" and page.data[0].model_extra["url"].endswith("/content")
+        assert [f.id for f in api.files.list(order="asc")] == [first, second]
+        one = api.files.list(limit=1)
+        assert [f.id for f in one.data] == [second] and one.has_more is True
+        assert [f.id for f in api.files.list(limit=1)] == [second, first]  # the client pages on with `after`
+        assert api.files.list(purpose="batch").data == []
+        with pytest.raises(BadRequestError) as info:
+            api.files.list(order="sideways")
+        assert info.value.param == "order"
+        api.files.delete(first)
+        assert [f.id for f in api.files.list()] == [second]
+        with pytest.raises(AuthenticationError):
+            client(url, "wrong").files.list()
+        created = api.models.list().data[0].created
+        assert start <= created <= time.time() and api.models.retrieve("modaverse").created == created

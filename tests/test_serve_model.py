@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -140,3 +141,94 @@ def test_a_long_history_on_the_agent_path_is_fitted_with_a_note(served: tuple[st
     done = client.chat.completions.create(model="modaverse", messages=[*turns, {"role": "user", "content": "a cat"}])
     notes = done.choices[0].message.model_extra["modaverse"]["notes"]
     assert any("oldest of 60 earlier turns were left out" in n for n in notes), notes
+
+
+def _local_addr(response: Any) -> Any:
+    """The client end of the connection a response came on (equal for two responses: one kept-alive connection)."""
+    return response.extensions["network_stream"].get_extra_info("client_addr")
+
+
+def test_input_the_engines_cannot_take_is_a_400_the_client_does_not_retry_on_the_same_connection(
+    served: tuple[str, Any],
+) -> None:
+    """A seed past 64 bits made torch raise, a lone surrogate the tokenizer, an invalid tool schema xgrammar: each
+    was a 500 (retried twice by the openai client) and on the tools path the server dropped the connection. Now
+    each is refused before any work, naming the param, and the connection serves the next request."""
+    import openai
+
+    url = served[0]
+    calls: list[int] = []
+    ends: list[Any] = []
+    client = OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=2, timeout=120)
+    client._client.event_hooks["request"].append(lambda r: calls.append(1))
+    client._client.event_hooks["response"].append(lambda r: ends.append(_local_addr(r)))
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    wat = [{"type": "function", "function": {"name": "f", "parameters": {"type": "wat"}}}]
+    hi = [{"role": "user", "content": "hi"}]
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"seed": 2**64, "temperature": 1}, "seed"),
+        ({"seed": 2**64, "temperature": 1, "tools": tools}, "seed"),
+        ({"seed": 2**64, "temperature": 1, "tools": tools, "stream": True}, "seed"),
+        ({"tools": wat}, "tools[0].function.parameters.type"),
+        ({"tools": wat, "stream": True}, "tools[0].function.parameters.type"),
+    ]
+    for extra, param in cases:
+        calls.clear()
+        with pytest.raises(openai.BadRequestError) as e:
+            out = client.chat.completions.create(model="modaverse", messages=hi, **extra)  # type: ignore[call-overload]
+            list(out) if extra.get("stream") else out
+        assert e.value.param == param and e.value.type == "invalid_request_error" and calls == [1], extra
+    assert client.chat.completions.create(model="modaverse", messages=hi).choices[0].message is not None
+    assert len(set(ends)) == 1  # every request on one connection: none was dropped
+    with httpx.Client(base_url=url, timeout=120) as http:  # the openai client cannot even encode a lone surrogate
+        ends.clear()
+        for extra in ({}, {"tools": tools}, {"stream": True}, {"tools": tools, "stream": True}):
+            raw = json.dumps({"messages": [{"role": "user", "content": "hi \ud800"}], **extra})  # sent as \ud800
+            r = http.post("/v1/chat/completions", content=raw, headers={"content-type": "application/json"})
+            assert r.status_code == 400 and r.json()["error"]["param"] == "messages[0].content", (extra, r.text)
+            assert "surrogate" in r.json()["error"]["message"]
+            ends.append(_local_addr(r))
+        r = http.post("/v1/chat/completions", json={"messages": hi})
+        assert r.status_code == 200 and {_local_addr(r)} == set(ends)
+
+
+def test_a_request_whose_only_image_cannot_be_read_is_refused_with_that_images_error(
+    served: tuple[str, Any],
+) -> None:
+    """Nothing left to answer: a 400, for the agent and the tools path alike, that says which image was skipped
+    and why (it said only "the instruction is empty and no media were given")."""
+    import openai
+
+    client = OpenAI(base_url=f"{served[0]}/v1", api_key="none", max_retries=0, timeout=120)
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    broken = "data:image/png;base64," + base64.b64encode(b"xx" * 10).decode()
+    only = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": broken}}]}]
+    for extra in ({}, {"tools": tools}, {"stream": True}, {"tools": tools, "stream": True}):
+        with pytest.raises(openai.BadRequestError) as e:
+            out = client.chat.completions.create(model="modaverse", messages=only, **extra)  # type: ignore[call-overload]
+            list(out) if extra.get("stream") else out
+        message = str(e.value.message)
+        assert "nothing to respond to" in message and "messages[0].content[0].image_url.url skipped" in message, extra
+
+
+def test_the_engine_ends_a_decode_when_asked_and_otherwise_answers_as_before(served: tuple[str, Any]) -> None:
+    """``should_stop`` (what the server passes for a request whose client left) ends the decode at the next token;
+    while it says go on, a batch decodes exactly as without it."""
+    from modaverse_agent.llm_io import GenerationParams, LLMRequest
+    from modaverse_agent.model.streaming import DecodeCancelled
+
+    agent = served[1].state.service.served.agent
+    model, schema, specs = agent.llm, agent.zoo.schema(media_ids=[]), agent.zoo.task_specs()
+    params = GenerationParams(max_new_tokens=12, temperature=0)
+    requests = [LLMRequest(text, [], schema, specs, params=params) for text in ("say hello", "draw a cat")]
+    asked: list[int] = []
+
+    def after_three() -> bool:
+        asked.append(1)
+        return len(asked) > 3
+
+    with pytest.raises(DecodeCancelled):
+        model.complete_batch(requests, should_stop=after_three)
+    assert len(asked) == 4  # checked before the decode and at each token, stopped at the first "yes"
+    plain = model.complete_batch(requests)
+    assert [c.text for c in model.complete_batch(requests, should_stop=lambda: False)] == [c.text for c in plain]

@@ -284,3 +284,59 @@ def test_the_store_serves_only_files_inside_its_root(tmp_path: Path) -> None:
     assert store.get(made) is not None and store.get("file-" + "f" * 32) is None
     (store.root / "r1" / "made.png").unlink()
     assert store.get(made) is None  # deleted on disk: no longer served
+
+
+def _tool(parameters: Any) -> list[dict[str, Any]]:
+    return [{"type": "function", "function": {"name": "f", "parameters": parameters}}]
+
+
+def _image_part(url: str) -> dict[str, Any]:
+    return {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}
+
+
+@pytest.mark.parametrize(
+    ("raw", "param", "words"),
+    [
+        # beyond OpenAI's signed 64-bit seed (torch failed on it: "Overflow when unpacking long long", a 500)
+        (body(seed=2**64), "seed", "at most 9223372036854775807"),
+        # a lone surrogate: no tokenizer takes it (a 500 from the model before), escaped or as raw UTF-8 bytes
+        (b'{"messages": [{"role": "user", "content": "hi \\ud800"}]}', "messages[0].content", "lone UTF-16 surrogate"),
+        (b'{"messages": [{"role": "user", "content": "hi \xed\xa0\x80"}]}', "messages[0].content", "surrogate"),
+        (
+            b'{"messages": [{"role": "user", "content": [{"type": "text", "text": "\\ud83d\\ude00 \\udc00"}]}]}',
+            "messages[0].content[0].text",
+            "(\\udc00)",
+        ),
+        (body(tools=_tool({"type": "wat"})), "tools[0].function.parameters.type", "not a valid JSON Schema"),
+        (
+            body(tools=_tool({"type": "object", "properties": {"x": {"type": "wat"}}})),
+            "tools[0].function.parameters.properties.x.type",
+            "not a valid JSON Schema",
+        ),
+        (body(tools=_tool({"type": "object", "required": "x"})), "tools[0].function.parameters.required", "array"),
+        (body(tools=_tool({"$schema": {}})), "tools[0].function.parameters.$schema", "a string"),
+        (body(stream_options={"include_usage": True}), "stream_options", "only allowed when `stream` is true"),
+        (body(stream=False, stream_options={}), "stream_options", "only allowed when `stream` is true"),
+        (
+            body(messages=[_image_part("data:image/png;base64,@@@@")]),
+            "messages[0].content[0].image_url.url",
+            "send data:<mime type>;base64,",
+        ),
+    ],
+)
+def test_input_no_engine_can_take_is_refused_before_any_work(raw: bytes, param: str, words: str) -> None:
+    e = refused(raw)
+    assert e.param == param and words in e.message and "pass a path" not in e.message, e.message
+    json.dumps(e.message, ensure_ascii=False).encode()  # the error body itself must be valid UTF-8
+
+
+def test_the_checks_stop_exactly_at_the_edges_of_what_is_taken() -> None:
+    assert parse_chat_request(body(seed=2**63 - 1)).params.seed == 2**63 - 1
+    assert parse_chat_request(body(seed=-(2**63))).params.seed == -(2**63)
+    assert refused(body(seed=2**63)).param == refused(body(seed=-(2**63) - 1)).param == "seed"
+    pair = parse_chat_request(b'{"messages": [{"role": "user", "content": "\\ud83d\\ude00"}]}')  # a surrogate pair
+    assert pair.messages[0].text == "\U0001f600"
+    assert refused(b'{"messages": [{"role": "user", "content": "\\ude00\\ud83d"}]}').param == "messages[0].content"
+    schema = {"type": "object", "properties": {"city": {"type": ["string", "null"]}}, "required": ["city"]}
+    assert parse_chat_request(body(tools=_tool(schema))).tools is not None
+    assert parse_chat_request(body(stream=True, stream_options={"include_usage": True})).include_usage

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +30,7 @@ from ..meta_response import TaskSpec
 from .constrained import GrammarCache, MetaResponseLogitsProcessor
 from .prompting import Prompter, spec_from_dict, special_token_ids
 from .splice import EncodedMedia
-from .streaming import CompletionStream
+from .streaming import CompletionStream, DecodeCancelled, StopCheck
 
 if TYPE_CHECKING:
     from ..media import MediaItem
@@ -230,9 +230,13 @@ class MetaResponseEngine:
         seed: int | None = None,
         min_new_tokens: int | None = None,
         streamer: Any | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> tuple[list[str], list[tuple[int, str]]]:
-        """:meth:`generate`'s texts and, per row, (tokens generated, finish reason: "stop"/"length")."""
+        """:meth:`generate`'s texts and, per row, (tokens generated, finish reason: "stop"/"length");
+        :class:`DecodeCancelled` at the next token once ``should_stop()`` is true (a server's client left)."""
         with self._lock:
+            if should_stop is not None and should_stop():  # stopped while it waited for the engine
+                raise DecodeCancelled("stopped before decoding")
             return self._generate_locked(
                 prompts,
                 media_features,
@@ -240,6 +244,7 @@ class MetaResponseEngine:
                 schemas,
                 Sampling(max_new_tokens or 0, min_new_tokens, do_sample, temperature, top_p, seed),
                 streamer,
+                should_stop,
             )
 
     def _generate_locked(
@@ -250,6 +255,7 @@ class MetaResponseEngine:
         schemas: Sequence[Schema] | Schema,
         asked: Sampling,
         streamer: Any | None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> tuple[list[str], list[tuple[int, str]]]:
         rows = len(prompts)
         if not prompts or any(len(p) == 0 for p in prompts):
@@ -283,7 +289,8 @@ class MetaResponseEngine:
                 cache=self.grammars if constrained else None,
                 min_new_tokens=sampling.min_new_tokens or 0,  # held by the processor, after the grammar
             )
-            rows_out = self._decode_rows(prompts, media_features, media_modalities, processor, sampling, streamer)
+            hook = streamer if should_stop is None else StopCheck(should_stop, streamer)  # both engines put each token
+            rows_out = self._decode_rows(prompts, media_features, media_modalities, processor, sampling, hook)
             if not processor.unfinished_rows() or streamer is not None or attempt == _CLOSING_ATTEMPTS - 1:
                 break
             reserve = min(budget, 2 * reserve)  # the closing route from where it stood was longer: start sooner
@@ -367,11 +374,18 @@ class MetaResponseEngine:
             "seed": p.seed if p.seed is not None else opts.seed,
         }
 
-    def complete_batch(self, requests: Sequence[LLMRequest], *, streamer: Any | None = None) -> list[Completion]:
+    def complete_batch(
+        self,
+        requests: Sequence[LLMRequest],
+        *,
+        streamer: Any | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> list[Completion]:
         """Raw meta-responses with token counts and finish reasons, decoded together.
 
         Requests with the same decoding settings share one ``generate`` call; stop strings cut each
         text after decoding (``finish_reason`` "stop"); a reply that hit its token budget is "length".
+        Once ``should_stop()`` is true the decode ends at its next token (:class:`DecodeCancelled`).
         """
         use_schema = self.options.constrained and self.config.output_format == "json"
         groups: dict[tuple[Any, ...], list[int]] = {}
@@ -394,6 +408,7 @@ class MetaResponseEngine:
                 modalities,
                 schemas=[requests[i].schema if use_schema else None for i in members],
                 streamer=streamer,
+                should_stop=should_stop,
                 **kw,
             )
             for i, prompt, text, (n, reason) in zip(members, prompts, texts, stats, strict=True):

@@ -8,7 +8,7 @@ the decode at its next token and frees the engine.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..answer_stream import StopHoldBack
@@ -76,6 +76,25 @@ class CompletionStream:
 
 class DecodeCancelled(Exception):
     """The reader of a stream stopped; its decode ends at the next token."""
+
+
+class StopCheck:
+    """What the engines' decode loops hand each new token to when a decode may be stopped: it raises
+    :class:`DecodeCancelled` once ``should_stop()`` is true, and passes the token on to ``inner`` (a streamer)
+    when there is one. Unlike a text streamer it takes any batch size."""
+
+    def __init__(self, should_stop: Callable[[], bool], inner: Any | None = None) -> None:
+        self.should_stop, self.inner = should_stop, inner
+
+    def put(self, value: Any) -> None:
+        if self.should_stop():
+            raise DecodeCancelled("the request was stopped")
+        if self.inner is not None:
+            self.inner.put(value)
+
+    def end(self) -> None:
+        if self.inner is not None:
+            self.inner.end()
 
 
 def cancellable_streamer(tokenizer: Any) -> Any:

@@ -5,7 +5,8 @@ inside the server's output directory; nothing outside that directory is ever ser
 can refer to a file by its id or its URL (``"now make it a watercolor"`` with the picture the server
 drew), so the store also keeps the meta-response of the answer that made it. Ids live as long as the
 server process (the oldest are forgotten past ``max_files``; the files stay on disk) or until a client
-deletes one (``DELETE /v1/files/{id}``, the openai client's ``files.delete``), which removes it from disk.
+deletes one (``DELETE /v1/files/{id}``, the openai client's ``files.delete``), which removes it from disk;
+``GET /v1/files`` (``files.list``) lists them.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from ..artifacts import Artifact
 #: A URL (or path) of a file this server made; ``id`` is the file id.
 FILE_URL = re.compile(r"/v1/files/(?P<id>file-[0-9a-f]{32})/content(?=$|[?#)\s])")
 DEFAULT_MAX_FILES = 100_000
+#: The OpenAI ``purpose`` of every file this server made.
+PURPOSE = "assistants_output"
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,7 @@ class StoredFile:
             "bytes": self.bytes,
             "created_at": self.created,
             "filename": self.path.name,
-            "purpose": "assistants_output",
+            "purpose": PURPOSE,
             "url": url,
             "mime_type": self.mime_type,
             "modality": self.modality,
@@ -106,6 +109,11 @@ class FileStore:
             return None
         return record
 
+    def records(self) -> list[StoredFile]:
+        """Every file the store knows, oldest first (a copy; ones removed from disk since are still in it)."""
+        with self._lock:
+            return list(self._files.values())
+
     def delete(self, file_id: str) -> bool:
         """Forget ``file_id`` and remove its file (the answer's manifest stays); False if unknown."""
         with self._lock:
@@ -125,4 +133,4 @@ def file_url(base_url: str, file_id: str) -> str:
     return f"{base_url.rstrip('/')}/v1/files/{file_id}/content"
 
 
-__all__ = ["DEFAULT_MAX_FILES", "FILE_URL", "FileStore", "StoredFile", "file_url"]
+__all__ = ["DEFAULT_MAX_FILES", "FILE_URL", "PURPOSE", "FileStore", "StoredFile", "file_url"]

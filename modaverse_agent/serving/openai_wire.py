@@ -1,9 +1,10 @@
 """The OpenAI chat-completions request, read and checked: a body in, a :class:`ChatRequest` out.
 
 Everything wrong with the shape of a request is a :class:`WireError` naming the JSON path that failed
-(``messages[1].content[0].image_url.url``), answered 400 before any work starts. Media bytes are only
-decoded here (data URLs, base64); whether they are a real picture, sound or video is checked later,
-per part, so one bad attachment never loses the rest of the answer.
+(``messages[1].content[0].image_url.url``), answered 400 before any work starts; so is input no engine could
+take (a lone UTF-16 surrogate anywhere, a ``seed`` beyond 64 bits, a tool ``parameters`` that is no valid JSON
+Schema). Media bytes are only decoded here (data URLs, base64); whether they are a real picture, sound or video
+is checked later, per part, so one bad attachment never loses the rest of the answer.
 
 Content parts: ``text``, ``image_url`` and ``video_url`` (``data:`` URLs; local paths and ``file://``
 only with ``allow_local_files``; a URL of a file this server made, ``.../v1/files/<id>/content``),
@@ -30,6 +31,10 @@ ROLES = ("system", "developer", "user", "assistant", "tool")
 MAX_STOP = 4
 _REMOTE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+#: A UTF-16 surrogate: in a decoded JSON string only a lone one is left (a pair became one character).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+#: ``seed`` as OpenAI takes it (a signed 64-bit integer); the engines seed torch, which takes this range too.
+SEED_RANGE = (-(2**63), 2**63 - 1)
 
 
 class WireError(Exception):
@@ -109,14 +114,48 @@ def _number(data: Mapping[str, Any], key: str, lo: float, hi: float, *, open_lo:
     return float(value)
 
 
-def _integer(data: Mapping[str, Any], key: str, lo: int) -> int | None:
+def _integer(data: Mapping[str, Any], key: str, lo: int, hi: int | None = None) -> int | None:
     value = data.get(key)
     if value is None:
         return None
     _need(value, int, key, "an integer")
-    if value < lo:
-        raise WireError(f"must be at least {lo}, got {value}", param=key)
+    if value < lo or (hi is not None and value > hi):
+        bound = f"at least {lo}" if hi is None else f"at least {lo} and at most {hi}"
+        raise WireError(f"must be {bound}, got {value}", param=key)
     return int(value)
+
+
+def _refuse_surrogates(data: Any) -> None:
+    """A WireError at the first string (or key) holding a lone UTF-16 surrogate (``"\\ud800"``): it is no
+    Unicode character and no tokenizer takes it; refused rather than replaced, so the model never reads other
+    text than was sent."""
+    stack: list[tuple[Any, str]] = [(data, "$")]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, dict):
+            items = []
+            for key, item in value.items():
+                where = _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", key)
+                where = where if path == "$" else f"{path}.{where}"
+                if _SURROGATE.search(key):
+                    raise _surrogate(key, f"{where} (the key)")
+                items.append((item, where))
+            stack.extend(reversed(items))
+        elif isinstance(value, list):
+            stack.extend((item, f"{path}[{n}]") for n, item in reversed(list(enumerate(value))))
+        elif isinstance(value, str) and _SURROGATE.search(value):
+            raise _surrogate(value, path)
+
+
+def _surrogate(text: str, path: str) -> WireError:
+    found = _SURROGATE.search(text)
+    assert found is not None
+    return WireError(
+        f"holds a lone UTF-16 surrogate (\\u{ord(found.group()):04x}), which is not valid Unicode; send valid text "
+        "(a character outside the BMP as a surrogate pair, or as UTF-8)",
+        param=path,
+        code="invalid_value",
+    )
 
 
 def _b64(data: str, path: str) -> bytes:
@@ -133,6 +172,12 @@ def media_url(url: Any, path: str, *, allow_local_files: bool) -> MediaRef:
         try:
             data, _, _ = read_source(url, MAX_FILE_BYTES)
         except MediaError as e:
+            if isinstance(e.__cause__, binascii.Error | ValueError):  # the reader's words are for Python callers
+                raise WireError(
+                    f"is a data: URL whose payload is not valid base64 ({e.__cause__}); send "
+                    "data:<mime type>;base64,<the file's bytes in base64>",
+                    param=path,
+                ) from e
             raise WireError(str(e), param=path) from e
         return MediaRef("bytes", data, path)
     made = FILE_URL.search(url)
@@ -252,7 +297,7 @@ def _tools(data: Mapping[str, Any]) -> tuple[list[dict[str, Any]] | None, str | 
         if not _TOOL_NAME.match(name):
             raise WireError("must be 1-64 letters, digits, '_', '.' or '-'", param=f"tools[{n}].function.name")
         if fn.get("parameters") is not None:
-            _need(fn["parameters"], dict, f"tools[{n}].function.parameters", "a JSON Schema object")
+            _schema(_need(fn["parameters"], dict, f"tools[{n}].function.parameters", "a JSON Schema object"), n)
         names.append(name)
     choice = data.get("tool_choice")
     if choice is None or choice in ("none", "auto", "required"):
@@ -266,6 +311,23 @@ def _tools(data: Mapping[str, Any]) -> tuple[list[dict[str, Any]] | None, str | 
     raise WireError(
         'must be "none", "auto", "required" or {"type": "function", "function": {"name": ...}}', param="tool_choice"
     )
+
+
+def _schema(schema: dict[str, Any], n: int) -> None:
+    """A WireError at the first place where a tool's ``parameters`` is no valid JSON Schema (checked against its
+    ``$schema``'s metaschema, draft 2020-12 when it names none), before any decoding starts."""
+    from jsonschema import Draft202012Validator, SchemaError
+    from jsonschema.validators import validator_for
+
+    path = f"tools[{n}].function.parameters"
+    if "$schema" in schema:
+        _need(schema["$schema"], str, f"{path}.$schema", "a string (the metaschema's URI)")
+    try:
+        validator_for(schema, default=Draft202012Validator).check_schema(schema)
+    except SchemaError as e:
+        raise WireError(f"is not a valid JSON Schema: {e.message}", param=path + e.json_path[1:]) from e
+    except Exception as e:  # the checker faces raw client input: whatever it trips on is the schema's fault
+        raise WireError(f"could not be read as a JSON Schema ({type(e).__name__}: {e})", param=path) from e
 
 
 def _stop(value: Any) -> tuple[str, ...]:
@@ -305,6 +367,7 @@ def parse_chat_request(body: bytes, *, allow_local_files: bool = False) -> ChatR
     except ValueError as e:  # includes UnicodeDecodeError
         raise WireError(f"the body is not valid JSON ({e}); send a JSON object", param="$") from e
     _need(data, dict, "$", "a JSON object")
+    _refuse_surrogates(data)
     model = data.get("model")
     if model is not None:
         _need(model, str, "model", "a string")
@@ -318,12 +381,14 @@ def parse_chat_request(body: bytes, *, allow_local_files: bool = False) -> ChatR
     options = data.get("stream_options")
     include_usage = False
     if options is not None:
+        if not stream:
+            raise WireError("is only allowed when `stream` is true", param="stream_options")
         _need(options, dict, "stream_options", "an object")
         include_usage = bool(
             _need(options.get("include_usage", False), bool, "stream_options.include_usage", "true or false")
         )
     tokens = _integer(data, "max_completion_tokens", 1) or _integer(data, "max_tokens", 1)
-    seed = _integer(data, "seed", -(2**63))
+    seed = _integer(data, "seed", *SEED_RANGE)
     params = GenerationParams(
         max_new_tokens=tokens,
         temperature=_number(data, "temperature", 0, 2),

@@ -27,6 +27,7 @@ from .chunks import Answer, error_body, error_dict, sse, tool_call_entries, usag
 from .openai_wire import ChatRequest
 from .runs import AgentResult, Served, ToolResult
 from .scheduler import END, Job
+from .turns import with_media_errors
 
 DONE = "data: [DONE]\n\n"
 _PING = object()
@@ -63,7 +64,8 @@ def _answer_failure(response: FinalResponse) -> tuple[int, dict[str, Any]] | Non
     if failed is None:
         return None
     if failed.stage == "request":
-        return 400, error_body(failed.message, "invalid_request_error", code=failed.code)
+        message = with_media_errors(failed.message, response.errors)
+        return 400, error_body(message, "invalid_request_error", code=failed.code)
     return 500, error_body(failed.message, "server_error", code="model_failed")
 
 

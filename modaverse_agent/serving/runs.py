@@ -1,7 +1,8 @@
 """The work of one request, on a worker thread: the agent's answer, or a plain LLM answer with tool calls.
 
 Both check ``job.cancelled`` before every step they take (the next text piece, the next invocation), so a
-client that went away stops its request there; a stream hands every event to the request's event loop
+client that went away stops its request there (and the request's view of the LLM ends a decode in progress,
+see :mod:`.batching`); a stream hands every event to the request's event loop
 (``job.emit``) as it comes.
 """
 
@@ -17,13 +18,14 @@ from langchain_core.messages import AIMessage, AIMessageChunk
 
 from ..agent import ModaVerseAgent
 from ..chat_model import ChatModaVerse
+from ..errors import RequestError
 from ..llm_io import Completion, MetaResponder
 from ..response import FinalResponse, InvocationDone, ResponseDone, ResponseError
 from .batching import MicroBatcher, request_llm
 from .files import FileStore
 from .openai_wire import ChatRequest
 from .scheduler import Job
-from .turns import agent_call, langchain_messages
+from .turns import agent_call, langchain_messages, with_media_errors
 
 
 class Stopped(Exception):
@@ -82,7 +84,7 @@ def _steps(events: Iterator[Any], job: Job) -> Iterator[Any]:
 def run_agent(served: Served, request: ChatRequest, request_id: str, job: Job) -> AgentResult:
     """Answer ``request`` with the agent (its invocations run); a stream emits every event as it comes."""
     call = agent_call(request, served.store)
-    view = request_llm(served.llm, served.batcher, stream=request.stream)
+    view = request_llm(served.llm, served.batcher, stream=request.stream, cancelled=job.cancelled)
     agent = copy.copy(served.agent)  # this request's view of the LLM; everything else is shared
     agent.llm = view
     events = agent.stream(
@@ -107,9 +109,9 @@ def run_agent(served: Served, request: ChatRequest, request_id: str, job: Job) -
     return AgentResult(response, view.completion, done)
 
 
-def _chat_model(served: Served, request: ChatRequest, media: dict[str, Any]) -> Any:
+def _chat_model(served: Served, request: ChatRequest, media: dict[str, Any], job: Job) -> Any:
     p = request.params
-    view = request_llm(served.llm, served.batcher, stream=request.stream)
+    view = request_llm(served.llm, served.batcher, stream=request.stream, cancelled=job.cancelled)
     chat = ChatModaVerse(
         backend=view,
         zoo=served.agent.zoo,
@@ -127,15 +129,21 @@ def _chat_model(served: Served, request: ChatRequest, media: dict[str, Any]) -> 
 def run_tools(served: Served, request: ChatRequest, job: Job) -> ToolResult:
     """Answer ``request`` as a plain LLM with the client's ``tools``: text and tool calls, nothing run."""
     messages, media, errors = langchain_messages(request, served.store)
-    model = _chat_model(served, request, media)
+    model = _chat_model(served, request, media, job)
     if not request.stream:
         if job.cancelled.is_set():
             raise Stopped()
-        return ToolResult(model.invoke(messages), errors)
+        try:
+            return ToolResult(model.invoke(messages), errors)
+        except RequestError as e:  # refused: say which media were skipped, as the agent path does
+            raise RequestError(with_media_errors(str(e), errors), code=e.code) from e
     total: AIMessageChunk | None = None
-    for chunk in _steps(iter(model.stream(messages)), job):
-        job.emit(chunk)
-        total = chunk if total is None else total + chunk
+    try:
+        for chunk in _steps(iter(model.stream(messages)), job):
+            job.emit(chunk)
+            total = chunk if total is None else total + chunk
+    except RequestError as e:
+        raise RequestError(with_media_errors(str(e), errors), code=e.code) from e
     if total is None:
         raise RuntimeError("the model's stream ended without a message")
     return ToolResult(total, errors)  # the aggregate: its tool_calls are parsed from the chunks

@@ -1,7 +1,7 @@
 """``create_app``: an OpenAI-compatible HTTP server (FastAPI) over one :class:`ModaVerseAgent`.
 
 Routes: ``GET /health``, ``GET /v1/models``, ``POST /v1/chat/completions`` (``stream`` as server-sent
-events in OpenAI's chunk format, ending with ``data: [DONE]``), ``GET /v1/files/{id}``,
+events in OpenAI's chunk format, ending with ``data: [DONE]``), ``GET /v1/files``, ``GET /v1/files/{id}``,
 ``GET /v1/files/{id}/content`` and ``DELETE /v1/files/{id}`` (the files answers made; their ids are
 unguessable, so the content URL works without the API key and a markdown link opens in a browser).
 
@@ -11,7 +11,9 @@ default a request is answered by the agent: its invocations run and the files co
 run. Every request gets an id (``x-request-id``, echoed, and the completion id); an API key (Bearer)
 is checked when one is set; CORS is off unless origins are given. Under load: a bounded queue (429 with
 ``Retry-After`` when full, see :mod:`.scheduler`), bodies over ``max_body_bytes`` 413, malformed bodies 400
-with the JSON path that failed, a client that disconnects stops its request at the next step.
+with the JSON path that failed, a client that disconnects stops its request at the next step (the decode
+in progress too, where the model can stop one: see :mod:`.batching`). An unexpected failure is a 500 with an
+OpenAI error body, and the connection stays open.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ import hmac
 import logging
 import re
 import threading
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -39,7 +42,7 @@ from ..errors import RequestError
 from ..llm_io import BatchResponder
 from .batching import MicroBatcher
 from .chunks import error_body
-from .files import FileStore, file_url
+from .files import PURPOSE, FileStore, StoredFile, file_url
 from .openai_wire import WireError, parse_chat_request
 from .replies import EventStream, agent_reply, first_event, refusal, sse_agent, sse_tools, tools_reply
 from .runs import Served, run_agent, run_tools
@@ -51,6 +54,8 @@ DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$")
 #: Bodies larger than this are parsed on a worker thread, not on the event loop.
 _PARSE_INLINE_BYTES = 256 * 1024
+#: The most files one ``GET /v1/files`` lists (OpenAI's limit; its default too).
+_LIST_LIMIT = 10_000
 AgentSource = ModaVerseAgent | Callable[[], ModaVerseAgent]
 
 
@@ -80,6 +85,7 @@ class _Service:
         self.scheduler = Scheduler(workers=options.workers, max_queue=options.max_queue)
         self.served: Served | None = None
         self.status, self.error = "loading", None
+        self.started = int(time.time())  # the models' ``created``
         self._source = source
         if isinstance(source, ModaVerseAgent):
             self._serve(source)
@@ -120,7 +126,12 @@ class _Service:
 
 
 class RequestIdMiddleware:
-    """Gives every HTTP request an id (the client's ``x-request-id`` when sane) and echoes it in the reply."""
+    """Gives every HTTP request an id (the client's ``x-request-id`` when sane) and echoes it in the reply; an
+    unexpected exception becomes a 500 with an OpenAI error body, the traceback logged.
+
+    Starlette's handler for ``Exception`` sends its response and then re-raises, and uvicorn then closes the
+    connection, so a client's next request on the same pooled connection failed; this answers and returns.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -133,12 +144,25 @@ class RequestIdMiddleware:
         rid = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = rid
 
+        sent = {"started": False, "ended": False}
+
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
+                sent["started"] = True
                 message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", rid.encode())]}
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                sent["ended"] = True
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as e:
+            if sent["started"] and not sent["ended"]:
+                raise  # a response cut short: only closing the connection tells the client (uvicorn logs it)
+            logger.error("request %s failed", rid, exc_info=e)
+            if not sent["started"]:
+                body = error_body(f"the server failed: {type(e).__name__}: {e}"[:500], "server_error")
+                await JSONResponse(body, 500)(scope, receive, send_with_id)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -226,7 +250,7 @@ def create_app(agent: AgentSource, options: ServeOptions | None = None, **overri
 
     @app.exception_handler(WireError)
     async def wire_error(request: Request, e: WireError) -> JSONResponse:
-        return JSONResponse(error_body(e.message, e.kind, e.param, e.code), e.status, headers=e.headers)
+        return JSONResponse(error_body(str(e), e.kind, e.param, e.code), e.status, headers=e.headers)
 
     @app.exception_handler(RequestError)
     async def request_error(request: Request, e: RequestError) -> JSONResponse:
@@ -237,11 +261,6 @@ def create_app(agent: AgentSource, options: ServeOptions | None = None, **overri
         kind = "not_found_error" if e.status_code == 404 else "invalid_request_error"
         return JSONResponse(error_body(str(e.detail), kind), e.status_code, headers=e.headers)
 
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, e: Exception) -> JSONResponse:
-        logger.error("request %s failed", getattr(request.state, "request_id", "?"), exc_info=e)
-        return JSONResponse(error_body(f"the server failed: {type(e).__name__}: {e}"[:500], "server_error"), 500)
-
     @app.get("/health")
     async def health() -> JSONResponse:
         body = {"status": service.status, "model": opts.model_name, **service.scheduler.load(), "error": service.error}
@@ -251,7 +270,7 @@ def create_app(agent: AgentSource, options: ServeOptions | None = None, **overri
 
     @app.get("/v1/models", dependencies=[Depends(check_key)])
     async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [_model_card(opts.model_name)]}
+        return {"object": "list", "data": [_model_card(opts.model_name, service.started)]}
 
     @app.get("/v1/models/{model_id:path}", dependencies=[Depends(check_key)])
     async def model(model_id: str) -> dict[str, Any]:
@@ -261,7 +280,7 @@ def create_app(agent: AgentSource, options: ServeOptions | None = None, **overri
                 status=404,
                 code="model_not_found",
             )
-        return _model_card(opts.model_name)
+        return _model_card(opts.model_name, service.started)
 
     def no_file(file_id: str) -> WireError:
         return WireError(
@@ -273,6 +292,14 @@ def create_app(agent: AgentSource, options: ServeOptions | None = None, **overri
         if record is None:
             raise no_file(file_id)
         return record
+
+    @app.get("/v1/files", dependencies=[Depends(check_key)])
+    async def file_list(request: Request) -> dict[str, Any]:
+        found, more = await asyncio.to_thread(_list_files, service.ready().store, request.query_params)
+        base = opts.public_url or str(request.base_url)
+        data = [record.describe(file_url(base, record.id)) for record in found]
+        first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
+        return {"object": "list", "data": data, "first_id": first, "last_id": last, "has_more": more}
 
     @app.get("/v1/files/{file_id}", dependencies=[Depends(check_key)])
     async def file_info(file_id: str, request: Request) -> dict[str, Any]:
@@ -330,8 +357,37 @@ def create_app(agent: AgentSource, options: ServeOptions | None = None, **overri
     return app
 
 
-def _model_card(name: str) -> dict[str, Any]:
-    return {"id": name, "object": "model", "created": 0, "owned_by": "modaverse"}
+def _list_files(store: FileStore, query: Mapping[str, str]) -> tuple[list[StoredFile], bool]:
+    """The stored files ``GET /v1/files`` asks for (OpenAI's ``purpose``, ``order``, ``limit`` and ``after``),
+    newest first by default, and whether more follow."""
+    order = query.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise WireError(f'must be "asc" or "desc", got {order[:20]!r}', param="order")
+    limit = query.get("limit", str(_LIST_LIMIT))
+    if not (re.fullmatch("[0-9]{1,6}", limit) and 1 <= int(limit) <= _LIST_LIMIT):
+        raise WireError(f"must be an integer from 1 to {_LIST_LIMIT}, got {limit[:20]!r}", param="limit")
+    records = store.records()
+    if order == "desc":
+        records.reverse()
+    after = query.get("after")
+    if after is not None:
+        at = next((n for n, r in enumerate(records) if r.id == after), None)
+        if at is None:
+            raise WireError(f"names no file on this server ({after[:60]!r})", param="after")
+        records = records[at + 1 :]
+    if query.get("purpose", PURPOSE) != PURPOSE:
+        return [], False
+    found: list[StoredFile] = []
+    for record in records:
+        if record.path.is_file():  # one removed from disk since is left out, as files.retrieve does
+            found.append(record)
+            if len(found) > int(limit):
+                return found[:-1], True
+    return found, False
+
+
+def _model_card(name: str, created: int) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": created, "owned_by": "modaverse"}
 
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "ServeOptions", "create_app"]

@@ -60,6 +60,13 @@ def _load(refs: list[MediaRef], store: FileStore, errors: list[ResponseError]) -
     return items
 
 
+def with_media_errors(message: str, errors: list[ResponseError]) -> str:
+    """A refusal's ``message`` followed by the errors of the media that could not be read (a request whose only
+    picture is unreadable is refused as empty: the client must learn why)."""
+    skipped = [e.message for e in errors if e.stage == "media"]
+    return f"{message} ({'; '.join(skipped)})" if skipped else message
+
+
 def split_links(text: str) -> tuple[str, list[str]]:
     """An earlier answer's text without the file links this server appended, and those files' ids."""
     from .files import FILE_URL
@@ -146,4 +153,4 @@ def langchain_messages(
     return out, loaded, errors
 
 
-__all__ = ["AgentCall", "agent_call", "langchain_messages", "load_ref", "split_links"]
+__all__ = ["AgentCall", "agent_call", "langchain_messages", "load_ref", "split_links", "with_media_errors"]
