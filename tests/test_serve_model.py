@@ -232,3 +232,39 @@ def test_the_engine_ends_a_decode_when_asked_and_otherwise_answers_as_before(ser
     assert len(asked) == 4  # checked before the decode and at each token, stopped at the first "yes"
     plain = model.complete_batch(requests)
     assert [c.text for c in model.complete_batch(requests, should_stop=lambda: False)] == [c.text for c in plain]
+
+
+def test_langchain_structured_output_through_response_format(served: tuple[str, Any]) -> None:
+    """``ChatOpenAI(...).with_structured_output(Model)`` sends ``response_format`` (json_schema by default, or
+    json_object): the answer is the JSON asked for, as the message content, streamed or not; it was a 400."""
+    from pydantic import BaseModel, Field
+
+    class Weather(BaseModel):
+        """Weather in a city."""
+
+        city: str = Field(max_length=40)
+        degrees: int = Field(ge=-80, le=60)
+
+    chat = ChatOpenAI(
+        base_url=f"{served[0]}/v1", api_key="none", model="m", temperature=0, max_retries=0, max_tokens=400
+    )  # room for the random model's whole object: a cut one is OpenAI's LengthFinishReasonError
+    ask = "Rome is 25 degrees today"
+    for method in ("json_schema", "json_mode"):
+        shaped = chat.with_structured_output(Weather, method=method)  # type: ignore[arg-type]
+        if method == "json_schema":
+            got = shaped.invoke(ask)
+            assert isinstance(got, Weather) and -80 <= got.degrees <= 60
+            streamed = list(shaped.stream(ask))
+            assert streamed and isinstance(streamed[-1], Weather)
+        else:  # any JSON object may come back: LangChain returns it parsed (the schema is not enforced)
+            raw = chat.with_structured_output(None, method="json_mode").invoke(ask)  # type: ignore[arg-type]
+            assert isinstance(raw, dict)
+    client = OpenAI(base_url=f"{served[0]}/v1", api_key="none", max_retries=0, timeout=120)
+    done = client.chat.completions.create(
+        model="m",
+        messages=[{"role": "user", "content": ask}],
+        max_tokens=400,
+        response_format={"type": "json_schema", "json_schema": {"name": "w", "schema": Weather.model_json_schema()}},
+    )
+    assert done.choices[0].finish_reason in ("stop", "length") and not done.choices[0].message.tool_calls
+    Weather.model_validate_json(done.choices[0].message.content or "")

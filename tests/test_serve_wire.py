@@ -129,7 +129,21 @@ def refused(raw: bytes, **kw: Any) -> WireError:
         (body(stream="yes"), "stream", "true or false"),
         (body(n=2), "n", "one choice"),
         (body(logprobs=True), "logprobs", "leave logprobs out"),
-        (body(response_format={"type": "json_object"}), "response_format", "tools"),
+        (body(response_format={"type": "xml"}), "response_format.type", "json_schema"),
+        (body(response_format={"type": "json_schema"}), "response_format.json_schema", "an object"),
+        (
+            body(response_format={"type": "json_schema", "json_schema": {"name": "w", "schema": {"type": "array"}}}),
+            "response_format.json_schema.schema.type",
+            "a JSON object",
+        ),
+        (
+            body(
+                response_format={"type": "json_object"},
+                tools=[{"type": "function", "function": {"name": "f"}}],
+            ),
+            "response_format",
+            "combined with `tools`",
+        ),
         (body(tools=[{"type": "function", "function": {}}]), "tools[0].function.name", "a string"),
         (body(tools=[{"type": "retrieval"}]), "tools[0].type", "function"),
         (

@@ -87,6 +87,9 @@ class ChatRequest:
     params: GenerationParams = field(default_factory=GenerationParams)
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
+    #: ``response_format`` asked for JSON: answered as a forced call of the one tool in ``tools`` whose
+    #: arguments come back as the message content.
+    structured: bool = False
 
 
 def _type_name(value: Any) -> str:
@@ -297,7 +300,8 @@ def _tools(data: Mapping[str, Any]) -> tuple[list[dict[str, Any]] | None, str | 
         if not _TOOL_NAME.match(name):
             raise WireError("must be 1-64 letters, digits, '_', '.' or '-'", param=f"tools[{n}].function.name")
         if fn.get("parameters") is not None:
-            _schema(_need(fn["parameters"], dict, f"tools[{n}].function.parameters", "a JSON Schema object"), n)
+            path = f"tools[{n}].function.parameters"
+            _schema(_need(fn["parameters"], dict, path, "a JSON Schema object"), path)
         names.append(name)
     choice = data.get("tool_choice")
     if choice is None or choice in ("none", "auto", "required"):
@@ -313,13 +317,12 @@ def _tools(data: Mapping[str, Any]) -> tuple[list[dict[str, Any]] | None, str | 
     )
 
 
-def _schema(schema: dict[str, Any], n: int) -> None:
+def _schema(schema: dict[str, Any], path: str) -> None:
     """A WireError at the first place where a tool's ``parameters`` is no valid JSON Schema (checked against its
     ``$schema``'s metaschema, draft 2020-12 when it names none), before any decoding starts."""
     from jsonschema import Draft202012Validator, SchemaError
     from jsonschema.validators import validator_for
 
-    path = f"tools[{n}].function.parameters"
     if "$schema" in schema:
         _need(schema["$schema"], str, f"{path}.$schema", "a string (the metaschema's URI)")
     try:
@@ -347,11 +350,43 @@ def _refuse_unsupported(data: Mapping[str, Any]) -> None:
         raise WireError("this server answers one choice per request; set n to 1 or leave it out", param="n")
     if data.get("logprobs") or data.get("top_logprobs"):
         raise WireError("log probabilities are not available from this server; leave logprobs out", param="logprobs")
+
+
+def _response_format(data: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """(name, JSON Schema) the answer must follow, from ``response_format``; None for plain text."""
     fmt = data.get("response_format")
-    if fmt is not None and not (isinstance(fmt, dict) and fmt.get("type") == "text"):
-        raise WireError(
-            "only the text response format is served; to get structured output pass `tools`", param="response_format"
-        )
+    if fmt is None:
+        return None
+    _need(fmt, dict, "response_format", 'an object {"type": "text" | "json_object" | "json_schema", ...}')
+    kind = fmt.get("type")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return "json_object", {"type": "object"}
+    if kind != "json_schema":
+        raise WireError('must be "text", "json_object" or "json_schema"', param="response_format.type")
+    spec = _need(fmt.get("json_schema"), dict, "response_format.json_schema", "an object with `name` and `schema`")
+    name = _need(spec.get("name"), str, "response_format.json_schema.name", "a string")
+    if not _TOOL_NAME.match(name):
+        raise WireError("must be 1-64 letters, digits, '_', '.' or '-'", param="response_format.json_schema.name")
+    path = "response_format.json_schema.schema"
+    schema = _need(spec.get("schema", {"type": "object"}), dict, path, "a JSON Schema object")
+    _schema(schema, path)
+    if schema.get("type", "object") != "object":
+        raise WireError("must describe a JSON object at its top level (`type`: object) here", param=f"{path}.type")
+    return name, schema
+
+
+def _structured_tools(data: Mapping[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]] | None:
+    """``response_format`` as one tool and a tool choice forcing it (None for plain text)."""
+    asked = _response_format(data)
+    if asked is None:
+        return None
+    if data.get("tools") is not None:
+        raise WireError("can't be combined with `tools` on this server; send one of them", param="response_format")
+    name, schema = asked
+    tool = {"type": "function", "function": {"name": name, "description": "the answer", "parameters": schema}}
+    return [tool], {"type": "function", "function": {"name": name}}
 
 
 def parse_chat_request(body: bytes, *, allow_local_files: bool = False) -> ChatRequest:
@@ -396,10 +431,11 @@ def parse_chat_request(body: bytes, *, allow_local_files: bool = False) -> ChatR
         stop=_stop(data.get("stop")),
         seed=seed,
     )
-    tools, choice = _tools(data)
+    structured = _structured_tools(data)
+    tools, choice = structured if structured is not None else _tools(data)
     if tools is None and not any(m.role == "user" for m in parsed):
         raise WireError("needs a user message to answer", param="messages")
-    return ChatRequest(parsed, model, stream, include_usage, params, tools, choice)
+    return ChatRequest(parsed, model, stream, include_usage, params, tools, choice, structured=structured is not None)
 
 
 __all__ = ["ChatRequest", "MediaRef", "WireError", "WireMessage", "media_url", "parse_chat_request"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -105,10 +106,29 @@ def _tool_usage(message: AIMessage) -> dict[str, int] | None:
     }
 
 
-def tools_reply(result: ToolResult, served: Served, request_id: str, base_url: str) -> tuple[int, dict[str, Any]]:
-    """(status, body) of a plain LLM answer: text and OpenAI ``tool_calls``."""
+def _structured(result: ToolResult) -> tuple[str | None, dict[str, Any] | None]:
+    """The JSON content of an answer asked with ``response_format`` (its forced call's arguments), or the error
+    body when the model gave none."""
+    calls = result.message.tool_calls
+    if calls:
+        return json.dumps(calls[0]["args"], ensure_ascii=False), None
+    why = "; ".join(e["message"] for e in _tool_errors(result)) or "no answer"
+    return None, error_body(f"the model's answer did not follow the response_format: {why}"[:500], "server_error")
+
+
+def tools_reply(
+    result: ToolResult, served: Served, request_id: str, base_url: str, *, structured: bool = False
+) -> tuple[int, dict[str, Any]]:
+    """(status, body) of a plain LLM answer: text and OpenAI ``tool_calls`` (``structured``: the JSON asked
+    for by ``response_format`` as the content)."""
     answer = Answer(request_id, served.model_name, served.store, base_url)
     msg = result.message
+    if structured:
+        content, failed = _structured(result)
+        if failed is not None:
+            return 500, failed
+        message = {"role": "assistant", "content": content, "modaverse": {"errors": [], "media": []}}
+        return 200, answer.completion(message, _finish(msg.response_metadata.get("finish_reason")), _tool_usage(msg))
     calls = tool_call_entries(msg.tool_calls, stream=False)
     text = msg.content if isinstance(msg.content, str) else msg.text
     message: dict[str, Any] = {"role": "assistant", "content": text if (text or not calls) else None}
@@ -239,6 +259,14 @@ async def sse_tools(
         else:
             result: ToolResult = job.future.result()
             calls = tool_call_entries(result.message.tool_calls, stream=True)
+            if chat.structured:
+                content, failed = _structured(result)
+                if failed is not None:
+                    yield sse(failed)
+                    yield DONE
+                    return
+                yield sse(answer.chunk({"content": content}))
+                calls = []
             if calls:
                 yield sse(answer.chunk({"tool_calls": calls}))
             finish = "tool_calls" if calls else _finish(result.message.response_metadata.get("finish_reason"))

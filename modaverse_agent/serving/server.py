@@ -350,8 +350,10 @@ def create_app(agent: AgentSource, options: ServeOptions | None = None, **overri
         result = await _wait(job, request)
         if result is None:
             return JSONResponse(error_body("the client disconnected", "invalid_request_error"), 499)
-        reply = tools_reply if tools else agent_reply
-        status, payload = reply(result, served, rid, base)
+        if tools:
+            status, payload = tools_reply(result, served, rid, base, structured=chat.structured)
+        else:
+            status, payload = agent_reply(result, served, rid, base)
         return JSONResponse(payload, status)
 
     return app
