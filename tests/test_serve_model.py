@@ -268,3 +268,18 @@ def test_langchain_structured_output_through_response_format(served: tuple[str, 
     )
     assert done.choices[0].finish_reason in ("stop", "length") and not done.choices[0].message.tool_calls
     Weather.model_validate_json(done.choices[0].message.content or "")
+
+
+def test_a_tool_call_cut_by_max_tokens_finishes_with_length_not_tool_calls(served: tuple[str, Any]) -> None:
+    """``tool_choice="required", max_tokens=2``: the call's arguments were made up by the closing route, and the
+    answer said "tool_calls" as if they were the model's; OpenAI says "length" for a call cut short."""
+    client = OpenAI(base_url=f"{served[0]}/v1", api_key="none", max_retries=0, timeout=120)
+    weather = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": weather}}]
+    asked = {"model": "m", "messages": [{"role": "user", "content": "weather in Rome?"}], "tools": tools}
+    cut = client.chat.completions.create(**asked, tool_choice="required", max_tokens=2, temperature=0)  # type: ignore[call-overload]
+    assert cut.choices[0].finish_reason == "length"
+    chunks = list(
+        client.chat.completions.create(**asked, tool_choice="required", max_tokens=2, temperature=0, stream=True)  # type: ignore[call-overload]
+    )
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["length"]

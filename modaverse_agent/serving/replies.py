@@ -106,6 +106,14 @@ def _tool_usage(message: AIMessage) -> dict[str, int] | None:
     }
 
 
+def _tools_finish(called: bool, message: AIMessage) -> str:
+    """OpenAI's finish reason: "length" when the budget cut the answer (its calls included, as OpenAI reports a
+    tool call cut short), else "tool_calls" when it calls, else "stop"."""
+    if message.response_metadata.get("finish_reason") == "length":
+        return "length"
+    return "tool_calls" if called else "stop"
+
+
 def _structured(result: ToolResult) -> tuple[str | None, dict[str, Any] | None]:
     """The JSON content of an answer asked with ``response_format`` (its forced call's arguments), or the error
     body when the model gave none."""
@@ -135,7 +143,7 @@ def tools_reply(
     if calls:
         message["tool_calls"] = calls
     message["modaverse"] = {"errors": _tool_errors(result), "media": msg.response_metadata.get("media", [])}
-    finish = "tool_calls" if calls else _finish(msg.response_metadata.get("finish_reason"))
+    finish = _tools_finish(bool(calls), msg)
     return 200, answer.completion(message, finish, _tool_usage(msg))
 
 
@@ -269,7 +277,7 @@ async def sse_tools(
                 calls = []
             if calls:
                 yield sse(answer.chunk({"tool_calls": calls}))
-            finish = "tool_calls" if calls else _finish(result.message.response_metadata.get("finish_reason"))
+            finish = _tools_finish(bool(calls), result.message)
             yield sse(answer.chunk({"modaverse": {"errors": _tool_errors(result)}}, finish))
             if chat.include_usage and (u := _tool_usage(result.message)) is not None:
                 yield sse(answer.usage_chunk(u))
