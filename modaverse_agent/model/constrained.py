@@ -376,13 +376,17 @@ class MetaResponseLogitsProcessor(LogitsProcessor):
             if not ahead:
                 self._fill([(0, matcher)])
                 ahead = True
-            assert self.bitmask is not None and self.cache is not None
-            allowed = allowed_tokens(self.bitmask[0], self.cache.vocab_size)
             token = int(scores[0].argmax())  # the first best, as argmax over the masked row would take it
-            following = not self._must_close(0, allowed)
+            # the vocabulary-wide mask is unpacked only in the last `reserve` tokens
+            following = self.budget - self.step >= self.reserve or not self._must_close(0, self._allowed_row())
             if following and token not in self._banned_ids and token not in hold and self._allows(token):
                 return token
         return int(hold_back(self._mask(scores, ahead), hold)[0].argmax())
+
+    def _allowed_row(self) -> torch.Tensor:
+        """Row 0's filled mask as a bool mask over the vocabulary."""
+        assert self.bitmask is not None and self.cache is not None
+        return allowed_tokens(self.bitmask[0], self.cache.vocab_size)
 
     def _must_close(self, i: int, allowed: torch.Tensor) -> bool:
         """Whether row ``i`` must take the closing route now: it is in the last ``reserve`` tokens and what is
@@ -426,7 +430,10 @@ class MetaResponseLogitsProcessor(LogitsProcessor):
             if done is not None and done.is_terminated():  # finished: HF pads this row; keep it finite
                 scores[i] = float("-inf")
                 scores[i, self.stop_ids.to(scores.device)] = 0.0
-        closing = [i for i in rows if i in self.looped_rows or self._must_close(i, scores[i] > float("-inf"))]
+        window = self.budget - self.step < self.reserve  # the vocabulary-wide test only in the last tokens
+        closing = [
+            i for i in rows if i in self.looped_rows or (window and self._must_close(i, scores[i] > float("-inf")))
+        ]
         self._close(closing, scores)
         return scores
 
