@@ -501,3 +501,16 @@ def test_closing_prefers_the_shortest_string_to_a_long_token_after_a_separator_s
     assert vocab[tables.choose(in_string)] == b'"'
     structure = torch.tensor([False, False, False, False, False, True, True])
     assert vocab[tables.opener(structure)] == b"{" and tables.opener(in_string) is None
+
+
+def test_near_the_budget_a_string_ends_alone_and_a_prompt_that_must_not_end_keeps_the_models_words() -> None:
+    """``"},`` ends a prompt and opens the next invocation in one token, past the route measured in the string
+    (the default model then wrote a whole invocation under the closing route, prompt "]"): such exits are
+    refused near the budget; a prompt that may not end yet (minLength) takes the model's token, not filler."""
+    from modaverse_agent.model.constrained import ClosingTables
+
+    vocab = [b"a", b'"', b'"},', b'",', b'"}', b"]", b"x"]
+    tables = ClosingTables.build(vocab, stop_ids=[])
+    assert [vocab[i] for i in tables.exits.nonzero().flatten().tolist()] == [b'"},', b'",']
+    must_not_end = torch.tensor([True, False, False, False, False, True, True])  # minLength: no quote yet
+    assert tables.must_write(must_not_end) and not tables.must_write(torch.tensor([True] * 7))

@@ -14,7 +14,10 @@ Three guarantees, each tested on random weights:
    step, the route that would close the JSON from where the row stands (:func:`route_length`: walked on
    a fork of the matcher, after any one token the model may still write in structure, where a ``,`` or
    ``{`` opens a whole invocation) and stops following the model only when what is left would not hold
-   it (with :data:`ROUTE_MARGIN`), so the answer text keeps nearly the whole budget. The route is the
+   it (with :data:`ROUTE_MARGIN`; an invocation is opened only with :data:`OPEN_SLACK` tokens more for its
+   words, and a string ends with a token of its own, never ``"},`` that also opens the next invocation), so
+   the answer text keeps nearly the whole budget; a prompt that may not end yet keeps the model's own
+   token rather than filler. The route is the
    shortest it can see: the stop token once the object is complete; inside a string, the token that ends
    it (``"``, possibly with ``]``/``}``); elsewhere ``]``/``}`` (a separator's space allowed), else the
    longest allowed token (finishing forced keys quickly), avoiding tokens that open ``{``/``[``. Rows
@@ -57,6 +60,8 @@ _CLOSERS = frozenset(b'"]}')
 _PROBES = frozenset({b"x", b"q", b"z", b"Q", b"X", b"Z"})
 #: Tokens to spare beyond the measured closing route (an escape or a short array the model opens).
 ROUTE_MARGIN = 2
+#: Tokens of content beyond its shortest form an invocation opened near the budget must have room for.
+OPEN_SLACK = 12
 #: Structural positions with at most this many allowed tokens measure the route after each of them.
 _ROUTE_PROBES = 64
 _LITERAL_KEYS = frozenset({"enum", "const", "default", "examples"})  # values, not schemas
@@ -203,12 +208,16 @@ class ClosingTables:
     probe_ids: list[int]
     #: Tokens that open an object (an invocation) outside a string.
     opens: torch.Tensor
+    #: Tokens that end a string and go on past its container's next comma (``"},``): one token that can open
+    #: a whole invocation from inside a string.
+    exits: torch.Tensor
 
     @classmethod
     def build(cls, vocab: Sequence[bytes], stop_ids: Sequence[int]) -> ClosingTables:
         rank = torch.empty(len(vocab), dtype=torch.float32)
         quote_rank = torch.full((len(vocab),), float("-inf"))
         opens = torch.zeros(len(vocab), dtype=torch.bool)
+        exits = torch.zeros(len(vocab), dtype=torch.bool)
         quote_id: int | None = None
         probes: list[int] = []
         for i, tok in enumerate(vocab):
@@ -225,6 +234,7 @@ class ClosingTables:
             else:
                 rank[i] = float(len(tok))
             opens[i] = b"{" in tok
+            exits[i] = tok.startswith(b'"') and (b"," in tok or b"{" in tok or b"[" in tok)
             if closers and tok.startswith(b'"'):
                 quote_rank[i] = 1000.0 + len(tok)
             if tok == b'"' and quote_id is None:
@@ -232,11 +242,15 @@ class ClosingTables:
             if tok in _PROBES:
                 probes.append(i)
         rank[list(stop_ids)] = 1e6
-        return cls(rank, quote_rank, quote_id, probes, opens)
+        return cls(rank, quote_rank, quote_id, probes, opens, exits)
 
     def in_string(self, allowed: torch.Tensor) -> bool:
         """Whether ``allowed`` (a bool mask) is a string's: both its closing quote and ordinary letters pass."""
         return self.quote_id is not None and bool(allowed[self.quote_id]) and bool(allowed[self.probe_ids].any())
+
+    def must_write(self, allowed: torch.Tensor) -> bool:
+        """Whether ``allowed`` is inside a string that may not end yet: letters pass, its closing quote not."""
+        return bool(allowed[self.probe_ids].any()) and not (self.quote_id is not None and bool(allowed[self.quote_id]))
 
     def choose(self, allowed: torch.Tensor) -> int:
         """The closing token among the ``allowed`` ones (a bool mask)."""
@@ -298,7 +312,10 @@ def route_length(matcher: Any, allowed: torch.Tensor, tables: ClosingTables, voc
         after = matcher.fork()
         if not after.accept_token(token):
             raise ModelError(f"token {token} was refused by the grammar that allowed it")
-        longest = max(longest, 1 + (0 if after.is_terminated() else closing_length(after, tables, vocab_size)))
+        route = 1 + (0 if after.is_terminated() else closing_length(after, tables, vocab_size))
+        if route > here + ROUTE_MARGIN:  # it opens something (an invocation): only with room for its words
+            route += OPEN_SLACK
+        longest = max(longest, route)
     return longest
 
 
@@ -378,8 +395,10 @@ class MetaResponseLogitsProcessor(LogitsProcessor):
                 ahead = True
             token = int(scores[0].argmax())  # the first best, as argmax over the masked row would take it
             # the vocabulary-wide mask is unpacked only in the last `reserve` tokens
-            following = self.budget - self.step >= self.reserve or not self._must_close(0, self._allowed_row())
-            if following and token not in self._banned_ids and token not in hold and self._allows(token):
+            near = self.budget - self.step < self.reserve
+            following = not near or not self._must_close(0, self._allowed_row())
+            exits = near and self.cache is not None and bool(self.cache.closing.exits[token])
+            if following and not exits and token not in self._banned_ids and token not in hold and self._allows(token):
                 return token
         return int(hold_back(self._mask(scores, ahead), hold)[0].argmax())
 
@@ -430,11 +449,16 @@ class MetaResponseLogitsProcessor(LogitsProcessor):
             if done is not None and done.is_terminated():  # finished: HF pads this row; keep it finite
                 scores[i] = float("-inf")
                 scores[i, self.stop_ids.to(scores.device)] = 0.0
-        window = self.budget - self.step < self.reserve  # the vocabulary-wide test only in the last tokens
-        closing = [
-            i for i in rows if i in self.looped_rows or (window and self._must_close(i, scores[i] > float("-inf")))
-        ]
-        self._close(closing, scores)
+        closing = [i for i in rows if i in self.looped_rows]
+        if self.budget - self.step < self.reserve and self.cache is not None:  # vocabulary-wide tests: last tokens only
+            tables = self.cache.closing
+            for i in rows:
+                allowed = scores[i] > float("-inf")
+                if i in closing or self._must_close(i, allowed):
+                    closing.append(i)
+                elif tables.in_string(allowed):  # the route was measured in the string: it must end there first
+                    scores[i, tables.exits[: scores.shape[1]].to(scores.device)] = float("-inf")
+        self._close(sorted(set(closing)), scores)
         return scores
 
     def advance(self, last: Sequence[int]) -> None:
@@ -470,8 +494,11 @@ class MetaResponseLogitsProcessor(LogitsProcessor):
             return
         tables = self.cache.closing
         for i in rows:
-            choice = tables.choose(scores[i] > float("-inf"))
-            if choice != int(scores[i].argmax()) or i in self.looped_rows:  # the model's own choice is no cut
+            allowed = scores[i] > float("-inf")
+            best = int(scores[i].argmax())
+            # a string that must not end yet (a prompt's minLength): its first words are the model's, not filler
+            choice = best if tables.must_write(allowed) else tables.choose(allowed)
+            if choice != best or i in self.looped_rows:  # the model's own choice is no cut
                 self.closed_rows.add(i)
             scores[i] = float("-inf")
             scores[i, choice] = 0.0
