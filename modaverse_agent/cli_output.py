@@ -33,6 +33,20 @@ def printable(text: str) -> str:
     return _SURROGATE.sub("\ufffd", text)
 
 
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def terminal_safe(text: str) -> str:
+    """:func:`printable` ``text`` with every C0/C1 control character but newline and tab written as ``\\xNN``,
+    so text from a user, a file or a model cannot drive the terminal (escape sequences, title changes)."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", printable(text))
+
+
+def style(text: str, fg: str) -> str:
+    """``text`` in color ``fg``, or as it is when the NO_COLOR environment variable is set (no-color.org)."""
+    return text if os.environ.get("NO_COLOR") else click.style(text, fg=fg)
+
+
 def has_surrogate(text: str) -> bool:
     """True when ``text`` holds a lone surrogate (bytes of the command line that were not valid UTF-8)."""
     return _SURROGATE.search(text) is not None

@@ -12,7 +12,9 @@ written beside it in ``<name>.media/``) and loads back from it.
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -37,11 +39,20 @@ from .response import (
 FORMAT_VERSION = 1
 #: The error of a turn whose reader stopped before the answer was complete.
 STOPPED = "the answer was stopped before it finished; what it had made so far is kept"
+#: The note of a turn the model refused as sent (a RequestError: NUL characters, too long): it is not kept.
+REFUSED = "this message was not added to the conversation (nor its attachments): change it and send it again"
+ROLES = ("user", "assistant")
 _EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "audio/wav": ".wav", "video/mp4": ".mp4"}
 
 
 class ConversationError(ModaVerseError):
     """A conversation file that cannot be read or written."""
+
+
+def refused(response: FinalResponse) -> bool:
+    """Whether the model refused ``response``'s request as sent (an error of stage "request": NUL characters,
+    longer than the context): such a message does not join the conversation."""
+    return any(e.stage == "request" for e in response.errors)
 
 
 @dataclass
@@ -80,6 +91,8 @@ class Conversation:
         self.records: list[MediaRecord] = []
         self._items: list[MediaItem] = []
         self._lock = threading.RLock()
+        #: What :meth:`load` had to mend (a missing media file, a reference to no medium), one line each.
+        self.warnings: list[str] = []
 
     # -- state -------------------------------------------------------------------------------------
     @property
@@ -111,7 +124,7 @@ class Conversation:
         self._items.append(item)
         ids = assign_media_ids(self._items)
         new_id = ids[-1][0]
-        path = str(item.path) if item.path is not None else None
+        path = os.path.abspath(item.path) if item.path is not None else None  # a save is read from anywhere
         self.records.append(MediaRecord(new_id, item.modality, item.mime_type, item.name, path, origin, turn))
         return new_id
 
@@ -149,6 +162,8 @@ class Conversation:
                     if isinstance(event, ResponseDone):
                         response = event.response
                         response.errors[:0] = errors
+                        if refused(response):
+                            response.notes.append(REFUSED)
                     elif isinstance(event, TextDelta):
                         said.append(event.text)
                     elif isinstance(event, InvocationDone):
@@ -161,7 +176,17 @@ class Conversation:
                 events.close()  # a reader that stops early: no further invocation starts
                 if response is None:  # keep what the turn got, so history still alternates
                     response = FinalResponse("".join(said), list(made), [*errors, ResponseError("stopped", reason)])
-                self._answered(response, index + 1)
+                if refused(response):  # only this message is refused: the next one must not carry it along
+                    self._forget(index, len(ids))
+                else:
+                    self._answered(response, index + 1)
+
+    def _forget(self, index: int, attached: int) -> None:
+        """Drop the turn at ``index`` (the last one) and the ``attached`` media it added."""
+        del self.turns[index:]
+        if attached:
+            del self.records[-attached:]
+            del self._items[-attached:]
 
     def _answered(self, response: FinalResponse, index: int) -> None:
         made = []
@@ -195,6 +220,8 @@ class Conversation:
         records = []
         for record, item in zip(self.records, self._items, strict=True):
             rec = asdict(record)
+            if record.path is not None:
+                rec["path"] = os.path.abspath(record.path)
             if record.path is None and media_dir is not None:
                 media_dir.mkdir(parents=True, exist_ok=True)
                 suffix = _EXTENSIONS.get(item.mime_type, Path(item.name).suffix or ".bin")
@@ -230,19 +257,84 @@ class Conversation:
             raise ConversationError(f"{p} is not a conversation saved by modaverse (version {FORMAT_VERSION})")
         conv = cls(agent, params=params)
         try:
-            conv.turns = [Turn(**t) for t in data["turns"]]
+            conv.turns = [_turn(t, n, p) for n, t in enumerate(data["turns"], 1)]
             for rec in data["media"]:
                 record = MediaRecord(**rec)
-                if record.path is None:
+                if not isinstance(record.path, str) or not record.path:
                     raise ConversationError(f"{p}: medium {record.id} has no file")
-                conv._items.append(load_media(record.path))
+                beside = p.parent / record.path  # an older save with a relative path, read from elsewhere
+                if not os.path.exists(record.path) and not os.path.isabs(record.path) and beside.exists():
+                    record.path = str(beside)
+                record.path = os.path.abspath(record.path)
+                conv._items.append(_load_medium(record, conv.warnings))
                 conv.records.append(record)
         except (KeyError, TypeError) as e:
             raise ConversationError(f"{p} is not a conversation saved by modaverse: {e}") from e
         ids = [i for i, _ in assign_media_ids(conv._items)]
         if ids != [r.id for r in conv.records]:
             raise ConversationError(f"{p}: media ids {[r.id for r in conv.records]} do not follow their order")
+        for n, turn in enumerate(conv.turns, 1):
+            dangling = [i for i in turn.media if i not in ids]
+            if dangling:
+                conv.warnings.append(f"turn {n} refers to {', '.join(dangling)}, which the file does not hold")
+                turn.media = [i for i in turn.media if i in ids]
         return conv
+
+
+def _turn(data: Any, number: int, path: Path) -> Turn:
+    """Turn ``number`` of a saved file; a role other than user/assistant or a text that is no string is refused."""
+    if not isinstance(data, dict):
+        raise ConversationError(f"{path}: turn {number} is not an object")
+    turn = Turn(**data)
+    if turn.role not in ROLES:
+        role = json.dumps(turn.role, ensure_ascii=True)[:60]
+        raise ConversationError(f"{path}: turn {number} has the role {role}; a turn's role is user or assistant")
+    if not isinstance(turn.text, str) or not isinstance(turn.media, list):
+        raise ConversationError(f"{path}: turn {number} has no text or its media is not a list")
+    return turn
+
+
+def _load_medium(record: MediaRecord, warnings: list[str]) -> MediaItem:
+    """The medium ``record`` names; when its file is missing or unreadable, a blank stand-in of its modality
+    (so the later media keep their ids) and a warning naming it."""
+    try:
+        return load_media(record.path or "")
+    except ModaVerseError as e:
+        try:
+            item = load_media(_stand_in(record.modality))
+        except Exception:  # no stand-in can be made: the file can't be read without this medium
+            raise ConversationError(f"medium {record.id}: {e}") from e
+        warnings.append(f"medium {record.id} ({record.name}) is left out: {e} (a blank {record.modality} stands in)")
+        return MediaItem(item.modality, item.mime_type, item.data, record.name, None, item.info)
+
+
+def _stand_in(modality: str) -> bytes:
+    """A small blank medium: a gray picture, a second of silence, or a short gray video."""
+    buf = io.BytesIO()
+    if modality == "image":
+        from PIL import Image
+
+        Image.new("RGB", (32, 32), (128, 128, 128)).save(buf, format="PNG")
+    elif modality == "audio":
+        import wave
+
+        with wave.open(buf, "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(16000)
+            w.writeframes(b"\0\0" * 16000)
+    else:
+        import tempfile
+
+        import numpy as np
+
+        from .artifacts import _encode_mp4
+
+        with tempfile.TemporaryDirectory() as d:  # the encoder writes a file
+            tmp = Path(d) / "blank.mp4"
+            _encode_mp4(tmp, np.full((8, 32, 32, 3), 128, dtype=np.uint8), 8)
+            return tmp.read_bytes()
+    return buf.getvalue()
 
 
 __all__ = ["Conversation", "ConversationError", "MediaRecord", "ResponseError", "Turn"]

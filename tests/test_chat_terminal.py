@@ -84,7 +84,7 @@ PASTE_ON, PASTE_OFF = "\x1b[?2004h", "\x1b[?2004l"
 class Chat:
     """One ``modaverse chat`` under a pseudo-terminal, with its scripted LLM's script and log."""
 
-    def __init__(self, tmp: Path, script: list[dict[str, Any]], *extra: str) -> None:
+    def __init__(self, tmp: Path, script: list[dict[str, Any]], *extra: str, env: dict[str, str] | None = None) -> None:
         self.tmp, self.log = tmp, tmp / "llm-log.jsonl"
         (tmp / "chat_fake_llm.py").write_text(FAKE_LLM, encoding="utf-8")
         (tmp / "script.jsonl").write_text("".join(json.dumps(s) + "\n" for s in script), encoding="utf-8")
@@ -93,7 +93,7 @@ class Chat:
         self.child = pexpect.spawn(
             sys.executable,
             args,
-            env=chat_env(tmp),
+            env={**chat_env(tmp), **(env or {})},
             cwd=str(tmp),
             encoding="utf-8",
             timeout=20,
@@ -378,3 +378,159 @@ def test_a_stopped_turn_starts_no_further_invocation_and_is_kept(echo_zoo: Zoo, 
     assert not list((tmp_path / "out").rglob("*.wav"))  # the second invocation never started
     assert [t.role for t in conv.turns] == ["user", "assistant"] and conv.turns[-1].errors == [f"stopped: {STOPPED}"]
     assert conv.turns[-1].text == "Two things." and conv.turns[-1].artifacts[0]["generator"] == "gated-image"
+
+
+# -- what an outside tester found: refused messages, saves read elsewhere, escapes, colors, quoting ------------
+
+
+class PickyLLM(ScriptedLLM):
+    """Refuses, as the real model's prompt check does, a prompt (instruction or history) holding a NUL."""
+
+    def respond(self, request: Any) -> str:
+        from modaverse_agent.errors import RequestError
+
+        if "\x00" in request.instruction or any("\x00" in t.text for t in request.history):
+            raise RequestError("the instruction contains NUL characters; remove them")
+        return super().respond(request)
+
+
+class PrefillReader:
+    """A line reader that can start the line with a message (as prompt_toolkit's ``default``): records it."""
+
+    prefills = True
+
+    def __init__(self, *items: str | type[BaseException]) -> None:
+        self.read, self.defaults = reader_of(*items), []
+
+    def __call__(self, prompt: str, default: str = "") -> str:
+        self.defaults.append(default)
+        return self.read(prompt)
+
+
+def test_a_refused_message_is_refused_alone_and_keeps_its_attachments(
+    echo_zoo: Zoo, tmp_path: Path, png: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    llm = PickyLLM({"text": "Hello.", "invocations": []}, {"text": "Four.", "invocations": []})
+    agent = ModaVerseAgent(llm, echo_zoo, output_dir=tmp_path / "out", seed=0)
+    terminal = ChatTerminal(agent, reader=reader_of(f"/attach {png}", "ab\x00cd", "hello", "what is two plus two?"))
+    assert terminal.run() == 0
+    captured = capsys.readouterr()
+    assert captured.err.count("NUL characters") == 1 and "Four." in captured.out
+    assert "1 attachment(s) stay attached" in captured.out
+    assert [t.text for t in terminal.conv.turns] == ["hello", "Hello.", "what is two plus two?", "Four."]
+    assert [i for i, _ in llm.history[0].media] == ["image_1"]  # the attachment went with "hello"
+
+
+def test_a_save_loads_from_another_folder_and_a_missing_file_costs_only_itself(
+    agent: ModaVerseAgent,
+    llm: ScriptedLLM,
+    tmp_path: Path,
+    png: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    llm.enqueue(LOOK)
+    (tmp_path / "elsewhere").mkdir()
+    lines = ["/attach photo.png", "look", "/save 'my chat.json'", "/clear", "/load elsewhere/../'my chat.json'"]
+    assert ChatTerminal(agent, reader=reader_of(*lines)).run() == 0
+    saved = json.loads((tmp_path / "my chat.json").read_text(encoding="utf-8"))
+    assert saved["media"][0]["path"] == str(png)
+    assert "loaded" in capsys.readouterr().out
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    png.unlink()
+    terminal = ChatTerminal(agent, reader=reader_of('/load "../my chat.json"'))
+    assert terminal.run() == 0
+    out = capsys.readouterr().out
+    assert "2 turns, media: image_1" in out and "warning: medium image_1 (photo.png) is left out" in out
+    assert len(terminal.conv.turns) == 2
+
+
+def test_escapes_from_a_line_a_file_or_the_model_do_not_reach_the_terminal(
+    agent: ModaVerseAgent, llm: ScriptedLLM, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    llm.enqueue({"text": "Sure \x1b]2;MODEL\x07 thing.", "invocations": []})
+    turns = [{"role": "user", "text": "hi \x1b]2;PWNED\x07"}, {"role": "assistant", "text": "x\x9b31m"}]
+    (tmp_path / "evil.json").write_text(json.dumps({"version": 1, "turns": turns, "media": []}))
+    lines = ["/foo\x1b]2;X\x07bar", f"/load {tmp_path / 'evil.json'}", "tell me"]
+    assert ChatTerminal(agent, reader=reader_of(*lines)).run() == 0
+    captured = capsys.readouterr()
+    shown = captured.out + captured.err
+    assert "\x1b" not in shown and "\x07" not in shown and "\x9b" not in shown
+    assert "unknown command /foo\\x1b]2;X\\x07bar" in captured.err and "hi \\x1b]2;PWNED\\x07" in captured.out
+    assert "Sure \\x1b]2;MODEL\\x07 thing." in captured.out
+
+
+def test_load_refuses_an_unknown_role_and_warns_of_a_dangling_reference(
+    agent: ModaVerseAgent, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    turns = [{"role": "user", "text": "hi", "media": ["image_9"]}, {"role": "wizard", "text": "abracadabra"}]
+    (tmp_path / "role.json").write_text(json.dumps({"version": 1, "turns": turns, "media": []}))
+    turns[1]["role"] = "assistant"
+    (tmp_path / "ref.json").write_text(json.dumps({"version": 1, "turns": turns, "media": []}))
+    reader = reader_of(f"/load {tmp_path / 'role.json'}", f"/load {tmp_path / 'ref.json'}")
+    assert ChatTerminal(agent, reader=reader).run() == 0
+    captured = capsys.readouterr()
+    assert "not loaded" in captured.err and 'turn 2 has the role "wizard"' in captured.err
+    assert "warning: turn 1 refers to image_9, which the file does not hold" in captured.out
+
+
+def test_ctrl_c_while_waiting_says_the_message_was_not_sent_and_keeps_it(
+    agent: ModaVerseAgent, capsys: pytest.CaptureFixture[str]
+) -> None:
+    class Busy:
+        def done(self) -> bool:
+            return False
+
+        def join(self) -> None:
+            raise KeyboardInterrupt
+
+    reader = PrefillReader("draw a cat")
+    terminal = ChatTerminal(agent, reader=reader)
+    terminal.running = Busy()  # type: ignore[assignment]  # a stopped answer's step still runs
+    assert terminal.run() == 0
+    assert "your message was not sent (it is back at the prompt)" in capsys.readouterr().out
+    assert reader.defaults == ["", "draw a cat"] and terminal.conv.turns == []
+
+
+def test_help_fits_80_columns_and_the_context_note_shows_once(
+    echo_zoo: Zoo, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from modaverse_agent.errors import RequestError
+    from modaverse_agent.serving.terminal import HELP
+
+    assert max(len(line) for line in HELP.splitlines()) <= 80
+
+    class ShortContext(ScriptedLLM):
+        def check_prompt(self, request: Any) -> None:
+            if len(request.history) > 2:
+                raise RequestError("too long", code="context_length_exceeded")
+
+    llm = ShortContext(*[LOOK] * 4)
+    agent = ModaVerseAgent(llm, echo_zoo, output_dir=tmp_path / "out", seed=0)
+    assert ChatTerminal(agent, reader=reader_of("/help", "a", "b", "c", "d")).run() == 0
+    out = capsys.readouterr().out
+    assert out.count("note: the conversation is longer than the model's context") == 1
+    assert len(llm.history[-1].history) == 2  # the note's numbers changed (2 of 4, 4 of 6): still shown once
+
+
+def test_no_color_and_quoted_path_completion(tmp_path: Path) -> None:
+    from prompt_toolkit.completion import CompleteEvent, PathCompleter
+    from prompt_toolkit.document import Document
+
+    from modaverse_agent.serving.terminal_complete import QuotedPathCompleter
+
+    (tmp_path / "dir with space").mkdir()
+    (tmp_path / "dir with space" / "my photo.png").write_bytes(b"")
+    completer = QuotedPathCompleter(PathCompleter(get_paths=lambda: [str(tmp_path)]))
+    tab = CompleteEvent(completion_requested=True)
+    [first] = completer.get_completions(Document("red.png dir"), tab)
+    assert (first.text, first.start_position) == ("'dir with space'", -3)
+    [second] = completer.get_completions(Document("'dir with space'/my"), tab)
+    assert (second.text, second.start_position) == ("'dir with space/my photo.png'", -19)
+
+    chat = Chat(tmp_path, [], env={"NO_COLOR": "1"})
+    assert "unknown command /frobnicate" in chat.say("/frobnicate")
+    assert "\x1b[31m" not in chat.transcript.getvalue()  # errors are not red
+    chat.child.sendeof()
+    assert chat.exit_status() == 0

@@ -127,3 +127,59 @@ def test_a_blind_model_names_only_the_users_media_it_could_not_read(
     both = conv.send("compare them with my photo", [png_file])  # image_3 is the user's
     (note,) = [n for n in both.notes if "no media encoder" in n]
     assert "did not see or hear image_3:" in note
+
+
+class _PickyLLM(ScriptedLLM):
+    """Refuses, as the real model's prompt check does, any prompt (instruction or history) holding a NUL."""
+
+    def respond(self, request):  # type: ignore[no-untyped-def]
+        from modaverse_agent.errors import RequestError
+
+        if "\x00" in request.instruction or any("\x00" in t.text for t in request.history):
+            raise RequestError("the instruction contains NUL characters; remove them")
+        return super().respond(request)
+
+
+def test_a_refused_message_does_not_stay_in_the_conversation(echo_zoo: Zoo, tmp_path: Path, png_file: Path) -> None:
+    llm = _PickyLLM({"text": "Hello.", "invocations": []}, {"text": "Four.", "invocations": []})
+    conv = Conversation(ModaVerseAgent(llm, echo_zoo, output_dir=tmp_path / "out", seed=0))
+    conv.send("hi")
+    refused = conv.send("ab\x00cd", [png_file])
+    assert [e.stage for e in refused.errors] == ["request"] and any("not added" in n for n in refused.notes)
+    assert [t.text for t in conv.turns] == ["hi", "Hello."] and conv.media == []  # nor its attachment
+    assert conv.send("what is two plus two?").text == "Four."  # only that message was refused
+    assert llm.history[-1].history[0].text == "hi" and len(llm.history[-1].history) == 2
+
+
+def test_save_writes_absolute_paths_and_a_missing_file_costs_only_its_medium(
+    conv: Conversation, llm: ScriptedLLM, png_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    llm.enqueue({"text": "I see it.", "invocations": []})
+    llm.enqueue(DRAW)
+    conv.send("look", [png_file.name])  # attached by the relative path typed
+    conv.send("draw")
+    path = conv.save("chat.json")
+    saved = json.loads(path.read_text())
+    assert saved["media"][0]["path"] == str(png_file) and Path(saved["media"][1]["path"]).is_absolute()
+    monkeypatch.chdir(tmp_path / "out")
+    assert [r.id for r in Conversation.load(tmp_path / "chat.json", conv.agent).records] == ["image_1", "image_2"]
+    png_file.unlink()
+    again = Conversation.load(tmp_path / "chat.json", conv.agent)
+    assert [r.id for r in again.records] == ["image_1", "image_2"] and len(again.turns) == 4  # ids keep meaning
+    assert len(again.warnings) == 1 and "image_1 (in.png)" in again.warnings[0]
+
+
+def test_load_refuses_an_unknown_role_and_warns_of_a_dangling_reference(conv: Conversation, tmp_path: Path) -> None:
+    turns = [
+        {"role": "user", "text": "hi", "media": ["image_9"]},
+        {"role": "assistant", "text": "hello"},
+    ]
+    (tmp_path / "ref.json").write_text(json.dumps({"version": 1, "turns": turns, "media": []}))
+    loaded = Conversation.load(tmp_path / "ref.json", conv.agent)
+    assert loaded.warnings == ["turn 1 refers to image_9, which the file does not hold"]
+    assert loaded.turns[0].media == [] and "image_9" not in loaded.history()[0].text
+    turns[1]["role"] = "wizard"
+    (tmp_path / "role.json").write_text(json.dumps({"version": 1, "turns": turns, "media": []}))
+    with pytest.raises(ConversationError, match='turn 2 has the role "wizard"'):
+        Conversation.load(tmp_path / "role.json", conv.agent)

@@ -35,8 +35,8 @@ import click
 
 from ..agent import ModaVerseAgent
 from ..cache import cache_dir
-from ..cli_output import clip, printable
-from ..conversation import Conversation
+from ..cli_output import clip, style, terminal_safe
+from ..conversation import Conversation, refused
 from ..errors import ModaVerseError
 from ..llm_io import GenerationParams
 from ..media import MediaItem, load_media
@@ -46,16 +46,20 @@ PROMPT = "you> "
 HISTORY_FILE = "chat_history"
 LEAVE_HINT = "(To leave, press Ctrl-C again or Ctrl-D, or type /quit)"
 HELP = """\
-Type a message and press Enter; the answer streams in, and the files it makes are listed as paths.
-  /attach PATH...    attach files (images, audio, video) to your next message; /attach alone lists them
-  /detach            drop the attachments not sent yet
-  /zoo               which generator serves each task (untrained ones are marked)
-  /use TASK=GEN      let GEN serve TASK for the rest of this session (`modaverse zoo set` saves it)
-  /save FILE         save the conversation as JSON      /load FILE   resume a saved conversation
-  /clear             start a new conversation (files stay on disk)
-  /help              this help                           /quit        leave (also Ctrl-D)
-Ctrl-C stops a running answer; at an empty prompt, press it twice to leave. Start a message with // to
-send a line that begins with /."""
+Type a message and press Enter; the answer streams in, and the files it makes
+are listed as paths. Commands:
+  /attach PATH...  attach files (images, audio, video) to your next message;
+                   quote a path with spaces; /attach alone lists them
+  /detach          drop the attachments not sent yet
+  /zoo             which generator serves each task (untrained ones marked)
+  /use TASK=GEN    GEN serves TASK this session (`modaverse zoo set` saves it)
+  /save FILE       save the conversation as JSON
+  /load FILE       resume a saved conversation
+  /clear           start a new conversation (files stay on disk)
+  /help            this help
+  /quit            leave (also Ctrl-D)
+Ctrl-C stops a running answer; at an empty prompt, press it twice to leave.
+Start a message with // to send a line that begins with /."""
 
 LineReader = Callable[[str], str]
 
@@ -96,14 +100,15 @@ def prompt_reader(history: Path, completions: dict[str, Any]) -> tuple[LineReade
         history=store, completer=NestedCompleter.from_nested_dict(completions), complete_while_typing=False
     )
 
-    def read(prompt: str) -> str:
+    def read(prompt: str, default: str = "") -> str:
         try:
-            return session.prompt(prompt)
+            return session.prompt(prompt, default=default)
         except KeyboardInterrupt:
             if session.default_buffer.text.strip():
                 raise LineDiscarded from None
             raise
 
+    read.prefills = True  # type: ignore[attr-defined]  # it can start the line with a message not sent
     return read, warning
 
 
@@ -128,18 +133,21 @@ class ChatTerminal:
         self.seen_notes: set[str] = set()
         self.running: TurnRunner | None = None
         self._reader = reader
+        self._read: Any = reader
+        self.unsent = ""  # a message Ctrl-C kept from being sent: the next prompt starts with it
 
     # -- the loop ------------------------------------------------------------------------------------
     def run(self) -> int:
         """Talk until /quit, Ctrl-D or two Ctrl-C at an empty prompt; returns the exit status (0)."""
-        read = self._make_reader()
+        read = self._read = self._make_reader()
         tasks = self.agent.zoo.tasks()
         head = " · ".join(p for p in ("modaverse chat", self.title, f"{len(tasks)} tasks") if p)
         self.say(f"{head} · /help for commands, /quit or Ctrl-D to leave")
         armed = False
         while True:
+            unsent, self.unsent = self.unsent, ""
             try:
-                line = read(PROMPT)
+                line = read(PROMPT, unsent) if unsent and getattr(read, "prefills", False) else read(PROMPT)
             except EOFError:
                 self.say("")
                 break
@@ -169,7 +177,9 @@ class ChatTerminal:
         words = [f"{t}={g.name}" for t in self.agent.zoo.tasks() for g in self.agent.zoo.candidates(t)]
         from prompt_toolkit.completion import PathCompleter, WordCompleter
 
-        paths = PathCompleter(expanduser=True)
+        from .terminal_complete import QuotedPathCompleter
+
+        paths = QuotedPathCompleter(PathCompleter(expanduser=True))
         completions: dict[str, Any] = {f"/{name}": None for name in COMMANDS}
         completions.update({"/attach": paths, "/save": paths, "/load": paths, "/use": WordCompleter(words)})
         read, warning = prompt_reader(history_path(), completions)
@@ -195,8 +205,12 @@ class ChatTerminal:
     def answer(self, text: str) -> None:
         """Send ``text`` (with the pending attachments) and show the answer as it comes."""
         if not self._settle():
+            kept = "it is back at the prompt" if getattr(self._read, "prefills", False) else "send it again later"
+            self.note(f"your message was not sent ({kept})")
+            self.unsent = text
             return
-        attachments = [item for _, item in self.pending]
+        pending = self.pending
+        attachments = [item for _, item in pending]
         self.pending = []
         view = AnswerView(self.seen_notes)
         self.agent.on_progress = view.on_progress
@@ -207,6 +221,9 @@ class ChatTerminal:
                 view.show(event)
             ended = True
             view.finish(runner)
+            if pending and runner.response is not None and refused(runner.response):
+                self.pending = pending  # the refused message took its attachments with it: they wait again
+                self.note(f"{len(pending)} attachment(s) stay attached for your next message")
         except KeyboardInterrupt:
             if runner is not None:
                 self.running = runner
@@ -233,16 +250,17 @@ class ChatTerminal:
 
     # -- output --------------------------------------------------------------------------------------
     def say(self, text: str) -> None:
-        """A line on stdout."""
-        click.echo(printable(text))
+        """A line on stdout (control characters shown as ``\\xNN``: they may come from a user, a file or
+        the model)."""
+        click.echo(terminal_safe(text))
 
     def note(self, text: str) -> None:
-        """A notice on stdout."""
-        click.echo(click.style(printable(text), fg="yellow"))
+        """A notice on stdout (yellow unless NO_COLOR is set)."""
+        click.echo(style(terminal_safe(text), "yellow"))
 
     def error(self, text: str) -> None:
-        """``error: text`` on stderr (one clipped line)."""
-        click.echo(click.style(f"error: {clip(text)}", fg="red"), err=True)
+        """``error: text`` on stderr (one clipped line; red unless NO_COLOR is set)."""
+        click.echo(style(f"error: {terminal_safe(clip(text))}", "red"), err=True)
 
     # -- commands ------------------------------------------------------------------------------------
     def cmd_help(self, arg: str) -> None:
@@ -325,15 +343,29 @@ class ChatTerminal:
             self.choices[task] = name
             self.say(f"{task} -> {name} for the rest of this session")
 
+    def _one_path(self, command: str, arg: str) -> str | None:
+        """The single path ``arg`` names, quoted as /attach takes them (a path with spaces in quotes)."""
+        try:
+            words = shlex.split(arg)
+        except ValueError as e:
+            self.error(f"/{command}: {e}; quote a path that holds spaces")
+            return None
+        if len(words) != 1:
+            example = "chat.json" if command == "save" else "a file saved by /save"
+            self.error(f"/{command} takes one file name ({example}); quote a name that holds spaces")
+            return None
+        return os.path.expanduser(words[0])
+
     def cmd_save(self, arg: str) -> None:
         """/save FILE: the conversation as JSON."""
         if not arg:
             self.error("/save takes a file name, e.g. /save chat.json")
             return
-        if not self._settle():
+        target = self._one_path("save", arg)
+        if target is None or not self._settle():
             return
         try:
-            path = self.conv.save(os.path.expanduser(arg))
+            path = self.conv.save(target)
         except (ModaVerseError, OSError) as e:
             self.error(f"not saved: {e}")
             return
@@ -344,16 +376,19 @@ class ChatTerminal:
         if not arg:
             self.error("/load takes a file saved by /save, e.g. /load chat.json")
             return
-        if not self._settle():
+        source = self._one_path("load", arg)
+        if source is None or not self._settle():
             return
         try:
-            conv = Conversation.load(os.path.expanduser(arg), self.agent, params=self.params)
+            conv = Conversation.load(source, self.agent, params=self.params)
         except (ModaVerseError, OSError) as e:
             self.error(f"not loaded: {e}")
             return
         self.conv, self.pending = conv, []
         ids = ", ".join(r.id for r in conv.records) or "none"
-        self.say(f"loaded {arg}: {len(conv.turns)} turns, media: {ids}")
+        self.say(f"loaded {source}: {len(conv.turns)} turns, media: {ids}")
+        for warning in conv.warnings:
+            self.note(f"warning: {clip(warning, 300)}")
         for turn in conv.turns[-6:]:
             who = "you" if turn.role == "user" else "modaverse"
             made = f" [{', '.join(turn.media)}]" if turn.media else ""

@@ -15,6 +15,7 @@ notes (once per session) and errors (once each).
 from __future__ import annotations
 
 import queue
+import re
 import shutil
 import sys
 import threading
@@ -24,7 +25,7 @@ from typing import Any, TextIO
 import click
 
 from ..artifacts import Artifact
-from ..cli_output import clip, printable
+from ..cli_output import clip, style, terminal_safe
 from ..conversation import Conversation
 from ..media import MediaItem
 from ..response import AgentEvent, FinalResponse, InvocationDone, PlanReady, ResponseDone, TextDelta
@@ -130,6 +131,12 @@ def progress_text(position: int, count: int, task: str, done: int | None = None,
     return f"{head}  {done}/{total} {'━' * filled}{'─' * (20 - filled)}"
 
 
+def note_key(note: str) -> str:
+    """What makes two notes the same for showing once a session: their words, not their numbers (the
+    context note counts the turns left out, and would otherwise show again every turn)."""
+    return re.sub(r"\d+", "#", note)
+
+
 class AnswerView:
     """Prints one answer's events; ``seen_notes`` is shared by the session so a note shows once."""
 
@@ -189,9 +196,10 @@ class AnswerView:
         ids = {r.path: r.id for r in runner.conv.records if r.path is not None}
         self.files(response.artifacts, ids, runner.untrained_generators())
         for note in response.notes:
-            if note not in self.seen_notes:
-                self.seen_notes.add(note)
-                self._line(click.style(f"note: {note}", fg="yellow"))
+            key = note_key(note)
+            if key not in self.seen_notes:
+                self.seen_notes.add(key)
+                self._line(f"note: {note}", fg="yellow")
         for e in response.errors:
             self.error(str(e))
 
@@ -200,7 +208,7 @@ class AnswerView:
         self.active = False
         self.progress.clear()
         self.end_text()
-        self._line(click.style("stopped: nothing more runs for this answer", fg="yellow"))
+        self._line("stopped: nothing more runs for this answer", fg="yellow")
         self.files(list(runner.made), {}, runner.untrained_generators())
 
     # -- printing ------------------------------------------------------------------------------------
@@ -220,7 +228,7 @@ class AnswerView:
         self._shown_errors.add(message)
         self.progress.clear()
         self.end_text()
-        click.echo(click.style(f"error: {clip(message)}", fg="red"), file=self.err)
+        click.echo(style(f"error: {terminal_safe(clip(message))}", "red"), file=self.err)
 
     def end_text(self) -> None:
         """End the streamed text's line."""
@@ -232,9 +240,10 @@ class AnswerView:
         if self.active and self._finished < len(self._tasks):
             self.progress.show(progress_text(self._finished + 1, len(self._tasks), self._tasks[self._finished]))
 
-    def _line(self, text: str) -> None:
-        click.echo(printable(text), file=self.out)
+    def _line(self, text: str, fg: str | None = None) -> None:
+        text = terminal_safe(text)
+        click.echo(style(text, fg) if fg else text, file=self.out)
 
     def _write(self, text: str) -> None:
-        click.echo(printable(text), file=self.out, nl=False)
+        click.echo(terminal_safe(text), file=self.out, nl=False)
         self.out.flush()
