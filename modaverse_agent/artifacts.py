@@ -256,7 +256,7 @@ class OutputDir:
         pad_h, pad_w = video.shape[1] % 2, video.shape[2] % 2
         if pad_h or pad_w:
             video = np.pad(video, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-        return self.write(stem, ".mp4", lambda p: _encode_mp4(p, video, fps))
+        return self.write(stem, ".mp4", lambda p: encode_mp4(p, video, fps))
 
     def write_manifest(self, record: dict[str, Any]) -> Path:
         """Write a JSON manifest describing one response; returns its path.
@@ -280,7 +280,7 @@ def _refuse_non_finite(arr: Any, what: str) -> None:
         )
 
 
-def _encode_mp4(path: Path, video: Any, fps: float) -> None:
+def encode_mp4(path: Path, video: Any, fps: float) -> None:
     from fractions import Fraction
 
     import av

@@ -328,11 +328,11 @@ def _stand_in(modality: str) -> bytes:
 
         import numpy as np
 
-        from .artifacts import _encode_mp4
+        from .artifacts import encode_mp4
 
         with tempfile.TemporaryDirectory() as d:  # the encoder writes a file
             tmp = Path(d) / "blank.mp4"
-            _encode_mp4(tmp, np.full((8, 32, 32, 3), 128, dtype=np.uint8), 8)
+            encode_mp4(tmp, np.full((8, 32, 32, 3), 128, dtype=np.uint8), 8)
             return tmp.read_bytes()
     return buf.getvalue()
 
