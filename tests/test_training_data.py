@@ -120,7 +120,7 @@ BAD_LINES = [
     ),
     (
         {"response": {"text": "", "invocations": [{"task": "text-to-image", "prompt": "x", "inputs": ["image_1"]}]}},
-        "given media are none",
+        "'image_1' names no attached medium (the sample has no media)",
     ),
     (
         {

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from .corpora import CaptionedItem
     from .generation import GenerationResult
     from .teacher_retry import RetryPolicy
+    from .templates import TemplateEngine
 
 DEFAULT_TRAIN_SIZE = 6000
 DEFAULT_TEST_SIZE = 800
@@ -105,8 +106,22 @@ def data() -> None:
     help="Template engine: keep this phrasing family out of training and write the held-out split from it alone "
     "(`modaverse data corpora` lists them; `test` = the original split). Default: every family trains.",
 )
-@click.option("--size", default=DEFAULT_TRAIN_SIZE, show_default=True, help="Training samples (template engine).")
-@click.option("--heldout-size", default=DEFAULT_TEST_SIZE, show_default=True, help="Held-out samples.")
+@click.option(
+    "--size",
+    default=DEFAULT_TRAIN_SIZE,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Training samples (template engine).",
+)
+@click.option(
+    "--heldout-size", default=DEFAULT_TEST_SIZE, show_default=True, type=click.IntRange(min=1), help="Held-out samples."
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Template engine: replace -o / --heldout files that already exist (default: refuse). A teacher run "
+    "resumes its own unfinished output instead, or starts over with --fresh.",
+)
 @click.option("--seed", default=0, show_default=True, help="Same seed, same files.")
 @click.option(
     "--corpus",
@@ -174,9 +189,17 @@ def data() -> None:
 @click.option(
     "--references", multiple=True, help="Teacher: OUTPUT=FILE language references (image/audio/video/speech)."
 )
-@click.option("--batch-size", default=8, show_default=True, help="Teacher: candidates per request.")
-@click.option("--per-candidate", default=2, show_default=True, help="Teacher: samples asked per candidate.")
-@click.option("--limit", type=int, help="Teacher: use at most this many candidates per split.")
+@click.option(
+    "--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="Teacher: candidates per request."
+)
+@click.option(
+    "--per-candidate",
+    default=2,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Teacher: samples asked per candidate.",
+)
+@click.option("--limit", type=click.IntRange(min=1), help="Teacher: use at most this many candidates per split.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's counts as JSON.")
 def generate(
     engine: str,
@@ -185,6 +208,7 @@ def generate(
     heldout_family: str | None,
     size: int,
     heldout_size: int,
+    overwrite: bool,
     seed: int,
     corpora_files: tuple[str, ...],
     corpora_dir: str | None,
@@ -217,6 +241,8 @@ def generate(
     from .dataset import DatasetError, write_samples
 
     outputs = [Path(output), *([Path(heldout)] if heldout else [])]
+    if heldout and _same_file(outputs[0], outputs[1]):
+        _fail(f"-o and --heldout are the same file ({output}); the held-out split would replace the training data")
     try:
         corpora = load_corpora(corpora_dir) if corpora_dir else None
         captioned: list[CaptionedItem] = [item for f in corpora_files for item in load_captioned(f)]
@@ -229,7 +255,10 @@ def generate(
                 "narrow_p": narrow_p,
                 **({"narrow_to": narrow_to} if narrow_to else {}),
             }
-            results = list(_run_template(corpora, captioned, mix, seed, size, test_size, heldout_family, augment))
+            template = _template_engine(corpora, captioned, mix, seed, heldout_family, augment)
+            if not overwrite:  # checked once the options are, before the samples are made
+                _refuse_existing(outputs)
+            results = list(template.generate_splits(size, test_size))
             for result, path in zip(results, outputs, strict=False):
                 write_samples(result.samples, path)
         else:
@@ -269,22 +298,34 @@ class TeacherRun:
     model_name: str | None = None
 
 
-def _run_template(
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two output paths name the same file (after ``..``, symlinks and, where it exists, hard links)."""
+    if a.exists() and b.exists():
+        return a.samefile(b)
+    return a.expanduser().resolve() == b.expanduser().resolve()
+
+
+def _refuse_existing(outputs: Sequence[Path]) -> None:
+    """Exit with an error naming the first output that already exists (``--overwrite`` replaces them)."""
+    for path in outputs:
+        if path.exists():
+            _fail(f"{path} already exists; pass --overwrite to replace it, or choose another file")
+
+
+def _template_engine(
     corpora: Any,
     captioned: list[CaptionedItem],
     mix: tuple[str, ...],
     seed: int,
-    size: int,
-    test_size: int,
     heldout_family: str | None = None,
     augment: dict[str, Any] | None = None,
-) -> tuple[GenerationResult, GenerationResult]:
-    """Both splits from the template engine; ``augment`` sets the recipe's ``*_p`` chances."""
+) -> TemplateEngine:
+    """The template engine for these options (bad options fail here); ``augment`` sets the recipe's ``*_p``
+    chances."""
     from .templates import Recipe, TemplateEngine
 
     recipe = Recipe(mix=_parse_mix(mix), **(augment or {}))
-    engine = TemplateEngine(corpora, captioned, recipe=recipe, seed=seed, heldout_family=heldout_family)
-    return engine.generate_splits(size, test_size)
+    return TemplateEngine(corpora, captioned, recipe=recipe, seed=seed, heldout_family=heldout_family)
 
 
 def _run_teacher(
@@ -346,14 +387,25 @@ def _run_teacher(
 @data.command("validate")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--max-errors", default=20, show_default=True, help="Problems to print per file.")
-def validate(files: tuple[str, ...], max_errors: int) -> None:
-    """Check every line of JSONL datasets; prints FILE:LINE: problem and exits 1 when any is invalid."""
+@click.option(
+    "--media/--no-media",
+    "check_media",
+    default=True,
+    show_default=True,
+    help="Also check that every media file exists (relative paths start from the dataset file's folder).",
+)
+def validate(files: tuple[str, ...], max_errors: int, check_media: bool) -> None:
+    """Check every line of JSONL datasets; prints FILE:LINE: problem and exits 1 when any is invalid.
+
+    A line is invalid when it is not JSON, breaks the schema or its kind's rules, repeats an id, or names a
+    media file that does not exist (--no-media skips that check, for data whose media are elsewhere).
+    """
     from .dataset import DatasetError, check_file
 
     bad = 0
     for f in files:
         try:
-            report = check_file(f)
+            report = check_file(f, media_dir=Path(f).parent if check_media else None)
         except DatasetError as e:
             _fail(str(e))
         for lineno, message in report.errors[:max_errors]:

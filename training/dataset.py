@@ -266,6 +266,26 @@ def _check_kind(sample: Sample) -> None:
         raise DatasetError("kind 'editing' needs an image-editing invocation")
 
 
+def _check_references(sample: Sample) -> None:
+    """Every input an invocation names must be one of the sample's media (checked before the meta-response
+    schema, which would only say that the task has no input)."""
+    invocations = sample.response.get("invocations")
+    if not isinstance(invocations, list):
+        return  # the meta-response schema says what is wrong
+    attached = sample.media_ids
+    for i, inv in enumerate(invocations):
+        inputs = inv.get("inputs") if isinstance(inv, dict) else None
+        if not isinstance(inputs, list):
+            continue
+        for ref in inputs:
+            if isinstance(ref, str) and ref not in attached:
+                have = f"attached: {', '.join(attached)}" if attached else "the sample has no media"
+                raise DatasetError(
+                    f"response.invocations[{i}].inputs: {ref!r} names no attached medium ({have}); "
+                    "inputs refer to the ids in `media`"
+                )
+
+
 def validate_sample(obj: Any, specs: Sequence[TaskSpec] = STANDARD_TASKS) -> Sample:
     """Check a parsed line (line schema, meta-response schema, kind rules); returns the Sample."""
     problem = _line_schema_error(obj)
@@ -273,6 +293,7 @@ def validate_sample(obj: Any, specs: Sequence[TaskSpec] = STANDARD_TASKS) -> Sam
         raise DatasetError(problem)
     sample = Sample.from_dict(obj)
     _check_media(sample.media)
+    _check_references(sample)
     specs = offered_specs(sample, specs)
     by_task = {s.task: s for s in specs}
     try:
@@ -304,6 +325,17 @@ def _text_lines(p: Path) -> Iterator[tuple[int, str]]:
         ) from None
 
 
+def _not_json(line: str) -> str:
+    """Why one line is not JSON, with the column in that line (1-based) where parsing failed."""
+    text = line.rstrip("\r\n")
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as e:
+        end = ", the end of the line" if e.pos >= len(text) else ""
+        return f"not JSON ({e.msg} at column {e.pos + 1}{end})"
+    return "not JSON (it parses only with the line break)"  # pragma: no cover - json ignores trailing whitespace
+
+
 def iter_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
     """(line number, parsed JSON) for every non-blank line; bad JSON raises DatasetError naming the line."""
     p = Path(path)
@@ -313,7 +345,23 @@ def iter_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
         try:
             yield lineno, json.loads(line)
         except json.JSONDecodeError as e:
-            raise DatasetError(f"{p}:{lineno}: not JSON ({e.msg} at column {e.colno}); one object per line") from e
+            raise DatasetError(f"{p}:{lineno}: {_not_json(line)}; one object per line") from e
+
+
+def check_media_files(sample: Sample, base_dir: str | Path) -> None:
+    """DatasetError naming the first of the sample's media whose file does not exist (placeholders, ``path:
+    null``, have none to check); relative paths are taken from ``base_dir``, the dataset file's folder."""
+    for i, m in enumerate(sample.media):
+        path = m.resolve(base_dir)
+        if path is None or path.is_file():
+            continue
+        what = "is not a file" if path.exists() else "does not exist"
+        relative = (
+            ""
+            if Path(m.path or "").expanduser().is_absolute()
+            else " (relative paths start from the dataset file's folder)"
+        )
+        raise DatasetError(f"media[{i}] ({m.id}): {path} {what}{relative}")
 
 
 @dataclass
@@ -330,8 +378,14 @@ class FileCheck:
         return not self.errors
 
 
-def check_file(path: str | Path, specs: Sequence[TaskSpec] = STANDARD_TASKS) -> FileCheck:
-    """Validate every line of a JSONL dataset, collecting all problems (bad JSON, invalid samples, duplicate ids)."""
+def check_file(
+    path: str | Path, specs: Sequence[TaskSpec] = STANDARD_TASKS, *, media_dir: str | Path | None = None
+) -> FileCheck:
+    """Validate every line of a JSONL dataset, collecting all problems (bad JSON, invalid samples, duplicate ids).
+
+    With ``media_dir`` (the folder relative media paths start from: the dataset file's), a sample whose media
+    file is missing is a problem of its line too (:func:`check_media_files`).
+    """
     p = Path(path)
     report = FileCheck(p)
     seen: dict[str, int] = {}
@@ -340,8 +394,10 @@ def check_file(path: str | Path, specs: Sequence[TaskSpec] = STANDARD_TASKS) -> 
             continue
         try:
             sample = validate_sample(json.loads(line), specs)
-        except json.JSONDecodeError as e:
-            report.errors.append((lineno, f"not JSON ({e.msg} at column {e.colno})"))
+            if media_dir is not None:
+                check_media_files(sample, media_dir)
+        except json.JSONDecodeError:
+            report.errors.append((lineno, _not_json(line)))
             continue
         except DatasetError as e:
             report.errors.append((lineno, str(e)))
@@ -354,9 +410,14 @@ def check_file(path: str | Path, specs: Sequence[TaskSpec] = STANDARD_TASKS) -> 
     return report
 
 
-def read_samples(path: str | Path, specs: Sequence[TaskSpec] = STANDARD_TASKS) -> list[Sample]:
-    """Read and validate a JSONL dataset; the first problem raises DatasetError naming ``file:line``."""
-    report = check_file(path, specs)
+def read_samples(
+    path: str | Path, specs: Sequence[TaskSpec] = STANDARD_TASKS, *, media_dir: str | Path | None = None
+) -> list[Sample]:
+    """Read and validate a JSONL dataset; the first problem raises DatasetError naming ``file:line``.
+
+    ``media_dir``: also require every media file to exist, relative paths taken from there (see
+    :func:`check_file`)."""
+    report = check_file(path, specs, media_dir=media_dir)
     if report.errors:
         lineno, message = report.errors[0]
         more = f" (and {len(report.errors) - 1} more; run `modaverse data validate {report.path}`)"

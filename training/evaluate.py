@@ -41,6 +41,9 @@ from .dataset import Sample, offered_specs
 from .natural import accepted, is_placeholder_answer
 from .tasks import standard_schema
 
+#: How the error of a sample the model was not asked (its media would not load) begins.
+NOT_ASKED = "not asked: "
+
 
 @dataclass
 class SampleResult:
@@ -148,6 +151,21 @@ def judge(sample: Sample, raw: str, schema: dict[str, Any] | None = None) -> Sam
     )
 
 
+def _not_asked(sample: Sample, error: ModaVerseError) -> SampleResult:
+    """The result of a sample the model was not asked (``error`` says why): invalid, tasks not matched."""
+    prompts = any(i.get("prompt") for i in sample.response.get("invocations", ()))
+    return SampleResult(
+        sample.id,
+        sample.kind,
+        False,
+        False,
+        list(sample.tasks),
+        [],
+        error=f"{NOT_ASKED}{str(error)[:300]}",
+        reference_prompts=prompts,
+    )
+
+
 def _words(prompt: str) -> str:
     """A prompt compared loosely: lower case, single spaces, no punctuation at either end."""
     return " ".join(prompt.lower().split()).strip(" .!?,;:\"'")
@@ -190,6 +208,13 @@ def summarize(results: Sequence[SampleResult], seconds: float = 0.0) -> EvalRepo
             "prompt BLEU/chrF/exact/additions are absent: these samples have no reference prompts "
             "(the natural set carries task labels only)"
         )
+    not_asked = [r for r in results if r.error and r.error.startswith(NOT_ASKED)]
+    if not_asked:
+        first = not_asked[0]
+        notes.append(
+            f"{len(not_asked)} of {n} samples were not asked and count as invalid (their media would not load); "
+            f"first: {first.id}: {first.error.removeprefix(NOT_ASKED)}"
+        )
     per_kind: dict[str, dict[str, float]] = {}
     for kind in sorted({r.kind for r in results}):
         group = [r for r in results if r.kind == kind]
@@ -221,7 +246,7 @@ def summarize(results: Sequence[SampleResult], seconds: float = 0.0) -> EvalRepo
 
 def evaluate(
     samples: Sequence[Sample],
-    predict: Callable[[Sequence[Sample]], Sequence[str | Completion]],
+    predict: Callable[[Sequence[Sample]], Sequence[str | Completion | ModaVerseError]],
     *,
     batch_size: int = 8,
     progress: bool = True,
@@ -229,7 +254,8 @@ def evaluate(
     """Run ``predict`` over ``samples`` and judge every output.
 
     ``predict`` maps a batch of samples to raw outputs, or to :class:`~modaverse_agent.llm_io.Completion`
-    objects, whose finish reasons are kept (answers closed at the token budget are counted).
+    objects, whose finish reasons are kept (answers closed at the token budget are counted), or to a
+    ModaVerseError for a sample it could not ask (its media would not load): that sample's error, judged invalid.
     """
     from tqdm.auto import tqdm
 
@@ -242,7 +268,9 @@ def evaluate(
             if len(outputs) != len(batch):
                 raise ValueError(f"predict returned {len(outputs)} outputs for {len(batch)} samples")
             for s, out in zip(batch, outputs, strict=True):
-                if isinstance(out, str):
+                if isinstance(out, ModaVerseError):  # the sample could not be asked (e.g. its media would not load)
+                    results.append(_not_asked(s, out))
+                elif isinstance(out, str):
                     results.append(judge(s, out))
                 else:
                     results.append(replace(judge(s, out.text), finish_reason=out.finish_reason))

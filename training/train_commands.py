@@ -57,7 +57,18 @@ def _device_and_dtype(device: str, dtype: str) -> tuple[str, str]:
     show_default=True,
     help="Warmup: whole steps (e.g. 10), or a fraction of --steps below 1 (0.05: 5% of the steps).",
 )
-@click.option("--save-every", default=25, show_default=True, help="Checkpoint every N steps (0: only at the end).")
+@click.option(
+    "--save-every",
+    default=25,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Checkpoint every N steps (0: only at the end).",
+)
+@click.option(
+    "--keep-checkpoints",
+    type=click.IntRange(min=1),
+    help="Keep only the newest N checkpoints in the run folder [default: all].",
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option(
     "--decision-weight",
@@ -102,13 +113,18 @@ def _device_and_dtype(device: str, dtype: str) -> tuple[str, str]:
 )
 @device_option
 @dtype_option
-@click.option("--resume", type=click.Path(exists=True, file_okay=False), help="A checkpoint-N dir to continue.")
+@click.option(
+    "--resume",
+    type=click.Path(exists=True, file_okay=False),
+    help="A checkpoint-N dir to continue. Options left out come from it; those given must equal its own, "
+    "except --steps, which moves the end of the run (the cosine decay is stretched to it).",
+)
 @click.option(
     "--overwrite",
     is_flag=True,
     help="Replace the model already in OUTPUT and start the run folder over (its old checkpoints and metrics go).",
 )
-@click.option("--max-samples", type=int, help="Train on a seeded subset.")
+@click.option("--max-samples", type=click.IntRange(min=1), help="Train on a seeded subset of this many samples.")
 @click.option("--threads", type=click.IntRange(min=1), help="torch threads (default: torch's choice).")
 @click.option(
     "--tokenizer/--no-tokenizer",
@@ -129,6 +145,7 @@ def train(
     lr: float,
     warmup: float,
     save_every: int,
+    keep_checkpoints: int | None,
     seed: int,
     decision_weight: float,
     lora_r: int,
@@ -163,6 +180,33 @@ def train(
 
     if (llm is None) == (init_from is None):
         raise click.UsageError("give either --llm (a new model) or --init-from (continue a trained one)")
+    given = _given_options(click.get_current_context())
+    warmup_steps = None
+    if resume is not None:  # options left out are the checkpoint's
+        try:
+            taken = _checkpoint_options(resume, given)
+        except ModaVerseError as e:
+            click.echo(f"Error: {e}", err=True)
+            sys.exit(2)
+        warmup_steps = taken.pop("warmup_steps", None)
+        if warmup_steps is not None and warmup_steps > taken.get("steps", steps) and "warmup" not in given:
+            click.echo(
+                f"Error: --steps {steps} ends the run inside the checkpoint's {warmup_steps} warmup steps; give "
+                "more steps",
+                err=True,
+            )
+            sys.exit(2)
+        steps = taken.pop("steps", steps)
+        batch_size, grad_accum = taken.pop("batch_size", batch_size), taken.pop("grad_accum", grad_accum)
+        lr, save_every, seed = taken.pop("lr", lr), taken.pop("save_every", save_every), taken.pop("seed", seed)
+        decision_weight = taken.pop("decision_weight", decision_weight)
+        mixed_precision = taken.pop("mixed_precision", mixed_precision)
+        max_samples = taken.pop("max_samples", max_samples)
+        lora_r, lora_alpha = taken.pop("lora_r", lora_r), taken.pop("lora_alpha", lora_alpha)
+        lora_dropout, lora_targets = taken.pop("lora_dropout", lora_dropout), taken.pop("lora_targets", lora_targets)
+        prompt_format, blind_media = taken.pop("prompt_format", prompt_format), taken.pop("blind_media", blind_media)
+        train_embeddings = taken.pop("train_embeddings", train_embeddings)
+        encoder, encoder_config = taken.pop("encoder", encoder), taken.pop("encoder_config", encoder_config)
     if threads:
         torch.set_num_threads(threads)
     where, weights = _device_and_dtype(device, dtype)
@@ -173,7 +217,7 @@ def train(
             batch_size=batch_size,
             grad_accum=grad_accum,
             lr=lr,
-            warmup_steps=resolve_warmup(warmup, steps),
+            warmup_steps=resolve_warmup(warmup, steps) if warmup_steps is None else warmup_steps,
             save_every=save_every,
             seed=seed,
             mixed_precision=mixed_precision,
@@ -181,7 +225,7 @@ def train(
     except ValueError as e:
         click.echo(f"Error: {e}", err=True)
         sys.exit(2)
-    options = {
+    options: dict[str, object] = {
         "lora_r": lora_r,
         "lora_alpha": lora_alpha,
         "lora_dropout": lora_dropout,
@@ -190,6 +234,8 @@ def train(
         "train_embeddings": train_embeddings,
         "lora_targets": [t.strip() for t in lora_targets.split(",") if t.strip()],
     }
+    if init_from is not None:  # the trained model's own options; those given must repeat them
+        options = {k: v for k, v in options.items() if k in given}
     try:
         train_model(
             data,
@@ -207,11 +253,53 @@ def train(
             overwrite=overwrite,
             device=where,
             dtype=weights,
+            keep_checkpoints=keep_checkpoints,
             log=lambda m: click.echo(m, err=True),
         )
     except (ModaVerseError, ValueError) as e:
         click.echo(f"Error: {e}", err=True)
         sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)  # train_model said at which step, and which checkpoint to resume from
+
+
+def _given_options(ctx: click.Context) -> set[str]:
+    """The parameters given on the command line (or by environment), not left at their defaults."""
+    from click.core import ParameterSource
+
+    return {
+        name
+        for name in ctx.params
+        if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP, None)
+    }
+
+
+def _checkpoint_options(resume: str, given: set[str]) -> dict[str, object]:
+    """The options of the checkpoint's run for each one not in ``given`` (ModelError when it does not read)."""
+    from .trainer import read_checkpoint_state
+
+    meta = read_checkpoint_state(resume)
+    cfg, model = meta["config"], (meta.get("run") or {}).get("model") or {}
+    found: dict[str, object] = {
+        "steps": cfg.get("max_steps"),
+        "batch_size": cfg.get("batch_size"),
+        "grad_accum": cfg.get("grad_accum"),
+        "lr": cfg.get("lr"),
+        "warmup_steps": cfg.get("warmup_steps"),
+        "save_every": cfg.get("save_every"),
+        "seed": cfg.get("seed"),
+        "mixed_precision": cfg.get("mixed_precision"),
+        "decision_weight": (cfg.get("extra") or {}).get("decision_weight", 1.0),
+    }
+    if "max_samples" in (meta.get("run") or {}):
+        found["max_samples"] = meta["run"]["max_samples"]
+    for key in ("lora_r", "lora_alpha", "lora_dropout", "prompt_format", "blind_media", "train_embeddings"):
+        found[key] = model.get(key)
+    found["encoder"], found["encoder_config"] = model.get("encoder"), model.get("encoder_config")
+    if isinstance(model.get("lora_targets"), list):
+        found["lora_targets"] = ",".join(model["lora_targets"])
+    option = {"warmup_steps": "warmup"}
+    return {k: v for k, v in found.items() if v is not None and option.get(k, k) not in given}
 
 
 @click.command("eval")

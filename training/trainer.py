@@ -32,6 +32,21 @@ CHECKPOINT_STATE = "trainer_state.json"
 CHECKPOINT_TENSORS = "trainer_state.safetensors"
 #: Under DeepSpeed the optimizer state is sharded: accelerate saves it (and the weights) here.
 CHECKPOINT_SHARDED = "accelerate_state"
+#: A checkpoint is written into ``.checkpoint-N.partial`` beside it and renamed to ``checkpoint-N`` when whole.
+PARTIAL_SUFFIX = ".partial"
+#: TrainConfig fields that shape the weights: a resumed run must keep them (``max_steps`` may grow).
+RESUME_FIXED = (
+    "batch_size",
+    "grad_accum",
+    "lr",
+    "weight_decay",
+    "warmup_steps",
+    "min_lr_ratio",
+    "max_grad_norm",
+    "seed",
+    "mixed_precision",
+    "extra",
+)
 
 
 class LossSum(NamedTuple):
@@ -150,6 +165,88 @@ def batch_order(n: int, batch_size: int, seed: int, epoch: int, groups: Sequence
     return [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
 
 
+def checkpoint_step(path: Path) -> int | None:
+    """N of a ``checkpoint-N`` folder name, else None."""
+    name = path.name
+    tail = name.removeprefix("checkpoint-")
+    return int(tail) if tail != name and tail.isdigit() else None
+
+
+def is_complete_checkpoint(path: Path) -> bool:
+    """Whether ``path`` holds a whole checkpoint: both state files, and a JSON state that reads."""
+    if not ((path / CHECKPOINT_STATE).is_file() and (path / CHECKPOINT_TENSORS).is_file()):
+        return False
+    try:
+        meta = json.loads((path / CHECKPOINT_STATE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and "step" in meta
+
+
+def complete_checkpoints(run_dir: Path) -> dict[int, Path]:
+    """The whole ``checkpoint-N`` folders of ``run_dir`` by step (partial and broken ones left out)."""
+    if not run_dir.is_dir():
+        return {}
+    found = {}
+    for p in run_dir.iterdir():
+        n = checkpoint_step(p)
+        if n is not None and p.is_dir() and is_complete_checkpoint(p):
+            found[n] = p
+    return found
+
+
+def _earlier_hint(path: Path) -> str:
+    """``; resume from RUN/checkpoint-M instead`` for the latest whole checkpoint before ``path``, if any."""
+    step = checkpoint_step(path)
+    earlier = [n for n in complete_checkpoints(path.parent) if step is None or n < step]
+    if not earlier:
+        return "; no earlier whole checkpoint is in its run folder (start over with --overwrite)"
+    return f"; resume from the previous checkpoint instead: --resume {path.parent / f'checkpoint-{max(earlier)}'}"
+
+
+def read_checkpoint_state(path: str | Path) -> dict[str, Any]:
+    """The JSON state of checkpoint ``path`` (ModelError naming the file when it is missing or broken)."""
+    path = Path(path)
+    for f in (CHECKPOINT_STATE, CHECKPOINT_TENSORS):
+        if not (path / f).is_file():
+            raise ModelError(
+                f"checkpoint {path} has no {f}; pass a checkpoint-N directory of this run{_earlier_hint(path)}"
+            )
+    try:
+        meta = json.loads((path / CHECKPOINT_STATE).read_text(encoding="utf-8"))
+        if not isinstance(meta, dict) or not isinstance(meta.get("step"), int) or "config" not in meta:
+            raise ValueError("not a trainer state")
+    except (OSError, ValueError) as e:
+        raise ModelError(f"checkpoint file {path / CHECKPOINT_STATE} is corrupt ({e}){_earlier_hint(path)}") from None
+    return meta
+
+
+def read_checkpoint_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of checkpoint ``path`` (ModelError naming the file when it does not load)."""
+    from safetensors.torch import load_file
+
+    file = Path(path) / CHECKPOINT_TENSORS
+    try:
+        return load_file(str(file))
+    except Exception as e:  # safetensors raises its own SafetensorError, OSError, ValueError
+        raise ModelError(f"checkpoint file {file} is corrupt ({e}){_earlier_hint(Path(path))}") from None
+
+
+def resume_differences(saved: TrainConfig | dict[str, Any], wanted: TrainConfig) -> list[str]:
+    """What ``wanted`` changes of the saved run's config that a resume must keep (``--lr 0.01 (checkpoint: 0.0002)``).
+
+    ``max_steps`` may grow, not fall below the checkpoint's step (checked by the caller).
+    """
+    old = asdict(saved) if isinstance(saved, TrainConfig) else saved
+    new = asdict(wanted)
+    flags = {"batch_size": "--batch-size", "grad_accum": "--grad-accum", "warmup_steps": "--warmup (steps)"}
+    out = []
+    for key in RESUME_FIXED:
+        if key in old and old[key] != new[key]:
+            out.append(f"{flags.get(key, '--' + key.replace('_', '-'))} {new[key]} (checkpoint: {old[key]})")
+    return out
+
+
 class Trainer:
     """Trains ``model`` on ``samples`` batched by ``collate`` (which returns the model's forward kwargs)."""
 
@@ -162,6 +259,9 @@ class Trainer:
         *,
         on_log: Callable[[dict[str, Any]], None] | None = None,
         cpu: bool = False,
+        run_info: dict[str, Any] | None = None,
+        on_start: Callable[[], None] | None = None,
+        keep_checkpoints: int | None = None,
     ) -> None:
         from accelerate import Accelerator
         from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs
@@ -172,6 +272,12 @@ class Trainer:
         self.samples = samples
         self.collate = collate
         self.on_log = on_log
+        #: saved with every checkpoint (``run``): what else shaped the run (data, model options)
+        self.run_info = dict(run_info or {})
+        #: called once, on the main process, when the first step of this session is done (before its metrics)
+        self.on_start = on_start
+        #: keep only the newest N checkpoints of this run folder (None: all)
+        self.keep_checkpoints = keep_checkpoints
         torch.manual_seed(config.seed)
         self.accelerator = Accelerator(
             mixed_precision=config.mixed_precision,
@@ -206,8 +312,7 @@ class Trainer:
         self.step = 0
         self.history: list[dict[str, Any]] = []
         self.out = Path(config.output_dir)
-        main = self.accelerator.is_main_process
-        self._tensorboard = _tensorboard_writer(self.out / "tensorboard") if main else None
+        self._tensorboard: Any = None  # opened when training starts (the run folder may be cleared until then)
 
     @property
     def sharded(self) -> bool:
@@ -298,6 +403,8 @@ class Trainer:
         cfg = self.config
         if self.accelerator.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
+            if self._tensorboard is None:
+                self._tensorboard = _tensorboard_writer(self.out / "tensorboard")
         batches = self._micro_batches(self.step * cfg.grad_accum)
         bar = tqdm(
             total=cfg.max_steps,
@@ -325,6 +432,9 @@ class Trainer:
                     self.scheduler.step() if self.accelerator.sync_gradients else None
                     self.optimizer.zero_grad(set_to_none=True)
             self.step += 1
+            if self.on_start is not None and self.accelerator.is_main_process:
+                self.on_start()  # the resumed run really trains: now its abandoned tail may go
+                self.on_start = None
             record = {
                 "step": self.step,
                 "loss": sum(losses) / len(losses),
@@ -359,30 +469,59 @@ class Trainer:
         """Save trainable tensors, AdamW moments, scheduler and RNG state (safetensors + JSON).
 
         Every process calls it (it gathers their RNG states); only the main one writes, then all wait. Under
-        DeepSpeed the optimizer is sharded: accelerate saves its own state in ``accelerate_state/``.
+        DeepSpeed the optimizer is sharded: accelerate saves its own state in ``accelerate_state/``. It is
+        written into ``.checkpoint-N.partial`` and renamed to ``checkpoint-N`` only when whole, so a killed run
+        never leaves a ``checkpoint-N`` that does not load.
         """
+        import shutil
+
         from safetensors.torch import save_file
 
         acc = self.accelerator
+        path = Path(path)
+        scratch = path.with_name(f".{path.name}{PARTIAL_SUFFIX}")
+        if acc.is_main_process and scratch.exists():
+            shutil.rmtree(scratch)
+        acc.wait_for_everyone()
         if self.sharded:
-            acc.save_state(str(path / CHECKPOINT_SHARDED))
+            acc.save_state(str(scratch / CHECKPOINT_SHARDED))
         tensors = self._rng_states()
         if not self.sharded:
             tensors.update(self._trainable_state())
         if acc.is_main_process:
-            path.mkdir(parents=True, exist_ok=True)
-            save_file(tensors, str(path / CHECKPOINT_TENSORS))
+            scratch.mkdir(parents=True, exist_ok=True)
+            save_file(tensors, str(scratch / CHECKPOINT_TENSORS))
             meta = {
                 "step": self.step,
                 "config": asdict(self.config),
                 "processes": acc.num_processes,
                 "scheduler": self.scheduler.state_dict(),
                 "history": self.history,
+                "run": self.run_info,
             }
             meta["scheduler"].pop("lr_lambdas", None)
-            (path / CHECKPOINT_STATE).write_text(json.dumps(meta, indent=1, default=str), encoding="utf-8")
+            (scratch / CHECKPOINT_STATE).write_text(json.dumps(meta, indent=1, default=str), encoding="utf-8")
+            if path.exists():  # the same step written again (a resume that trained no further): replace it
+                old = path.with_name(f".{path.name}.replaced")
+                shutil.rmtree(old, ignore_errors=True)
+                path.rename(old)
+                scratch.rename(path)
+                shutil.rmtree(old)
+            else:
+                scratch.rename(path)
+            self._prune_checkpoints(path.parent)
         acc.wait_for_everyone()
         return path
+
+    def _prune_checkpoints(self, run_dir: Path) -> None:
+        """Delete all but the newest ``keep_checkpoints`` whole checkpoints (nothing when it is None)."""
+        import shutil
+
+        if self.keep_checkpoints is None:
+            return
+        steps = sorted(complete_checkpoints(run_dir))
+        for n in steps[: max(0, len(steps) - self.keep_checkpoints)]:
+            shutil.rmtree(run_dir / f"checkpoint-{n}")
 
     def _trainable_state(self) -> dict[str, torch.Tensor]:
         """The trainable tensors and their AdamW moments by parameter name (one process's full copy)."""
@@ -423,30 +562,55 @@ class Trainer:
         """Restore a checkpoint saved by :meth:`save_checkpoint` so training continues exactly.
 
         Every process calls it. A DDP checkpoint resumes with any number of processes (the data order is
-        global); a DeepSpeed one needs the same accelerate config it was written under.
+        global); a DeepSpeed one needs the same accelerate config it was written under. Everything is read
+        and checked (files, tensors, names and shapes) before anything changes; a broken checkpoint is a
+        ModelError naming its file. The config's learning rate and schedule apply from the checkpoint's step
+        on: the same as the checkpoint's, except that a larger ``max_steps`` stretches the cosine decay to it.
         """
-        from safetensors.torch import load_file
-
         path = Path(path)
-        for f in (CHECKPOINT_STATE, CHECKPOINT_TENSORS):
-            if not (path / f).is_file():
-                raise ModelError(f"checkpoint {path} has no {f}; pass a checkpoint-N directory of this run")
+        meta = read_checkpoint_state(path)
+        tensors = read_checkpoint_tensors(path)
         has_sharded = (path / CHECKPOINT_SHARDED).is_dir()
         if has_sharded != self.sharded:
             written = "under DeepSpeed" if has_sharded else "without DeepSpeed"
             raise ModelError(f"checkpoint {path} was written {written}; resume it under the same kind of launch")
-        meta = json.loads((path / CHECKPOINT_STATE).read_text(encoding="utf-8"))
-        tensors = load_file(str(path / CHECKPOINT_TENSORS))
+        step = int(meta["step"])
+        if step > self.config.max_steps:
+            raise ModelError(f"checkpoint {path} is at step {step}, past max_steps {self.config.max_steps}")
+        if not self.sharded:
+            self._check_trainable(path, tensors)
         if self.sharded:
             self.accelerator.load_state(str(path / CHECKPOINT_SHARDED))
         else:
             self._load_trainable(path, tensors)
             self.scheduler.load_state_dict({**self.scheduler.state_dict(), **meta["scheduler"]})
-            for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_last_lr(), strict=True):
-                group["lr"] = lr  # the scheduler's state does not carry the optimizer's current lr
+        # this config's rate and schedule from the checkpoint's step on (the saved state holds the old ones)
+        inner = getattr(self.scheduler, "scheduler", self.scheduler)  # accelerate's wrapper holds the LambdaLR
+        inner.base_lrs = [self.config.lr for _ in self.optimizer.param_groups]
+        lrs = [base * lr_lambda(self.config)(inner.last_epoch) for base in inner.base_lrs]
+        for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
+            group["lr"] = lr
+            group["initial_lr"] = self.config.lr
+        inner._last_lr = lrs
         self._restore_rng(tensors)
-        self.step = int(meta["step"])
+        self.step = step
         self.history = list(meta.get("history", []))
+
+    def _check_trainable(self, path: Path, tensors: dict[str, torch.Tensor]) -> None:
+        """ModelError when ``tensors`` lack a trainable tensor of this model or hold one of another shape."""
+        for name, p in self.named:
+            for key in (f"param.{name}", f"adam.exp_avg.{name}", f"adam.exp_avg_sq.{name}"):
+                if key == f"param.{name}" and key not in tensors:
+                    raise ModelError(
+                        f"checkpoint {path} lacks tensor {name!r}: it is from a different model setup (check "
+                        "--lora-r, --lora-targets, --train-embeddings and the base against the checkpoint's run)"
+                    )
+                if key in tensors and tensors[key].shape != p.shape:
+                    raise ModelError(
+                        f"checkpoint tensor {name!r} has shape {tuple(tensors[key].shape)}, model has "
+                        f"{tuple(p.shape)}: the checkpoint is from a different model setup (check --lora-r and "
+                        "the base against the checkpoint's run)"
+                    )
 
     def _load_trainable(self, path: Path, tensors: dict[str, torch.Tensor]) -> None:
         state = self.optimizer.state_dict()

@@ -219,7 +219,8 @@ def apply_lora(model: Any, config: ModaVerseConfig, *, init_lora_weights: bool =
     if missing:
         raise ModelError(
             f"LoRA targets {missing} are not modules of {type(model).__name__}; "
-            f"set `lora_targets` to names it has (e.g. {sorted(n for n in names if n.endswith('_proj'))[:8]})"
+            "set them (`modaverse train --lora-targets`, comma-separated; `lora_targets` in the config) to names "
+            f"it has (e.g. {sorted(n for n in names if n.endswith('_proj'))[:8]})"
         )
     lora = LoraConfig(
         r=config.lora_r,
