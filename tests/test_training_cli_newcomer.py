@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +21,9 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture
-def cli() -> Iterator[click.Group]:
-    """The `modaverse` group with the built-in training plugin's commands, removed afterwards."""
-    from modaverse_agent.cli import cli as group
-
-    plugins.load_plugins().hook.register_commands(cli=group)
-    yield group
-    for name in ("data", "train", "eval"):
-        group.commands.pop(name, None)
+def cli(training_cli: click.Group) -> click.Group:
+    """The `modaverse` group with the training commands (conftest's ``training_cli``)."""
+    return training_cli
 
 
 @pytest.fixture(scope="module")

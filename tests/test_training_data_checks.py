@@ -5,7 +5,7 @@ missing, JSON errors with their real column, input references to media that are 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,18 +13,11 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
-from modaverse_agent import plugins
-
 
 @pytest.fixture
-def cli() -> Iterator[click.Group]:
-    """The `modaverse` group with the built-in training plugin's commands, removed afterwards."""
-    from modaverse_agent.cli import cli as group
-
-    plugins.load_plugins().hook.register_commands(cli=group)
-    yield group
-    for name in ("data", "train", "eval"):
-        group.commands.pop(name, None)
+def cli(training_cli: click.Group) -> click.Group:
+    """The `modaverse` group with the training commands (conftest's ``training_cli``)."""
+    return training_cli
 
 
 def _run(cli: click.Group, *args: Any) -> Result:

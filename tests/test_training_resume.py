@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,6 @@ import pytest
 import torch
 from click.testing import CliRunner, Result
 
-from modaverse_agent import plugins
 from modaverse_agent.model.tiny import save_tiny_base
 
 torch.set_num_threads(1)
@@ -28,13 +26,9 @@ BIN = Path(sys.executable).parent
 
 
 @pytest.fixture
-def cli() -> Iterator[click.Group]:
-    from modaverse_agent.cli import cli as group
-
-    plugins.load_plugins().hook.register_commands(cli=group)
-    yield group
-    for name in ("data", "train", "eval"):
-        group.commands.pop(name, None)
+def cli(training_cli: click.Group) -> click.Group:
+    """The `modaverse` group with the training commands (conftest's ``training_cli``)."""
+    return training_cli
 
 
 @pytest.fixture(scope="module")
