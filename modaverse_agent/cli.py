@@ -12,6 +12,7 @@ printed (and the guards against hostile input) in :mod:`modaverse_agent.cli_outp
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -122,6 +123,11 @@ def run(
     if plan is not None and model.directory is not None:
         fail("pass either --model or --meta-response, not both")
     served = load_zoo(zoo_config, use)  # a bad config or --use fails here, before a model takes its time to load
+    unreadable = [m for m in media if not os.path.isfile(m)]  # and a mistyped --media file
+    if unreadable:
+        fail(f"--media {', '.join(repr(m) for m in unreadable)}: no such file; check the path")
+    if plan is None and not instruction.strip() and not media:
+        fail("nothing to answer: give an INSTRUCTION (and/or --media files)")
     if plan is not None:
         llm: Any = FixedPlanLLM(read_plan(plan))
     else:

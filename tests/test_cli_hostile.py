@@ -428,3 +428,21 @@ def test_gguf_without_a_model_folder_is_refused_not_ignored(capsys: pytest.Captu
     line = error_line(err)
     assert "--gguf" in line and "--model DIR" in line
     assert "built-in default model (Gemma" not in err  # refused before anything loads
+
+
+def test_a_missing_media_file_or_nothing_to_answer_fails_before_the_model_loads(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`modaverse run "..." -m missng.png` loaded the model, ran a generator for 24 s and reported the typo last."""
+    import modaverse_agent.cli as cli_module
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(cli_module, "load_model", never)
+    code, _, err = run_main(capsys, "run", "make it a watercolor", "-m", str(tmp_path / "missng.png"))
+    assert code == 2 and "missng.png" in error_line(err) and "no such file" in error_line(err)
+    code, _, err = run_main(capsys, "run", "make it a watercolor", "-m", str(tmp_path))  # a folder is no file
+    assert code == 2 and "no such file" in error_line(err)
+    code, _, err = run_main(capsys, "run", "  ")
+    assert code == 2 and "nothing to answer" in error_line(err)
