@@ -136,7 +136,7 @@ def tools_reply(
         if failed is not None:
             return 500, failed
         message = {"role": "assistant", "content": content, "modaverse": {"errors": [], "media": []}}
-        return 200, answer.completion(message, _finish(msg.response_metadata.get("finish_reason")), _tool_usage(msg))
+        return 200, answer.completion(message, _tools_finish(False, msg), _tool_usage(msg))
     calls = tool_call_entries(msg.tool_calls, stream=False)
     text = msg.content if isinstance(msg.content, str) else msg.text
     message: dict[str, Any] = {"role": "assistant", "content": text if (text or not calls) else None}
@@ -162,11 +162,7 @@ def refusal(job: Job) -> tuple[int, dict[str, Any]] | None:
     None when it answered or has not finished."""
     if not job.future.done() or job.future.cancelled():
         return None
-    failed = _failure(job)
-    if failed is not None:
-        return failed
-    result = job.future.result()
-    return _answer_failure(result.response) if isinstance(result, AgentResult) else None
+    return _failure(job)
 
 
 async def _items(job: Job, ping_s: float, first: Any = None) -> AsyncIterator[Any]:
@@ -191,7 +187,8 @@ async def _items(job: Job, ping_s: float, first: Any = None) -> AsyncIterator[An
 
 
 def _failure(job: Job) -> tuple[int, dict[str, Any]] | None:
-    """(status, error body) of a job that did not finish (None when it did)."""
+    """(status, error body) of a job that did not finish, failed, or gave an agent answer the model could not
+    give (None when it answered)."""
     if job.future.cancelled() or not job.future.done():
         return 503, error_body("the request was stopped before it finished; retry", "server_error")
     e = job.future.exception()
@@ -199,7 +196,8 @@ def _failure(job: Job) -> tuple[int, dict[str, Any]] | None:
         return 400, error_body(str(e), "invalid_request_error", code=e.code)
     if e is not None:
         return 500, error_body(f"the server failed: {type(e).__name__}: {e}"[:500], "server_error")
-    return None
+    result = job.future.result()
+    return _answer_failure(result.response) if isinstance(result, AgentResult) else None
 
 
 async def sse_agent(
@@ -235,8 +233,6 @@ async def sse_agent(
                 yield sse(answer.chunk({"content": links, "modaverse": {"invocation": done}}))
         failure = _failure(job)
         result: AgentResult | None = job.future.result() if failure is None else None
-        if result is not None and (failed := _answer_failure(result.response)) is not None:
-            failure = failed
         if failure is not None or result is None:
             yield sse(failure[1] if failure else error_body("no answer", "server_error"))
         else:
