@@ -242,6 +242,7 @@ class MetaResponseLogitsProcessor(LogitsProcessor):
         self.looped_rows: set[int] = set()
         self._watches = [LoopWatch() if m is not None else None for m in self.matchers]
         self._ahead = False  # the newest tokens are accepted and the next mask is filled (see advance)
+        self._decided: tuple[int, dict[int, bool]] = (0, {})  # (step, row -> must close) measured this step
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         ahead = self._begin(input_ids)
@@ -266,7 +267,7 @@ class MetaResponseLogitsProcessor(LogitsProcessor):
                 ahead = True
             token = int(scores[0].argmax())  # the first best, as argmax over the masked row would take it
             # the vocabulary-wide mask is unpacked only in the last `reserve` tokens
-            near = self.budget - self.step < self.reserve
+            near = self._near()
             following = not near or not self._must_close(0, self._allowed_row())
             exits = near and self.cache is not None and bool(self.cache.closing.exits[token])
             if following and not exits and token not in self._banned_ids and token not in hold and self._allows(token):
@@ -282,12 +283,21 @@ class MetaResponseLogitsProcessor(LogitsProcessor):
         """Whether row ``i`` must take the closing route now: it is in the last ``reserve`` tokens and what is
         left would not hold the route (measured from here, see :func:`route_length`) after one more token of
         the model's own, with :data:`ROUTE_MARGIN` to spare."""
-        if self.budget - self.step >= self.reserve:
+        if not self._near():
             return False
-        left = self.budget - self.step + 1  # tokens this step may still write, this one included
-        assert self.cache is not None
-        route = route_length(self.matchers[i], allowed, self.cache.closing, self.cache.vocab_size)
-        return left < route + 1 + ROUTE_MARGIN
+        if self._decided[0] != self.step:  # pick_greedy and then _mask may ask twice in one step: walk once
+            self._decided = (self.step, {})
+        found = self._decided[1].get(i)
+        if found is None:
+            left = self.budget - self.step + 1  # tokens this step may still write, this one included
+            assert self.cache is not None
+            route = route_length(self.matchers[i], allowed, self.cache.closing, self.cache.vocab_size)
+            found = self._decided[1][i] = left < route + 1 + ROUTE_MARGIN
+        return found
+
+    def _near(self) -> bool:
+        """Whether this step is in the last ``reserve`` tokens (where the closing route is measured)."""
+        return self.budget - self.step < self.reserve
 
     def _allows(self, token: int) -> bool:
         """Whether row 0's filled mask lets ``token`` through (one bit of xgrammar's int32 bitmask)."""
@@ -321,7 +331,7 @@ class MetaResponseLogitsProcessor(LogitsProcessor):
                 scores[i] = float("-inf")
                 scores[i, self.stop_ids.to(scores.device)] = 0.0
         closing = [i for i in rows if i in self.looped_rows]
-        if self.budget - self.step < self.reserve and self.cache is not None:  # vocabulary-wide tests: last tokens only
+        if self._near() and self.cache is not None:  # vocabulary-wide tests: the last tokens only
             tables = self.cache.closing
             for i in rows:
                 allowed = scores[i] > float("-inf")
@@ -387,6 +397,7 @@ class MetaResponseLogitsProcessor(LogitsProcessor):
         sub.looped_rows = set()
         sub._watches = [self._watches[i]]
         sub._ahead = False
+        sub._decided = (0, {})
         return sub
 
     def unfinished_rows(self) -> list[int]:
