@@ -13,6 +13,7 @@ printed (and the guards against hostile input) in :mod:`modaverse_agent.cli_outp
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -123,7 +124,7 @@ def run(
     if plan is not None and model.directory is not None:
         fail("pass either --model or --meta-response, not both")
     served = load_zoo(zoo_config, use)  # a bad config or --use fails here, before a model takes its time to load
-    unreadable = [m for m in media if not os.path.isfile(m)]  # and a mistyped --media file
+    unreadable = [m for m in media if _no_file(m)]  # and a mistyped --media file
     if unreadable:
         fail(f"--media {', '.join(repr(m) for m in unreadable)}: no such file; check the path")
     if plan is None and not instruction.strip() and not media:
@@ -143,6 +144,13 @@ def run(
     if as_json:
         emit_json(response.to_dict())
     sys.exit(0 if response.ok else EXIT_PARTIAL)
+
+
+def _no_file(source: str) -> bool:
+    """Whether a --media path names no file (URLs such as file:// or data: are left to the media loader)."""
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*:", source):
+        return False
+    return not os.path.isfile(os.path.expanduser(source))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
